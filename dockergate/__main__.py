@@ -1,0 +1,3 @@
+from dockergate.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""``dockergate init``: create the state directory, the CA, the server cert, the admin bundle."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from dockergate.cli import Context, pass_ctx
+from dockergate.listen.pki import CertificateAuthority
+
+ADMIN_BUNDLE = "admin"
+
+
+def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: bool) -> list[str]:
+    """Idempotent: create what is missing, keep what exists; return what was done."""
+    settings = ctx.settings()
+    done: list[str] = []
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.state_dir, 0o700)
+    ca = CertificateAuthority(settings.pki_dir)
+    if ca.ensure():
+        done.append(f"created CA {ca.cert_path}")
+    if ca.ensure_server_cert(list(hostnames), rotate=rotate_server_cert):
+        done.append(f"issued server certificate {ca.server_cert_path}")
+    admin_dir = settings.clients_dir / ADMIN_BUNDLE
+    if not (admin_dir / "cert.pem").exists():
+        issued = ca.issue_client(ADMIN_BUNDLE, days=3650)
+        ca.write_bundle(admin_dir, issued)
+        done.append(f"wrote admin client bundle {admin_dir}")
+    from dockergate.cli import hooks
+
+    done.extend(hooks.after_init(settings))
+    return done
+
+
+@click.command()
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Extra DNS name or IP the TLS listener is reached by (repeatable).",
+)
+@click.option(
+    "--rotate-server-cert",
+    is_flag=True,
+    help="Issue a new server certificate (same CA), e.g. to add a --hostname.",
+)
+@pass_ctx
+def init(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: bool) -> None:
+    """Create the state dir, CA, server certificate and admin bundle (idempotent)."""
+    done = init_state(ctx, hostnames, rotate_server_cert)
+    settings = ctx.settings()
+    for line in done or [f"{settings.state_dir} is already initialised; nothing to do"]:
+        click.echo(line)
+    click.echo(
+        f"admin bundle: DOCKER_HOST=tcp://HOST:PORT DOCKER_TLS_VERIFY=1 "
+        f"DOCKER_CERT_PATH={settings.clients_dir / ADMIN_BUNDLE}"
+    )

@@ -1,0 +1,96 @@
+"""Who is calling: the peer as the listener saw it, and the user it maps to.
+
+The listener fixes a :class:`Peer` when it accepts a connection (kernel peer
+credentials on the unix socket, the verified client certificate on TLS). An
+:class:`Authenticator` maps the peer, plus the optional per-request token, to an
+:class:`Identity` on *every* request, so that a revocation reaches keep-alive
+connections on their next request. Authenticators answer from memory; they must
+never hit the database per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+TOKEN_HEADER = "x-dockergate-token"
+
+# Headers a client might send to claim an identity. They never decide anything and
+# are stripped before forwarding so that nothing downstream can be fooled either.
+IDENTITY_HEADERS = frozenset({TOKEN_HEADER, "x-dockergate-user", "authz-user", "x-remote-user"})
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What the listener learned about the other end at accept time."""
+
+    listener: str  # "unix" or "tls"
+    uid: int | None = None
+    gid: int | None = None
+    pid: int | None = None
+    cert_serial: int | None = None
+    cert_cn: str | None = None
+    cert_fingerprint: str | None = None  # sha256 of the DER certificate, hex
+
+    def describe(self) -> str:
+        """How the peer was identified, for logs and refusals."""
+        if self.listener == "unix":
+            return f"unix uid {self.uid}"
+        if self.cert_serial is not None:
+            return f"certificate CN={self.cert_cn!r} serial {self.cert_serial:x}"
+        return "TLS client without certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A user the gate let in, and how it knows."""
+
+    name: str
+    profile: str
+    admin: bool
+    method: str  # e.g. "unix uid 1000", "cert serial 1f2e", "token"
+    uid: int | None = None
+
+
+class Refusal(Exception):
+    """The caller is not let in; ``message`` goes to the client after ``dockergate: ``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Authenticator(Protocol):
+    def authenticate(self, peer: Peer, token: str | None) -> Identity:
+        """Return the caller's identity or raise :class:`Refusal`."""
+        ...
+
+
+ADMIN_CERT_CN = "admin"
+
+
+class BuiltinAuthenticator:
+    """Before any user exists: root on the unix socket and the admin bundle are admin."""
+
+    def __init__(self, root_is_admin: bool = True, admin_serials: frozenset[int] = frozenset()):
+        self.root_is_admin = root_is_admin
+        self.admin_serials = admin_serials
+
+    def authenticate(self, peer: Peer, token: str | None) -> Identity:
+        if peer.listener == "unix":
+            if peer.uid == 0 and self.root_is_admin:
+                return Identity("root", "admin", True, "unix uid 0", uid=0)
+            raise Refusal(
+                403,
+                f"unix uid {peer.uid} is not a registered user; "
+                "ask an admin: dockergate user add NAME --profile member --uid "
+                f"{peer.uid}",
+            )
+        if peer.cert_serial is not None and peer.cert_serial in self.admin_serials:
+            return Identity(ADMIN_CERT_CN, "admin", True, f"cert serial {peer.cert_serial:x}")
+        raise Refusal(
+            403,
+            f"{peer.describe()} is not a registered user; "
+            "ask an admin for a client bundle: dockergate user cert NAME --out DIR",
+        )

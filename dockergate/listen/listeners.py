@@ -1,0 +1,124 @@
+"""The two doors: a unix socket (identity from SO_PEERCRED) and TCP+TLS (client cert).
+
+Identity is fixed here, at accept time, before the first request is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from dockergate.listen.identity import Peer
+from dockergate.listen.tls import TLSStream
+from dockergate.proxy.http import MAX_HEAD, Writer
+from dockergate.proxy.upstream import keepalive
+
+log = logging.getLogger("dockergate")
+
+Handler = Callable[[asyncio.StreamReader, Writer, Peer], Awaitable[None]]
+_UCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The kernel's record of who connected (pid, uid, gid at connect time)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return Peer("unix", uid=uid, gid=gid, pid=pid)
+
+
+def certificate_peer(der: bytes | None) -> Peer:
+    if not der:
+        return Peer("tls")
+    cert = x509.load_der_x509_certificate(der)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(cns[0].value) if cns else None
+    return Peer(
+        "tls",
+        cert_serial=cert.serial_number,
+        cert_cn=cn,
+        cert_fingerprint=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a dead gate; refuse to steal a live one."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_socket():
+        raise RuntimeError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            path.unlink(missing_ok=True)
+            return
+        raise
+    finally:
+        probe.close()
+    raise RuntimeError(f"another process is listening on {path}")
+
+
+async def start_unix(path: str, mode: int, handler: Handler) -> asyncio.Server:
+    sock_path = Path(path)
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_socket(sock_path)
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        try:
+            peer = peer_credentials(sock)
+        except OSError:
+            writer.close()
+            return
+        await handler(reader, writer, peer)
+
+    server = await asyncio.start_unix_server(on_connect, path=str(sock_path), limit=MAX_HEAD)
+    os.chmod(sock_path, mode)
+    return server
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {address!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> asyncio.Server:
+    host, port = parse_listen(address)
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_ready(stream: TLSStream) -> None:
+        keepalive(stream.get_extra_info("socket"))
+        try:
+            der = stream.get_extra_info("peercert_der")
+            peer = certificate_peer(der if isinstance(der, bytes) else None)
+        except ValueError:
+            stream.abort()
+            return
+        task = loop.create_task(handler(stream.reader, stream, peer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def factory() -> TLSStream:
+        return TLSStream(context, server_side=True, on_ready=on_ready, limit=MAX_HEAD)
+
+    server = await loop.create_server(factory, host, port, reuse_address=True)
+    with contextlib.suppress(Exception):
+        for sock in server.sockets:
+            log.info("TLS listener on %s", sock.getsockname())
+    return server

@@ -1,0 +1,380 @@
+"""One client connection: parse each request, authorise it, forward it, relay the answer.
+
+Requests on a keep-alive connection are handled one at a time, each authorised on
+its own (identity is re-checked per request, so a revocation reaches open
+connections). Streaming responses are relayed chunk by chunk with no idle or total
+timeout; upgraded requests (attach, exec, BuildKit) become a two-way byte pump
+with half-close propagated in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from dockergate.api.routes import Match, match
+from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
+from dockergate.proxy.errors import error_response
+from dockergate.proxy.http import (
+    HOP_BY_HOP,
+    READ_SIZE,
+    ClientGone,
+    HTTPError,
+    Request,
+    Response,
+    Writer,
+    body_length,
+    iter_body,
+    parse_request,
+    parse_response,
+    read_body,
+    read_head,
+    relay_chunked_raw,
+    render_head,
+)
+from dockergate.proxy.paths import normalise
+from dockergate.proxy.upstream import UpstreamConn, UpstreamError
+
+if TYPE_CHECKING:
+    from dockergate.server import Gate
+
+log = logging.getLogger("dockergate.access")
+
+KEEPALIVE_IDLE = 300.0  # an idle keep-alive connection is closed after this (not streams)
+HEAD_TIMEOUT = 60.0  # a started message head must be complete within this
+DISCARD_LIMIT = 1 << 16  # refused bodies up to this are read and dropped to keep the connection
+HIJACK_BODY_CAP = 1 << 20
+UPGRADE_PROTOCOLS = frozenset({"tcp", "h2c", "websocket"})
+DROP_REQUEST_HEADERS = HOP_BY_HOP | IDENTITY_HEADERS
+DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Closed(Exception):
+    """The exchange cannot go on on this connection; close it."""
+
+
+def _prepend(reader: asyncio.StreamReader, data: bytes) -> None:
+    """Put bytes read ahead back in front of the reader's buffer (pipelined requests)."""
+    reader._buffer[:0] = data  # type: ignore[attr-defined]
+
+
+class ClientConnection:
+    def __init__(
+        self, gate: Gate, reader: asyncio.StreamReader, writer: Writer, peer: Peer
+    ) -> None:
+        self.gate = gate
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.busy = False
+        self.status = 0  # of the request being handled, for the access log
+
+    # -- connection loop -------------------------------------------------------------
+    async def serve(self) -> None:
+        try:
+            while not self.gate.closing:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_IDLE):
+                        await self._wait_readable()
+                    self.busy = True
+                    async with asyncio.timeout(HEAD_TIMEOUT):
+                        raw = await read_head(self.reader)
+                    request = parse_request(raw)
+                except ClientGone:
+                    return
+                except TimeoutError:
+                    if self.busy:
+                        await self._send(error_response(408, "request head timed out", close=True))
+                    return
+                except HTTPError as exc:
+                    await self._send(error_response(exc.status, exc.message, close=True))
+                    return
+                try:
+                    keep = await self.handle(request)
+                except Closed:
+                    return
+                self.busy = False
+                if not keep:
+                    return
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self.busy = False
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    async def _wait_readable(self) -> None:
+        """Wait for the first byte of the next request (or EOF) without consuming it."""
+        if self.reader._buffer or self.reader.at_eof():  # type: ignore[attr-defined]
+            return
+        await self.reader._wait_for_data("serve")  # type: ignore[attr-defined]
+
+    async def _send(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            self.writer.write(data)
+            await self.writer.drain()
+
+    # -- one request -----------------------------------------------------------------
+    async def handle(self, req: Request) -> bool:
+        """Handle one request; return whether the connection stays open."""
+        started = time.monotonic()
+        identity: Identity | None = None
+        self.status = 0
+        try:
+            path, _version = normalise(req.path)
+            token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
+            identity = self.gate.authenticator.authenticate(self.peer, token)
+            found = match(req.method, path)
+            refusal = self.gate.authorize(identity, req, path, found)
+            if refusal is not None:
+                return await self.refuse(req, refusal.status, refusal.message)
+            if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
+                keep = await self.hijack(req)
+            else:
+                keep = await self.forward(req)
+            return keep and req.keep_alive
+        except Refusal as exc:
+            return await self.refuse(req, exc.status, exc.message)
+        except HTTPError as exc:
+            self.status = exc.status
+            await self._send(error_response(exc.status, exc.message, close=True))
+            raise Closed() from exc
+        except UpstreamError as exc:
+            self.gate.log_upstream_error(exc)
+            return await self.refuse(req, 502, str(exc))
+        finally:
+            self.gate.access_log(self.peer, identity, req, self.status, time.monotonic() - started)
+
+    async def refuse(self, req: Request, status: int, message: str) -> bool:
+        """Answer with a Docker-style error; keep the connection only if the body is gone."""
+        self.status = status
+        keep = req.keep_alive and not req.headers.get("expect")
+        if keep and req.has_body:
+            if req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
+                keep = False
+            else:
+                try:
+                    await read_body(self.reader, req.content_length, False, DISCARD_LIMIT)
+                except HTTPError:
+                    keep = False
+        await self._send(
+            error_response(status, message, close=not keep, head_only=req.method == "HEAD")
+        )
+        if not keep:
+            raise Closed()
+        return True
+
+    def _upstream_head(self, req: Request, extra: list[tuple[str, str]]) -> bytes:
+        headers = req.headers.without(DROP_REQUEST_HEADERS)
+        headers.extend(extra)
+        return render_head(f"{req.method} {req.target} HTTP/1.1", headers)
+
+    async def forward(self, req: Request, body: bytes | None = None) -> bool:
+        """Send the request on a pooled connection and relay the response."""
+        framing: list[tuple[str, str]]
+        if body is not None:
+            framing = [("Content-Length", str(len(body)))]
+        elif req.chunked:
+            framing = [("Transfer-Encoding", "chunked")]
+        elif req.content_length:
+            framing = [("Content-Length", str(req.content_length))]
+        else:
+            framing = []
+            body = b""
+        head = self._upstream_head(req, framing)
+        if req.headers.get("expect", "").lower() == "100-continue" and body is None:
+            await self._send(CONTINUE)
+        replayable = body is not None
+        for attempt in (0, 1):
+            conn = await self.gate.upstream.acquire()
+            try:
+                if body is not None:
+                    conn.writer.write(head + body)
+                else:
+                    conn.writer.write(head)
+                    await self._stream_body(req, conn)
+                await conn.writer.drain()
+                raw = await read_head(conn.reader)
+            except HTTPError:
+                conn.close()
+                raise
+            except (ConnectionError, OSError, ClientGone, asyncio.IncompleteReadError) as exc:
+                conn.close()
+                if conn.reused and replayable and attempt == 0:
+                    continue  # a pooled connection the daemon had closed: retry once
+                raise UpstreamError(
+                    f"Docker daemon at {self.gate.upstream.url} closed the connection: {exc}"
+                ) from exc
+            break
+        response = parse_response(raw)
+        while 100 <= response.status < 200 and response.status != 101:
+            raw = await read_head(conn.reader)  # interim responses are the gate's business
+            response = parse_response(raw)
+        self.status = response.status
+        return await self.relay_response(req, response, conn)
+
+    async def _stream_body(self, req: Request, conn: UpstreamConn) -> None:
+        """Copy a request body to the daemon as it arrives (build contexts, uploads)."""
+        if req.chunked:
+            async for data in iter_body(self.reader, None, True):
+                conn.writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+                await conn.writer.drain()
+            conn.writer.write(b"0\r\n\r\n")
+        else:
+            async for data in iter_body(self.reader, req.content_length, False):
+                conn.writer.write(data)
+                await conn.writer.drain()
+
+    async def relay_response(self, req: Request, resp: Response, conn: UpstreamConn) -> bool:
+        """Relay the daemon's answer; return whether the client connection stays open."""
+        length = body_length(resp, req.method)
+        client_keep = req.keep_alive and (length is not None)
+        http10 = req.version == "HTTP/1.0"
+        if http10 and length == -1:
+            client_keep = False
+        if not client_keep or resp.headers.get("connection") or resp.headers.get("keep-alive"):
+            headers = resp.headers.without(DROP_RESPONSE_HEADERS)
+            if not client_keep:
+                headers.append(("Connection", "close"))
+            elif http10:
+                headers.append(("Connection", "keep-alive"))
+            if http10 and length == -1:
+                headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+            head = render_head(resp.raw_head.split(b"\r\n", 1)[0].decode("latin-1"), headers)
+        else:
+            head = resp.raw_head
+        up_keep = resp.keep_alive and length is not None
+        w = self.writer
+        try:
+            if length == 0:
+                w.write(head)
+            elif length is not None and length > 0:
+                if length <= READ_SIZE:
+                    w.write(head + await conn.reader.readexactly(length))
+                else:
+                    w.write(head)
+                    async for data in iter_body(conn.reader, length, False):
+                        w.write(data)
+                        await w.drain()
+            elif length == -1:
+                w.write(head)
+                if http10:
+                    async for data in iter_body(conn.reader, None, True):
+                        w.write(data)
+                        await w.drain()
+                else:
+                    await self._relay_stream(conn)
+            else:  # delimited by the daemon closing the connection
+                w.write(head)
+                async for data in iter_body(conn.reader, None, False):
+                    w.write(data)
+                    await w.drain()
+            await w.drain()
+        except (asyncio.IncompleteReadError, HTTPError) as exc:
+            conn.close()
+            self.gate.log_upstream_error(exc)
+            raise Closed() from exc
+        except BaseException:
+            conn.close()
+            raise
+        if up_keep:
+            self.gate.upstream.release(conn)
+        else:
+            conn.close()
+        return client_keep
+
+    async def _relay_stream(self, conn: UpstreamConn) -> None:
+        """Relay a chunked response while watching for the client going away.
+
+        Streams such as ``events`` can be silent for hours; without the watcher a
+        client that left would pin a daemon connection until the next event.
+        """
+        relay = asyncio.ensure_future(relay_chunked_raw(conn.reader, self.writer))
+        watcher: asyncio.Future[bytes] = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        try:
+            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                data = watcher.result()
+                if not data:
+                    raise ConnectionResetError("client went away during a stream")
+                _prepend(self.reader, data)  # a pipelined request: keep it for later
+            await relay
+        finally:
+            # Cancelling a pending read consumes nothing; a finished one was handled above.
+            for task in (relay, watcher):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    # -- upgrades --------------------------------------------------------------------
+    async def hijack(self, req: Request) -> bool:
+        """attach / exec start / BuildKit: dedicated daemon connection, then a byte pump."""
+        body = b""
+        if req.has_body:
+            body = await read_body(self.reader, req.content_length, req.chunked, HIJACK_BODY_CAP)
+        assert req.upgrade is not None
+        extra = [("Connection", "Upgrade"), ("Upgrade", req.upgrade)]
+        if body or req.content_length == 0 and req.headers.get("content-length") is not None:
+            extra.append(("Content-Length", str(len(body))))
+        conn = await self.gate.upstream.connect()
+        try:
+            conn.writer.write(self._upstream_head(req, extra) + body)
+            await conn.writer.drain()
+            raw = await read_head(conn.reader)
+        except (ConnectionError, OSError, ClientGone) as exc:
+            conn.close()
+            raise UpstreamError(f"Docker daemon at {self.gate.upstream.url} failed: {exc}") from exc
+        response = parse_response(raw)
+        self.status = response.status
+        if response.status != 101:
+            return await self.relay_response(req, response, conn)
+        self.writer.write(raw)  # the daemon's 101 head, byte for byte
+        await self.writer.drain()
+        with self.gate.track_stream():
+            await pump(self.reader, self.writer, conn.reader, conn.writer)
+        conn.close()
+        raise Closed()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: Writer) -> bool:
+    """Copy until EOF, then half-close the other side. False if a side broke."""
+    try:
+        while data := await reader.read(READ_SIZE):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        return False
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        return False
+    return True
+
+
+async def pump(
+    client_reader: asyncio.StreamReader,
+    client_writer: Writer,
+    up_reader: asyncio.StreamReader,
+    up_writer: Writer,
+) -> None:
+    """Relay both directions with half-close; stop both if either side breaks."""
+    up = asyncio.ensure_future(_copy(client_reader, up_writer))
+    down = asyncio.ensure_future(_copy(up_reader, client_writer))
+    pending = {up, down}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(not task.result() for task in done):
+                break
+    finally:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task

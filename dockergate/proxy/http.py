@@ -1,0 +1,386 @@
+"""A strict HTTP/1.1 message reader and writer for both legs of the gate.
+
+The gate authorises what it parses and forwards what it authorised, so it parses
+requests itself, strictly: anything two parsers could read differently (bare LF,
+obs-fold, space before the colon, both Content-Length and Transfer-Encoding,
+several lengths, unknown transfer codings) is refused with 400 instead of being
+guessed at. Bodies are streamed; chunked bodies are decoded and re-encoded so the
+daemon sees exactly the chunks the gate read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote_to_bytes
+
+MAX_HEAD = 1 << 20  # dockerd's Go http.Server default MaxHeaderBytes is 1 MiB
+READ_SIZE = 1 << 16
+CRLF = b"\r\n"
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+    }
+)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HEXDIGITS = re.compile(rb"[0-9a-fA-F]{1,16}")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
+H2_PREFACE = b"PRI * HTTP/2.0"
+
+
+class Writer(Protocol):
+    """The part of :class:`asyncio.StreamWriter` the gate uses (the TLS layer mimics it)."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    async def drain(self) -> None: ...
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+
+
+class HTTPError(Exception):
+    """A malformed message: answer ``status`` with ``message`` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientGone(Exception):
+    """The peer closed the connection between messages: not an error."""
+
+
+@dataclass(slots=True)
+class Headers:
+    """Header fields in arrival order, names as sent, with case-insensitive lookup."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.items:
+            if key.lower() == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.items if key.lower() == name]
+
+    def tokens(self, name: str) -> set[str]:
+        """Comma-separated tokens of every ``name`` field, lower-cased (e.g. Connection)."""
+        out: set[str] = set()
+        for value in self.get_all(name):
+            out.update(t.strip().lower() for t in value.split(",") if t.strip())
+        return out
+
+    def without(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        drop = {n.lower() for n in names}
+        return [(k, v) for k, v in self.items if k.lower() not in drop]
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str  # as sent: forwarded unchanged
+    version: str
+    headers: Headers
+    content_length: int | None  # None with chunked
+    chunked: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        parts = self.target.split("?", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.tokens("connection")
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+    @property
+    def upgrade(self) -> str | None:
+        """The Upgrade protocol when the request asks for one (Connection: Upgrade)."""
+        value = self.headers.get("upgrade")
+        if value and "upgrade" in self.headers.tokens("connection"):
+            return value.strip()
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    raw_head: bytes
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.tokens("connection")
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+
+def _split_head(raw: bytes) -> tuple[bytes, list[bytes]]:
+    lines = raw[:-4].split(CRLF)
+    for line in lines:
+        if b"\n" in line or b"\r" in line:
+            raise HTTPError(400, "bare CR or LF in the message head")
+    return lines[0], lines[1:]
+
+
+def _parse_fields(lines: list[bytes]) -> Headers:
+    items: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise HTTPError(400, "obsolete header line folding")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise HTTPError(400, f"malformed header line {line[:60]!r}")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise HTTPError(400, f"control character in header {name.decode()!r}")
+        items.append((name.decode("ascii"), value.decode("latin-1")))
+    return Headers(items)
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """Read up to and including the blank line; ClientGone on a clean EOF before it."""
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            raise ClientGone() from None
+        if exc.partial.startswith(H2_PREFACE):
+            raise HTTPError(505, "HTTP/2 is not supported; use HTTP/1.1") from None
+        raise HTTPError(400, "connection closed in the middle of a message head") from None
+    except asyncio.LimitOverrunError:
+        raise HTTPError(431, "message head larger than 1 MiB") from None
+
+
+def parse_request(raw: bytes) -> Request:
+    start, lines = _split_head(raw)
+    if start.startswith(H2_PREFACE):
+        raise HTTPError(505, "HTTP/2 is not supported; use HTTP/1.1")
+    parts = start.split(b" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
+        raise HTTPError(400, f"malformed request line {start[:80]!r}")
+    method, target, version = parts
+    if not _VERSION.fullmatch(version):
+        raise HTTPError(505, f"unsupported protocol {version[:20]!r}")
+    if not _TARGET.fullmatch(target):
+        raise HTTPError(400, "request target must be an absolute path without spaces")
+    headers = _parse_fields(lines)
+    lengths = headers.get_all("content-length")
+    codings = headers.get_all("transfer-encoding")
+    if lengths and codings:
+        raise HTTPError(400, "both Content-Length and Transfer-Encoding: ambiguous body")
+    content_length: int | None = 0
+    chunked = False
+    if codings:
+        if len(codings) != 1 or codings[0].strip().lower() != "chunked":
+            raise HTTPError(501, f"unsupported Transfer-Encoding {', '.join(codings)!r}")
+        if version == b"HTTP/1.0":
+            raise HTTPError(400, "chunked body in an HTTP/1.0 request")
+        chunked, content_length = True, None
+    elif lengths:
+        if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0].encode()):
+            raise HTTPError(400, f"invalid Content-Length {', '.join(lengths)!r}")
+        content_length = int(lengths[0])
+    return Request(
+        method.decode("ascii"),
+        target.decode("ascii"),
+        version.decode("ascii"),
+        headers,
+        content_length,
+        chunked,
+    )
+
+
+def parse_response(raw: bytes) -> Response:
+    start, lines = _split_head(raw)
+    parts = start.split(b" ", 2)
+    if len(parts) < 2 or not _VERSION.fullmatch(parts[0]) or not _DIGITS.fullmatch(parts[1]):
+        raise HTTPError(502, f"malformed response line from the daemon {start[:80]!r}")
+    return Response(
+        parts[0].decode("ascii"),
+        int(parts[1]),
+        parts[2].decode("latin-1") if len(parts) > 2 else "",
+        _parse_fields(lines),
+        raw,
+    )
+
+
+def render_head(start: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    out = [start]
+    out.extend(f"{k}: {v}" for k, v in headers)
+    out.append("\r\n")
+    return "\r\n".join(out).encode("latin-1")
+
+
+def body_length(resp: Response, request_method: str) -> int | None:
+    """Content length of a response body: -1 chunked, None until close, else bytes."""
+    if request_method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
+        return 0
+    te = resp.headers.get("transfer-encoding")
+    if te is not None:
+        if te.strip().lower() != "chunked":
+            raise HTTPError(502, f"unsupported Transfer-Encoding {te!r} from the daemon")
+        return -1
+    cl = resp.headers.get("content-length")
+    if cl is not None:
+        if not _DIGITS.fullmatch(cl.encode()):
+            raise HTTPError(502, f"invalid Content-Length {cl!r} from the daemon")
+        return int(cl)
+    return None
+
+
+async def _chunk_size(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    try:
+        line = await reader.readuntil(CRLF)
+    except asyncio.IncompleteReadError:
+        raise HTTPError(400, "body ended in the middle of a chunk") from None
+    except asyncio.LimitOverrunError:
+        raise HTTPError(400, "chunk size line too long") from None
+    size = line[:-2].split(b";", 1)[0].strip(b" \t")
+    if not _HEXDIGITS.fullmatch(size):
+        raise HTTPError(400, f"malformed chunk size {line[:40]!r}")
+    return int(size, 16), line
+
+
+async def _skip_trailers(reader: asyncio.StreamReader) -> bytes:
+    raw = bytearray()
+    while True:
+        try:
+            line = await reader.readuntil(CRLF)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise HTTPError(400, "malformed chunked trailer") from None
+        raw += line
+        if line == CRLF:
+            return bytes(raw)
+        if len(raw) > MAX_HEAD:
+            raise HTTPError(400, "chunked trailer too large")
+
+
+async def iter_body(
+    reader: asyncio.StreamReader, length: int | None, chunked: bool
+) -> AsyncIterator[bytes]:
+    """Yield the decoded body of a message as it arrives (never buffered whole)."""
+    if chunked:
+        while True:
+            size, _ = await _chunk_size(reader)
+            if size == 0:
+                await _skip_trailers(reader)
+                return
+            while size:
+                data = await reader.read(min(size, READ_SIZE))
+                if not data:
+                    raise HTTPError(400, "body ended in the middle of a chunk")
+                size -= len(data)
+                yield data
+            try:
+                if await reader.readexactly(2) != CRLF:
+                    raise HTTPError(400, "chunk data not followed by CRLF")
+            except asyncio.IncompleteReadError:
+                raise HTTPError(400, "body ended in the middle of a chunk") from None
+    elif length is None:
+        while data := await reader.read(READ_SIZE):
+            yield data
+    else:
+        remaining = length
+        while remaining:
+            data = await reader.read(min(remaining, READ_SIZE))
+            if not data:
+                raise HTTPError(400, f"body shorter than its Content-Length ({length})")
+            remaining -= len(data)
+            yield data
+
+
+async def read_body(
+    reader: asyncio.StreamReader, length: int | None, chunked: bool, cap: int
+) -> bytes:
+    """Read a whole body to inspect it; 413 past ``cap``."""
+    if length is not None and length > cap:
+        raise HTTPError(413, f"body of {length} bytes is over the {cap}-byte inspection limit")
+    buf = bytearray()
+    async for data in iter_body(reader, length, chunked):
+        buf += data
+        if len(buf) > cap:
+            raise HTTPError(413, f"body is over the {cap}-byte inspection limit")
+    return bytes(buf)
+
+
+async def relay_chunked_raw(reader: asyncio.StreamReader, writer: Writer) -> None:
+    """Pass a chunked body through byte for byte, one write per chunk as it arrives.
+
+    Used for responses: a stream's chunk boundaries (docker-py yields one item per
+    chunk) and its timing survive, and nothing waits for a chunk to complete.
+    """
+    while True:
+        size, line = await _chunk_size(reader)
+        if size == 0:
+            writer.write(line + await _skip_trailers(reader))
+            await writer.drain()
+            return
+        pending: bytes | bytearray = line
+        size += 2  # the CRLF after the data
+        while size:
+            data = await reader.read(min(size, READ_SIZE))
+            if not data:
+                raise HTTPError(502, "daemon closed the stream in the middle of a chunk")
+            size -= len(data)
+            if pending:
+                writer.write(pending + data)
+                pending = b""
+            else:
+                writer.write(data)
+            await writer.drain()
+
+
+def split_target(target: str) -> tuple[str, str]:
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def decode_path(path: str) -> str:
+    """Percent-decode a path the way Go's url.Parse does for routing."""
+    if "%" not in path:
+        return path
+    try:
+        return unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "request path is not valid UTF-8 after percent-decoding") from None

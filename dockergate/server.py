@@ -1,0 +1,145 @@
+"""The gate: listeners, the upstream pool, the authenticator, and a bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from dockergate.api.routes import Match
+from dockergate.config import Settings
+from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
+from dockergate.listen.listeners import start_tls, start_unix
+from dockergate.listen.tlsconfig import server_context, upstream_context
+from dockergate.proxy.connection import ClientConnection
+from dockergate.proxy.http import Request, Writer
+from dockergate.proxy.upstream import Upstream
+
+log = logging.getLogger("dockergate")
+access = logging.getLogger("dockergate.access")
+
+
+class Gate:
+    def __init__(self, settings: Settings, authenticator: Authenticator) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        tls = None
+        if settings.upstream.startswith("tcp://") and (
+            settings.upstream_ca or settings.upstream_cert
+        ):
+            tls = upstream_context(
+                settings.upstream_ca, settings.upstream_cert, settings.upstream_key
+            )
+        self.upstream = Upstream(settings.upstream, tls)
+        self.closing = False
+        self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
+        self.servers: list[asyncio.Server] = []
+        self.streams = 0
+
+    # -- policy hook -------------------------------------------------------------------
+    def authorize(
+        self, identity: Identity, req: Request, path: str, found: Match | None
+    ) -> Refusal | None:
+        """None to let the request through, or the refusal. Default deny for non-admins."""
+        if identity.admin:
+            return None
+        if found is not None and found.route.access == "public":
+            return None
+        what = found.route.name if found else f"{req.method} {path}"
+        return Refusal(403, f"user {identity.name!r} (profile {identity.profile!r}) may not {what}")
+
+    # -- connections -------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: Writer, peer: Peer) -> None:
+        conn = ClientConnection(self, reader, writer, peer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections[task] = conn
+        try:
+            await conn.serve()
+        finally:
+            self.connections.pop(task, None)
+
+    @contextlib.contextmanager
+    def track_stream(self) -> Iterator[None]:
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+
+    def access_log(
+        self, peer: Peer, identity: Identity | None, req: Request, status: int, seconds: float
+    ) -> None:
+        if not access.isEnabledFor(logging.INFO):
+            return
+        who = identity.name if identity else "-"
+        via = identity.method if identity else peer.describe()
+        access.info(
+            "user=%s via=%r %s %s status=%s ms=%.1f",
+            who,
+            via,
+            req.method,
+            req.path,
+            status,
+            seconds * 1000,
+        )
+
+    def log_upstream_error(self, exc: BaseException) -> None:
+        log.warning("upstream %s: %s", self.upstream.url, exc)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        if s.socket:
+            self.servers.append(await start_unix(s.socket, s.socket_mode, self.handle))
+            log.info("unix listener on %s (mode %o)", s.socket, s.socket_mode)
+        if s.tls_listen:
+            ctx = server_context(
+                s.pki_dir / "server-cert.pem", s.pki_dir / "server-key.pem", s.pki_dir / "ca.pem"
+            )
+            self.servers.append(await start_tls(s.tls_listen, ctx, self.handle))
+            log.info("TLS listener on %s", s.tls_listen)
+        if not self.servers:
+            raise RuntimeError("no listener configured: give --socket and/or --tls-listen")
+        log.info("forwarding to %s", self.upstream.url)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let requests in flight finish, then cut long streams."""
+        self.closing = True
+        for server in self.servers:
+            server.close()
+        for task, conn in list(self.connections.items()):
+            if not conn.busy:
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=2)
+        self.upstream.close()
+        if self.settings.socket:
+            with contextlib.suppress(OSError):
+                import os
+
+                os.unlink(self.settings.socket)
+        log.info("stopped")
+
+
+async def run(settings: Settings, authenticator: Authenticator) -> None:
+    gate = Gate(settings, authenticator)
+    await gate.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
+        await gate.shutdown()
