@@ -167,9 +167,9 @@ def _compile(pattern: str) -> re.Pattern[str]:
     out = []
     for part in pattern.strip("/").split("/"):
         if part.endswith("*}"):
-            out.append(r"(?P<%s>.+)" % part[1:-2])
+            out.append(rf"(?P<{part[1:-2]}>.+)")
         elif part.startswith("{"):
-            out.append(r"(?P<%s>[^/]+)" % part[1:-1])
+            out.append(rf"(?P<{part[1:-1]}>[^/]+)")
         else:
             out.append(re.escape(part))
     return re.compile("^/" + "/".join(out) + "$")

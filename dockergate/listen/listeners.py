@@ -14,8 +14,9 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -27,7 +28,7 @@ from dockergate.proxy.upstream import keepalive
 
 log = logging.getLogger("dockergate")
 
-Handler = Callable[[asyncio.StreamReader, Writer, Peer], Awaitable[None]]
+Handler = Callable[[asyncio.StreamReader, Writer, Peer], Coroutine[Any, Any, None]]
 _UCRED = struct.Struct("3i")
 
 

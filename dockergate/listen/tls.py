@@ -12,6 +12,7 @@ subset of :class:`asyncio.StreamWriter` the proxy uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 
@@ -181,10 +182,9 @@ class TLSStream(asyncio.Protocol):
         if self._eof_sent or self._lost:
             return
         self._eof_sent = True
-        try:
+        # SSLWantReadError just means: close_notify sent, the peer's not yet received.
+        with contextlib.suppress(ssl.SSLError, OSError):
             self._ssl.unwrap()
-        except (ssl.SSLError, OSError):
-            pass  # SSLWantReadError: close_notify sent, the peer's not yet received
         self._flush()
 
     def close(self) -> None:

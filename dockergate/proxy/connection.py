@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from dockergate.api.routes import Match, match
+from dockergate.api.routes import match
 from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
 from dockergate.proxy.errors import error_response
 from dockergate.proxy.http import (
@@ -36,7 +36,7 @@ from dockergate.proxy.http import (
     render_head,
 )
 from dockergate.proxy.paths import normalise
-from dockergate.proxy.upstream import UpstreamConn, UpstreamError
+from dockergate.proxy.upstream import UpstreamConn, UpstreamError, buffered
 
 if TYPE_CHECKING:
     from dockergate.server import Gate
@@ -109,7 +109,7 @@ class ClientConnection:
 
     async def _wait_readable(self) -> None:
         """Wait for the first byte of the next request (or EOF) without consuming it."""
-        if self.reader._buffer or self.reader.at_eof():  # type: ignore[attr-defined]
+        if buffered(self.reader) or self.reader.at_eof():
             return
         await self.reader._wait_for_data("serve")  # type: ignore[attr-defined]
 
@@ -186,7 +186,7 @@ class ClientConnection:
             framing = []
             body = b""
         head = self._upstream_head(req, framing)
-        if req.headers.get("expect", "").lower() == "100-continue" and body is None:
+        if (req.headers.get("expect") or "").lower() == "100-continue" and body is None:
             await self._send(CONTINUE)
         replayable = body is not None
         for attempt in (0, 1):
@@ -294,9 +294,9 @@ class ClientConnection:
         client that left would pin a daemon connection until the next event.
         """
         relay = asyncio.ensure_future(relay_chunked_raw(conn.reader, self.writer))
-        watcher: asyncio.Future[bytes] = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        watcher = asyncio.ensure_future(self.reader.read(READ_SIZE))
         try:
-            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([relay, watcher], return_when=asyncio.FIRST_COMPLETED)
             if watcher in done:
                 data = watcher.result()
                 if not data:
@@ -319,7 +319,7 @@ class ClientConnection:
             body = await read_body(self.reader, req.content_length, req.chunked, HIJACK_BODY_CAP)
         assert req.upgrade is not None
         extra = [("Connection", "Upgrade"), ("Upgrade", req.upgrade)]
-        if body or req.content_length == 0 and req.headers.get("content-length") is not None:
+        if body or (req.content_length == 0 and req.headers.get("content-length") is not None):
             extra.append(("Content-Length", str(len(body))))
         conn = await self.gate.upstream.connect()
         try:

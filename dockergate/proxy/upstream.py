@@ -8,6 +8,7 @@ answers 101 the socket belongs to that stream until it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -33,10 +34,8 @@ class UpstreamConn:
     idle_since: float = 0.0
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a broken socket must not raise
             self.writer.close()
-        except Exception:  # noqa: BLE001 - closing a broken socket must not raise
-            pass
 
 
 class Upstream:
@@ -91,7 +90,7 @@ class Upstream:
                 now - conn.idle_since < IDLE_TTL
                 and not conn.writer.is_closing()
                 and not conn.reader.at_eof()
-                and not conn.reader._buffer  # stray bytes: the daemon said something
+                and not buffered(conn.reader)  # stray bytes: the daemon said something
             ):
                 conn.reused = True
                 return conn
@@ -110,6 +109,11 @@ class Upstream:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes a StreamReader holds unread (asyncio has no public accessor)."""
+    return len(reader._buffer)  # type: ignore[attr-defined]
 
 
 def _keepalive(sock: object) -> None:
