@@ -9,12 +9,15 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from dockergate.api.routes import Match
+from dockergate.api.dispatch import load_handlers
+from dockergate.api.exchange import ADMIN_PROFILE
 from dockergate.config import Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
+from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
 from dockergate.proxy.connection import ClientConnection
+from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.http import Request, Writer
 from dockergate.proxy.upstream import Upstream
 
@@ -34,22 +37,41 @@ class Gate:
                 settings.upstream_ca, settings.upstream_cert, settings.upstream_key
             )
         self.upstream = Upstream(settings.upstream, tls)
+        self.daemon = Daemon(self.upstream)
+        self.profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
+        load_handlers()
         self.closing = False
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
         self.servers: list[asyncio.Server] = []
         self.streams = 0
 
-    # -- policy hook -------------------------------------------------------------------
-    def authorize(
-        self, identity: Identity, req: Request, path: str, found: Match | None
-    ) -> Refusal | None:
-        """None to let the request through, or the refusal. Default deny for non-admins."""
+    # -- profiles ----------------------------------------------------------------------
+    def profile_for(self, identity: Identity) -> Profile:
+        profile = self.profiles.get(identity.profile)
+        if profile is not None:
+            return profile
         if identity.admin:
-            return None
-        if found is not None and found.route.access == "public":
-            return None
-        what = found.route.name if found else f"{req.method} {path}"
-        return Refusal(403, f"user {identity.name!r} (profile {identity.profile!r}) may not {what}")
+            return ADMIN_PROFILE
+        raise Refusal(
+            403,
+            f"user {identity.name!r} has profile {identity.profile!r}, which has no file in "
+            f"{self.profiles.directory}; ask an admin: dockergate user set-profile "
+            f"{identity.name} PROFILE",
+        )
+
+    def reload_profiles(self) -> None:
+        """SIGHUP / ``dockergate policy reload``: swap in new rules, keep connections.
+        A broken file leaves the old rules in force."""
+        try:
+            self.profiles = ProfileSet(self.profiles.directory)
+        except PolicyError as exc:
+            log.error("policy reload failed, keeping the previous rules: %s", exc)
+            return
+        log.info(
+            "policies reloaded from %s: %s",
+            self.profiles.directory,
+            ", ".join(self.profiles.profiles),
+        )
 
     # -- connections -------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: Writer, peer: Peer) -> None:
@@ -138,6 +160,7 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gate.reload_profiles)
     try:
         await stop.wait()
     finally:

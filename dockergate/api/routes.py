@@ -107,12 +107,12 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
     # volumes
     ("GET", "/volumes", "volume.list", "volume", "read"),
     ("POST", "/volumes/create", "volume.create", "volume", "write"),
-    ("GET", "/volumes/{name}", "volume.inspect", "volume", "read"),
-    ("PUT", "/volumes/{name}", "volume.update", "volume", "admin"),
-    ("DELETE", "/volumes/{name}", "volume.delete", "volume", "write"),
+    ("GET", "/volumes/{id}", "volume.inspect", "volume", "read"),
+    ("PUT", "/volumes/{id}", "volume.update", "volume", "admin"),
+    ("DELETE", "/volumes/{id}", "volume.delete", "volume", "write"),
     ("POST", "/volumes/prune", "volume.prune", "volume", "write"),
     # swarm
-    ("GET", "/swarm", "swarm.inspect", "swarm", "read"),
+    ("GET", "/swarm", "swarm.inspect", "swarm", "admin"),  # holds the join tokens
     ("POST", "/swarm/init", "swarm.init", "swarm", "admin"),
     ("POST", "/swarm/join", "swarm.join", "swarm", "admin"),
     ("POST", "/swarm/leave", "swarm.leave", "swarm", "admin"),
@@ -148,7 +148,7 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
     ("GET", "/plugins", "plugin.list", "plugin", "admin"),
     ("GET", "/plugins/privileges", "plugin.privileges", "plugin", "admin"),
     ("POST", "/plugins/pull", "plugin.pull", "plugin", "admin"),
-    ("GET", "/plugins/{name*}/json", "plugin.inspect", "plugin", "admin"),
+    ("GET", "/plugins/{name*}/json", "plugin.inspect", "plugin", "read"),
     ("DELETE", "/plugins/{name*}", "plugin.delete", "plugin", "admin"),
     ("POST", "/plugins/{name*}/enable", "plugin.enable", "plugin", "admin"),
     ("POST", "/plugins/{name*}/disable", "plugin.disable", "plugin", "admin"),

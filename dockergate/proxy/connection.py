@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
+from dockergate.api.dispatch import dispatch
+from dockergate.api.exchange import EventFilter, Exchange
 from dockergate.api.routes import match
 from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
 from dockergate.proxy.errors import error_response
@@ -125,20 +129,32 @@ class ClientConnection:
         identity: Identity | None = None
         self.status = 0
         try:
-            path, _version = normalise(req.path)
+            path, version = normalise(req.path)
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
             identity = self.gate.authenticator.authenticate(self.peer, token)
             found = match(req.method, path)
-            refusal = self.gate.authorize(identity, req, path, found)
-            if refusal is not None:
-                return await self.refuse(req, refusal.status, refusal.message)
-            if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
-                keep = await self.hijack(req)
-            else:
-                keep = await self.forward(req)
+            ex = Exchange(
+                req,
+                identity,
+                path,
+                version,
+                found.route if found else None,
+                dict(found.params) if found else {},
+                self.gate.daemon,
+                self.reader,
+                profile=self.gate.profile_for(identity),
+            )
+            try:
+                await dispatch(ex)
+                if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
+                    keep = await self.hijack(ex)
+                else:
+                    keep = await self.forward(ex)
+            finally:
+                ex.release()
             return keep and req.keep_alive
         except Refusal as exc:
-            return await self.refuse(req, exc.status, exc.message)
+            return await self.refuse(req, exc.status, exc.message, raw=exc.raw)
         except HTTPError as exc:
             self.status = exc.status
             await self._send(error_response(exc.status, exc.message, close=True))
@@ -149,11 +165,11 @@ class ClientConnection:
         finally:
             self.gate.access_log(self.peer, identity, req, self.status, time.monotonic() - started)
 
-    async def refuse(self, req: Request, status: int, message: str) -> bool:
+    async def refuse(self, req: Request, status: int, message: str, raw: bool = False) -> bool:
         """Answer with a Docker-style error; keep the connection only if the body is gone."""
         self.status = status
         keep = req.keep_alive and not req.headers.get("expect")
-        if keep and req.has_body:
+        if keep and req.has_body and not req.body_read:
             if req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
                 keep = False
             else:
@@ -162,19 +178,20 @@ class ClientConnection:
                 except HTTPError:
                     keep = False
         await self._send(
-            error_response(status, message, close=not keep, head_only=req.method == "HEAD")
+            error_response(status, message, close=not keep, head_only=req.method == "HEAD", raw=raw)
         )
         if not keep:
             raise Closed()
         return True
 
-    def _upstream_head(self, req: Request, extra: list[tuple[str, str]]) -> bytes:
-        headers = req.headers.without(DROP_REQUEST_HEADERS)
+    def _upstream_head(self, ex: Exchange, extra: list[tuple[str, str]]) -> bytes:
+        headers = ex.req.headers.without(DROP_REQUEST_HEADERS)
         headers.extend(extra)
-        return render_head(f"{req.method} {req.target} HTTP/1.1", headers)
+        return render_head(f"{ex.req.method} {ex.target} HTTP/1.1", headers)
 
-    async def forward(self, req: Request, body: bytes | None = None) -> bool:
+    async def forward(self, ex: Exchange) -> bool:
         """Send the request on a pooled connection and relay the response."""
+        req, body = ex.req, ex.body
         framing: list[tuple[str, str]]
         if body is not None:
             framing = [("Content-Length", str(len(body)))]
@@ -185,7 +202,7 @@ class ClientConnection:
         else:
             framing = []
             body = b""
-        head = self._upstream_head(req, framing)
+        head = self._upstream_head(ex, framing)
         if (req.headers.get("expect") or "").lower() == "100-continue" and body is None:
             await self._send(CONTINUE)
         replayable = body is not None
@@ -215,7 +232,7 @@ class ClientConnection:
             raw = await read_head(conn.reader)  # interim responses are the gate's business
             response = parse_response(raw)
         self.status = response.status
-        return await self.relay_response(req, response, conn)
+        return await self.relay_response(ex, response, conn)
 
     async def _stream_body(self, req: Request, conn: UpstreamConn) -> None:
         """Copy a request body to the daemon as it arrives (build contexts, uploads)."""
@@ -229,9 +246,12 @@ class ClientConnection:
                 conn.writer.write(data)
                 await conn.writer.drain()
 
-    async def relay_response(self, req: Request, resp: Response, conn: UpstreamConn) -> bool:
+    async def relay_response(self, ex: Exchange, resp: Response, conn: UpstreamConn) -> bool:
         """Relay the daemon's answer; return whether the client connection stays open."""
+        req = ex.req
         length = body_length(resp, req.method)
+        if resp.status == 200 and length != 0 and ex.response_filter is not None:
+            return await self._relay_filtered(ex, resp, conn, length)
         client_keep = req.keep_alive and (length is not None)
         http10 = req.version == "HTTP/1.0"
         if http10 and length == -1:
@@ -266,8 +286,10 @@ class ClientConnection:
                     async for data in iter_body(conn.reader, None, True):
                         w.write(data)
                         await w.drain()
+                elif ex.event_filter is not None and resp.status == 200:
+                    await self._watching_client(relay_events(conn.reader, w, ex.event_filter))
                 else:
-                    await self._relay_stream(conn)
+                    await self._watching_client(relay_chunked_raw(conn.reader, w))
             else:  # delimited by the daemon closing the connection
                 w.write(head)
                 async for data in iter_body(conn.reader, None, False):
@@ -287,13 +309,40 @@ class ClientConnection:
             conn.close()
         return client_keep
 
-    async def _relay_stream(self, conn: UpstreamConn) -> None:
+    async def _relay_filtered(
+        self, ex: Exchange, resp: Response, conn: UpstreamConn, length: int | None
+    ) -> bool:
+        """A whole JSON answer, filtered (e.g. ``system/df`` for a non-admin)."""
+        assert ex.response_filter is not None
+        chunks = [
+            c
+            async for c in iter_body(
+                conn.reader, None if length in (None, -1) else length, length == -1
+            )
+        ]
+        if resp.keep_alive and length is not None:
+            self.gate.upstream.release(conn)
+        else:
+            conn.close()
+        body = ex.response_filter(b"".join(chunks))
+        headers = resp.headers.without(
+            {*DROP_RESPONSE_HEADERS, "content-length", "transfer-encoding"}
+        )
+        headers.append(("Content-Length", str(len(body))))
+        if not ex.req.keep_alive:
+            headers.append(("Connection", "close"))
+        status_line = resp.raw_head.split(b"\r\n", 1)[0].decode("latin-1")
+        self.writer.write(render_head(status_line, headers) + body)
+        await self.writer.drain()
+        return ex.req.keep_alive
+
+    async def _watching_client(self, relay_coro: Coroutine[Any, Any, None]) -> None:
         """Relay a chunked response while watching for the client going away.
 
         Streams such as ``events`` can be silent for hours; without the watcher a
         client that left would pin a daemon connection until the next event.
         """
-        relay = asyncio.ensure_future(relay_chunked_raw(conn.reader, self.writer))
+        relay = asyncio.ensure_future(relay_coro)
         watcher = asyncio.ensure_future(self.reader.read(READ_SIZE))
         try:
             done, _ = await asyncio.wait([relay, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -312,18 +361,20 @@ class ClientConnection:
                         await task
 
     # -- upgrades --------------------------------------------------------------------
-    async def hijack(self, req: Request) -> bool:
+    async def hijack(self, ex: Exchange) -> bool:
         """attach / exec start / BuildKit: dedicated daemon connection, then a byte pump."""
+        req = ex.req
         body = b""
         if req.has_body:
             body = await read_body(self.reader, req.content_length, req.chunked, HIJACK_BODY_CAP)
+            req.body_read = True
         assert req.upgrade is not None
         extra = [("Connection", "Upgrade"), ("Upgrade", req.upgrade)]
         if body or (req.content_length == 0 and req.headers.get("content-length") is not None):
             extra.append(("Content-Length", str(len(body))))
         conn = await self.gate.upstream.connect()
         try:
-            conn.writer.write(self._upstream_head(req, extra) + body)
+            conn.writer.write(self._upstream_head(ex, extra) + body)
             await conn.writer.drain()
             raw = await read_head(conn.reader)
         except (ConnectionError, OSError, ClientGone) as exc:
@@ -332,13 +383,35 @@ class ClientConnection:
         response = parse_response(raw)
         self.status = response.status
         if response.status != 101:
-            return await self.relay_response(req, response, conn)
+            return await self.relay_response(ex, response, conn)
         self.writer.write(raw)  # the daemon's 101 head, byte for byte
         await self.writer.drain()
         with self.gate.track_stream():
             await pump(self.reader, self.writer, conn.reader, conn.writer)
         conn.close()
         raise Closed()
+
+
+async def relay_events(reader: asyncio.StreamReader, writer: Writer, allows: EventFilter) -> None:
+    """Relay a line-delimited JSON stream, keeping only the events ``allows``; each
+    kept event goes out as its own chunk, as the daemon sends them."""
+    pending = b""
+    async for data in iter_body(reader, None, True):
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and await allows(event):
+                out = line + b"\n"
+                writer.write(b"%x\r\n%b\r\n" % (len(out), out))
+                await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
 
 
 async def _copy(reader: asyncio.StreamReader, writer: Writer) -> bool:

@@ -15,9 +15,11 @@ def reason(status: int) -> str:
         return "Error"
 
 
-def error_response(status: int, message: str, *, close: bool, head_only: bool = False) -> bytes:
+def error_response(
+    status: int, message: str, *, close: bool, head_only: bool = False, raw: bool = False
+) -> bytes:
     """A complete HTTP/1.1 response carrying the refusal or error message."""
-    if not message.startswith(PREFIX):
+    if not raw and not message.startswith(PREFIX):
         message = PREFIX + message
     body = json.dumps({"message": message}).encode() + b"\n"
     lines = [

@@ -109,6 +109,7 @@ class Request:
     headers: Headers
     content_length: int | None  # None with chunked
     chunked: bool
+    body_read: bool = False  # the body was consumed (inspected) already
 
     @property
     def has_body(self) -> bool:

@@ -1,0 +1,177 @@
+"""Containers: what happens to ``POST /containers/create`` and the other container routes.
+
+Create: the body is parsed strictly, the owner label is stamped (replacing any
+``dockergate.*`` label the client sent), every reference to another object is
+checked (``VolumesFrom``, ``container:<x>`` namespaces, ``Links``, named volumes,
+networks), and the re-encoded body is what the daemon receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockergate.api import query as q
+from dockergate.api.dispatch import handles, own_filters, owned_object, who
+from dockergate.api.exchange import Exchange
+from dockergate.api.labels import stamp
+from dockergate.api.ownership import OWNER_LABEL, NotFound, resolve, resolve_owned
+from dockergate.listen.identity import Refusal
+from dockergate.policy.checks import (
+    Denied,
+    bind_options,
+    check_container,
+    check_exec,
+    check_update,
+)
+from dockergate.policy.quota import check_container_quota, user_lock
+
+NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+
+
+@handles("container.list", "container.prune")
+async def container_list(ex: Exchange) -> None:
+    own_filters(ex)
+
+
+@handles("container.create")
+async def container_create(ex: Exchange) -> None:
+    body = await ex.read_json("container.create")
+    if not isinstance(body, dict):
+        raise Refusal(400, "container create: body must be a JSON object")
+    body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
+    host = body.get("HostConfig") or {}
+    for mount in host.get("Mounts") or []:
+        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
+            options = mount.setdefault("VolumeOptions", {}) or {}
+            mount["VolumeOptions"] = options
+            options["Labels"] = stamp(options.get("Labels"), ex.identity.name)
+    await check_references(ex, host, body.get("NetworkingConfig") or {})
+    check_container(ex.profile, body, await ex.daemon.facts())
+    await ex.hold(user_lock(ex.identity.name))
+    memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
+    await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
+    await precreate_bind_volumes(ex, body.get("HostConfig") or {})
+    ex.set_json(body)
+
+
+@handles("container.update")
+async def container_update(ex: Exchange) -> None:
+    """``docker update``: the owner's, and no raising limits past the profile's caps."""
+    await owned_object(ex)
+    body = await ex.read_json("container.update")
+    if not isinstance(body, dict):
+        raise Refusal(400, "container update: body must be a JSON object")
+    check_update(ex.profile, body, await ex.daemon.facts())
+    ex.set_json(body)
+
+
+async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[str, Any]) -> None:
+    """Every other object a container would join or borrow must be the caller's."""
+    if ex.admin:
+        return
+    for entry in host.get("VolumesFrom") or []:
+        name = str(entry).split(":", 1)[0]
+        await _owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
+    for field in NAMESPACE_MODES:
+        mode = str(host.get(field) or "")
+        if mode.startswith("container:"):
+            await _owned(ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}")
+    network_mode = str(host.get("NetworkMode") or "")
+    if network_mode and ":" not in network_mode and network_mode not in BUILTIN_NETWORKS:
+        await _owned(ex, "network", network_mode, f"HostConfig.NetworkMode={network_mode}")
+    for link in host.get("Links") or []:
+        name = str(link).split(":", 1)[0].lstrip("/")
+        await _owned(ex, "container", name, f"HostConfig.Links={link}")
+    for name in networking.get("EndpointsConfig") or {}:
+        if name not in BUILTIN_NETWORKS:
+            await _owned(ex, "network", name, f"NetworkingConfig.EndpointsConfig.{name}")
+    for bind in host.get("Binds") or []:
+        source, _dest, read_only = bind_options(str(bind))
+        if source and not source.startswith("/"):
+            await volume_usable(ex, source, read_only, f"HostConfig.Binds={bind}")
+    for mount in host.get("Mounts") or []:
+        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
+            source = str(mount.get("Source") or "")
+            if source:
+                await volume_usable(
+                    ex, source, bool(mount.get("ReadOnly")), f"HostConfig.Mounts.Source={source}"
+                )
+
+
+async def _owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
+    try:
+        await resolve_owned(ex.daemon, ex.identity, kind, reference)
+    except NotFound:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not use {kind} {reference!r} ({field}): it does not exist or "
+            "belongs to someone else",
+        ) from None
+
+
+async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) -> None:
+    """A named volume must be one the profile shares (read-only where it says), or the
+    caller's own, or not exist yet (it will be theirs)."""
+    profile = ex.profile
+    for shared in profile.shared_volumes:
+        if shared.name == name:
+            if shared.read_only and not read_only:
+                raise Denied(
+                    profile,
+                    "a writable mount of a read-only shared volume",
+                    field,
+                    name,
+                    f"mount {name} read-only (:ro / readonly)",
+                )
+            return
+    if not profile.own_volumes:
+        allowed = ", ".join(v.name for v in profile.shared_volumes) or "none"
+        raise Denied(
+            profile, "named volumes of your own", field, name, f"shared volumes: {allowed}"
+        )
+    found = await resolve(ex.daemon, "volume", name)
+    if found is not None and found.owner != ex.identity.name:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not mount volume {name!r} ({field}): it belongs to someone else",
+        )
+
+
+async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
+    """A volume named in ``Binds`` that does not exist would be created unlabelled by
+    the daemon, and its creator could never manage it: create it labelled first."""
+    for bind in host.get("Binds") or []:
+        source = str(bind).split(":", 1)[0]
+        if not source or source.startswith("/"):
+            continue
+        if await resolve(ex.daemon, "volume", source) is not None:
+            continue
+        spec: dict[str, Any] = {"Name": source, "Labels": {OWNER_LABEL: ex.identity.name}}
+        if host.get("VolumeDriver"):
+            spec["Driver"] = host["VolumeDriver"]
+        from dockergate.api.body import dumps
+
+        await ex.daemon.call("POST", "/volumes/create", dumps(spec))
+
+
+@handles("exec.create")
+async def exec_create(ex: Exchange) -> None:
+    await owned_object(ex)
+    body = await ex.read_json("exec.create")
+    if not isinstance(body, dict):
+        raise Refusal(400, "exec create: body must be a JSON object")
+    check_exec(ex.profile, body)
+    ex.set_json(body)
+
+
+@handles("image.commit")
+async def commit(ex: Exchange) -> None:
+    """``POST /commit?container=x``: the container must be the caller's."""
+    if ex.admin:
+        return
+    container = q.first(ex.query, "container")
+    if not container:
+        raise Refusal(400, "commit: the container parameter is required")
+    found = await resolve_owned(ex.daemon, ex.identity, "container", container)
+    ex.set_query(q.replace(ex.query, "container", found.id))

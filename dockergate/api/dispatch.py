@@ -1,0 +1,113 @@
+"""Authorisation of one request: the route table, the handlers, and the one default deny.
+
+Order, for every request:
+1. no route in the table → admins pass, everyone else is refused (default deny);
+2. ``admin`` routes → admins only;
+3. a handler registered for the route (``api/<kind>.py``) decides and may rewrite;
+4. no handler: admins pass; ``public`` routes pass; an object route (``/{kind}/{id}``)
+   is resolved and owner-checked, then forwarded by full ID; anything else is
+   refused, so a route nobody wrote rules for is never open by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from dockergate.api import query as q
+from dockergate.api.exchange import Exchange
+from dockergate.api.ownership import INSPECT, OWNER_LABEL, Resolved, resolve_owned
+from dockergate.listen.identity import Refusal
+from dockergate.policy.checks import Denied
+
+Handler = Callable[[Exchange], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*names: str) -> Callable[[Handler], Handler]:
+    """Register a handler for route names (see ``api/routes.py``)."""
+
+    def register(fn: Handler) -> Handler:
+        for name in names:
+            if name in HANDLERS:
+                raise RuntimeError(f"two handlers for route {name}")
+            HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def who(ex: Exchange) -> str:
+    return f"user {ex.identity.name!r} (profile {ex.identity.profile!r})"
+
+
+def route_path(pattern: str, params: dict[str, str]) -> str:
+    """Fill a route pattern: the path the gate forwards instead of the one it was sent."""
+    out = []
+    for part in pattern.split("/"):
+        if part.startswith("{"):
+            out.append(quote(params[part.strip("{}*")], safe="/:@" if part.endswith("*}") else ""))
+        else:
+            out.append(part)
+    return "/".join(out)
+
+
+async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
+    """Resolve ``/{kind}/{id}/...``, check the owner, forward by full ID."""
+    assert ex.route is not None
+    kind = kind or ex.route.kind
+    assert kind is not None
+    found = await resolve_owned(ex.daemon, ex.identity, kind, ex.params["id"])
+    ex.object_id = found.id
+    ex.forward_to(route_path(ex.route.pattern, {**ex.params, "id": found.id}))
+    return found
+
+
+def own_filters(ex: Exchange) -> None:
+    """Push the caller's owner label into ``filters``: the daemon filters lists and
+    prunes for us. One ``filters`` parameter is forwarded, the one checked here."""
+    if ex.admin:
+        return
+    filters = q.parse_filters(q.first(ex.query, "filters"))
+    merged = q.with_label(filters, f"{OWNER_LABEL}={ex.identity.name}")
+    ex.set_query(q.replace(ex.query, "filters", q.encode_filters(merged)))
+
+
+async def dispatch(ex: Exchange) -> None:
+    route = ex.route
+    if route is None:
+        if ex.admin:
+            return
+        raise Refusal(
+            403,
+            f"{who(ex)} may not call {ex.req.method} {ex.path}: not an API route dockergate "
+            "knows, so only admins may use it",
+        )
+    if route.access == "admin" and not ex.admin:
+        raise Refusal(403, f"{who(ex)} may not {route.name}: admins only")
+    handler = HANDLERS.get(route.name)
+    if handler is not None:
+        try:
+            await handler(ex)
+        except Denied as exc:
+            raise Refusal(403, exc.message) from None
+        return
+    if ex.admin or route.access == "public":
+        return
+    if route.kind in INSPECT and "id" in ex.params:
+        await owned_object(ex)
+        return
+    raise Refusal(403, f"{who(ex)} may not {route.name}: no rule allows it for non-admins")
+
+
+def load_handlers() -> None:
+    """Import the per-kind modules so their handlers register."""
+    from dockergate.api import (  # noqa: F401
+        containers,
+        images,
+        networks,
+        secrets,
+        services,
+        system,
+        volumes,
+    )

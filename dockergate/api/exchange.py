@@ -1,0 +1,120 @@
+"""One request on its way through the gate, as the API handlers see and shape it.
+
+A handler may refuse (raise :class:`Refusal`), rewrite the forwarded target (full
+IDs, owner filters), replace the body with the checked and re-encoded one, or ask
+for the daemon's answer to be filtered before the client sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dockergate.api import query as q
+from dockergate.api.routes import Route
+from dockergate.listen.identity import Identity, Refusal
+from dockergate.policy.model import Profile
+from dockergate.proxy.http import HTTPError, Request, read_body
+
+if TYPE_CHECKING:
+    from dockergate.proxy.daemon import Daemon
+
+ADMIN_PROFILE = Profile("admin", admin=True)
+
+# dockerd's own authz plugins see bodies up to 4 MiB; container and service specs
+# are far smaller. A larger body on an inspected route is refused, never passed.
+INSPECT_CAP = 4 << 20
+
+ResponseFilter = Callable[[bytes], bytes]
+EventFilter = Callable[[dict[str, Any]], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class Exchange:
+    req: Request
+    identity: Identity
+    path: str  # normalised, for matching
+    version: str | None
+    route: Route | None
+    params: dict[str, str]
+    daemon: Daemon
+    reader: asyncio.StreamReader
+    target: str = ""  # what is forwarded; the original unless a handler rewrites it
+    body: bytes | None = None  # the checked, re-encoded body when the route is inspected
+    response_filter: ResponseFilter | None = None  # whole JSON answers (lists)
+    event_filter: EventFilter | None = None  # line-delimited JSON streams (events)
+    profile: Profile = ADMIN_PROFILE
+    object_id: str | None = None  # for the audit log
+    held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
+    _query: q.Query | None = None
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            self.target = self.req.target
+
+    @property
+    def admin(self) -> bool:
+        return self.identity.admin
+
+    @property
+    def query(self) -> q.Query:
+        if self._query is None:
+            self._query = q.parse_query(self.req.query)
+        return self._query
+
+    def set_query(self, query: q.Query) -> None:
+        self._query = query
+        path = self.target.split("?", 1)[0]
+        encoded = q.encode(query)
+        self.target = f"{path}?{encoded}" if encoded else path
+
+    def forward_to(self, path: str) -> None:
+        """Forward to ``path`` (normalised form, e.g. with a full ID) under the same API
+        version, keeping the (possibly rewritten) query."""
+        prefix = f"/v{self.version}" if self.version else ""
+        query = self.target.split("?", 1)[1] if "?" in self.target else ""
+        self.target = prefix + path + (f"?{query}" if query else "")
+
+    async def read_json(self, schema: str | None) -> Any:
+        """Read, strictly parse and (with a schema) validate the JSON body."""
+        from dockergate.api.body import BodyError, loads_strict
+        from dockergate.api.schema import validate
+
+        req = self.req
+        ctype = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if not req.has_body:
+            raise Refusal(400, f"{self.route_name}: an empty body cannot be inspected")
+        if ctype != "application/json":
+            raise HTTPError(415, f"{self.route_name}: body must be application/json")
+        raw = await read_body(self.reader, req.content_length, req.chunked, INSPECT_CAP)
+        req.body_read = True
+        try:
+            obj = loads_strict(raw)
+        except BodyError as exc:
+            raise HTTPError(400, f"{self.route_name}: {exc.message}") from None
+        if schema is not None:
+            problems = validate(obj, schema, allow_unknown=self.admin)
+            if problems:
+                detail = "; ".join(p.message for p in problems[:5])
+                raise HTTPError(400, f"{self.route_name}: {detail}")
+        return obj
+
+    async def hold(self, lock: asyncio.Lock) -> None:
+        """Take a lock until the request has been forwarded (quota race safety)."""
+        await lock.acquire()
+        self.held.append(lock)
+
+    def release(self) -> None:
+        while self.held:
+            self.held.pop().release()
+
+    def set_json(self, obj: Any) -> None:
+        from dockergate.api.body import dumps
+
+        self.body = dumps(obj)
+
+    @property
+    def route_name(self) -> str:
+        return self.route.name if self.route else f"{self.req.method} {self.path}"

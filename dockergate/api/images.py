@@ -1,0 +1,99 @@
+"""Images are shared: everyone lists and uses them; overwriting or deleting is for admins.
+
+Builds are stamped with the owner label through the ``labels`` build parameter,
+which is applied after the Dockerfile's own ``LABEL`` lines and so overrides them.
+BuildKit (``/grpc``, ``/session``) speaks opaque gRPC the gate cannot inspect, so
+non-admins are pointed at the classic builder.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dockergate.api import query as q
+from dockergate.api.dispatch import handles, who
+from dockergate.api.exchange import Exchange
+from dockergate.api.labels import stamp
+from dockergate.listen.identity import Refusal
+from dockergate.policy.checks import Denied, apply_memory
+from dockergate.proxy.daemon import ref
+
+
+@handles(
+    "image.list",
+    "image.inspect",
+    "image.history",
+    "image.get",
+    "image.get_all",
+    "image.search",
+    "image.distribution",
+    "image.create",
+    "image.load",
+    "image.build_cancel",
+)
+async def shared_images(ex: Exchange) -> None:
+    """Reading and pulling shared images is open to every user."""
+
+
+@handles("image.tag")
+async def image_tag(ex: Exchange) -> None:
+    """Tagging is allowed unless it would move an existing tag (someone else's image)."""
+    if ex.admin:
+        return
+    repo = q.first(ex.query, "repo") or ""
+    tag = q.first(ex.query, "tag") or "latest"
+    if not repo:
+        return
+    existing = await ex.daemon.get(f"/images/{ref(f'{repo}:{tag}')}/json")
+    if existing.ok:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not re-tag {repo}:{tag}: that tag exists and moving it "
+            "is for admins; choose a new tag",
+        )
+
+
+@handles("image.build")
+async def build(ex: Exchange) -> None:
+    raw = q.first(ex.query, "labels")
+    try:
+        labels = json.loads(raw) if raw else {}
+    except ValueError:
+        raise Refusal(400, "build: the labels parameter is not JSON") from None
+    profile = ex.profile
+    if not profile.admin:
+        await _check_build(ex)
+    stamped = stamp(labels, ex.identity.name)
+    ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
+
+
+async def _check_build(ex: Exchange) -> None:
+    """Legacy builds carry their policy in the query: network, cgroup, resources."""
+    profile = ex.profile
+    network = (q.first(ex.query, "networkmode") or "").lower()
+    if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
+        raise Denied(profile, "this build network", "networkmode", network, "use the default")
+    parent = q.first(ex.query, "cgroupparent")
+    if parent and not profile.cgroup_parent:
+        raise Denied(
+            profile, "choosing the cgroup parent", "cgroupparent", parent, "leave it empty"
+        )
+    res = {"Memory": int(q.first(ex.query, "memory") or 0)}
+    apply_memory(profile, res, await ex.daemon.facts(), "memory")
+    if res["Memory"]:
+        query = q.replace(ex.query, "memory", str(res["Memory"]))
+        ex.set_query(q.replace(query, "memswap", str(res.get("MemorySwap", -1))))
+    shm = int(q.first(ex.query, "shmsize") or 0)
+    if profile.shm_max and shm > profile.shm_max:
+        raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")
+
+
+@handles("buildkit.session", "buildkit.grpc")
+async def buildkit(ex: Exchange) -> None:
+    if ex.admin or ex.profile.buildkit:
+        return
+    raise Refusal(
+        403,
+        f"profile {ex.profile.name!r} forbids BuildKit (its gRPC stream cannot be inspected); "
+        "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...",
+    )

@@ -1,0 +1,118 @@
+"""Who owns a Docker object: the ``dockergate.owner`` label, read where each kind keeps it.
+
+Ownership lives in Docker itself, so a restarted gate (or a second one on another
+node) knows it at once. References are resolved by asking the daemon, which
+applies its own rules (full ID, exact name, ID prefix, in its order); the gate
+then forwards by the full ID it was told, so a rename in between changes nothing.
+Another user's object answers exactly like a missing one: names and IDs of other
+users do not leak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dockergate.listen.identity import Identity, Refusal
+from dockergate.proxy.daemon import Daemon, ref
+
+OWNER_LABEL = "dockergate.owner"
+RESERVED_PREFIX = "dockergate."
+
+# Kinds a non-admin can own; the inspect call that resolves a reference to each.
+INSPECT: dict[str, str] = {
+    "container": "/containers/{}/json",
+    "exec": "/exec/{}/json",
+    "service": "/services/{}",
+    "task": "/tasks/{}",
+    "volume": "/volumes/{}",
+    "network": "/networks/{}",
+    "secret": "/secrets/{}",
+    "config": "/configs/{}",
+}
+
+# What the daemon says for a missing object, per kind (API 1.41 wording).
+NOT_FOUND: dict[str, str] = {
+    "container": "No such container: {}",
+    "exec": "No such exec instance: {}",
+    "service": "service {} not found",
+    "task": "task {} not found",
+    "volume": "get {}: no such volume",
+    "network": "network {} not found",
+    "secret": "secret {} not found",
+    "config": "config {} not found",
+    "plugin": 'plugin "{}" not found',
+}
+
+
+class NotFound(Refusal):
+    """A 404 worded like the daemon's, without the ``dockergate:`` prefix."""
+
+    def __init__(self, kind: str, reference: str) -> None:
+        super().__init__(404, NOT_FOUND[kind].format(reference), raw=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    kind: str
+    id: str
+    owner: str | None
+    obj: dict[str, Any]
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def labels_of(kind: str, obj: dict[str, Any]) -> dict[str, str]:
+    if kind == "container":
+        found = _get(obj, "Config", "Labels")
+    elif kind in ("volume", "network"):
+        found = obj.get("Labels")
+    elif kind == "task":
+        found = _get(obj, "Spec", "ContainerSpec", "Labels")
+    else:
+        found = _get(obj, "Spec", "Labels")
+    return found if isinstance(found, dict) else {}
+
+
+def id_of(kind: str, obj: dict[str, Any]) -> str:
+    key = {"container": "Id", "network": "Id", "volume": "Name"}.get(kind, "ID")
+    return str(obj.get(key, ""))
+
+
+def owner_of(kind: str, obj: dict[str, Any]) -> str | None:
+    return labels_of(kind, obj).get(OWNER_LABEL)
+
+
+def may_touch(identity: Identity, owner: str | None) -> bool:
+    """Admins touch everything; others only what carries their name. Unlabelled
+    objects (made on the daemon directly, or before the gate) are admins' only."""
+    return identity.admin or (owner is not None and owner == identity.name)
+
+
+async def resolve(daemon: Daemon, kind: str, reference: str) -> Resolved | None:
+    """The object the daemon would act on for ``reference``, or None if it has none."""
+    reply = await daemon.get(INSPECT[kind].format(ref(reference)))
+    if not reply.ok:
+        return None
+    obj = reply.json()
+    if not isinstance(obj, dict):
+        return None
+    if kind == "exec":
+        container = await resolve(daemon, "container", str(obj.get("ContainerID", "")))
+        owner = container.owner if container else None
+        return Resolved(kind, id_of(kind, obj), owner, obj)
+    return Resolved(kind, id_of(kind, obj), owner_of(kind, obj), obj)
+
+
+async def resolve_owned(daemon: Daemon, identity: Identity, kind: str, reference: str) -> Resolved:
+    """Resolve and check ownership; NotFound for missing *and* for someone else's."""
+    found = await resolve(daemon, kind, reference)
+    if found is None or not may_touch(identity, found.owner):
+        raise NotFound(kind, reference)
+    return found

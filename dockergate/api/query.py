@@ -1,0 +1,102 @@
+"""Query strings and ``filters`` as dockerd reads them, and the owner filter pushed into them.
+
+Go's ``url.ParseQuery`` keeps every value and ``Form.Get`` returns the *first*;
+semicolons are an error since Go 1.17. The gate parses the same way, refuses what
+Go would read differently, and re-encodes the query it checked, with exactly one
+``filters`` parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote, unquote_plus
+
+from dockergate.proxy.http import HTTPError
+
+Query = list[tuple[str, str]]
+
+
+def _unescape(text: str) -> str:
+    # Go rejects a '%' not followed by two hex digits; so does the gate.
+    i = text.find("%")
+    while i != -1:
+        pair = text[i + 1 : i + 3]
+        if len(pair) != 2 or any(c not in "0123456789abcdefABCDEF" for c in pair):
+            raise HTTPError(400, f"invalid percent-escape in query {text[:40]!r}")
+        i = text.find("%", i + 3)
+    return unquote_plus(text, errors="strict")
+
+
+def parse_query(raw: str) -> Query:
+    if ";" in raw:
+        raise HTTPError(400, "semicolons are not allowed in the query string")
+    out: Query = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        try:
+            out.append((_unescape(key), _unescape(value)))
+        except UnicodeDecodeError:
+            raise HTTPError(400, "query string is not valid UTF-8") from None
+    return out
+
+
+def first(query: Query, key: str) -> str | None:
+    """The value dockerd uses: the first one (Go's ``Form.Get``)."""
+    for k, v in query:
+        if k == key:
+            return v
+    return None
+
+
+def replace(query: Query, key: str, value: str | None) -> Query:
+    """Drop every ``key`` parameter and, unless value is None, add exactly one."""
+    out = [(k, v) for k, v in query if k != key]
+    if value is not None:
+        out.append((key, value))
+    return out
+
+
+def encode(query: Query) -> str:
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
+
+
+Filters = dict[str, dict[str, bool]]
+
+
+def parse_filters(raw: str | None) -> Filters:
+    """Parse ``filters`` in both the map form and the legacy list form dockerd accepts."""
+    if raw is None or raw == "":
+        return {}
+    from dockergate.api.body import BodyError, loads_strict
+
+    try:
+        data: Any = loads_strict(raw.encode())
+    except BodyError as exc:
+        raise HTTPError(400, f"invalid filters: {exc.message}") from None
+    if not isinstance(data, dict):
+        raise HTTPError(400, "invalid filters: expected a JSON object")
+    out: Filters = {}
+    for key, values in data.items():
+        if isinstance(values, dict):
+            if not all(isinstance(v, bool) for v in values.values()):
+                raise HTTPError(400, f"invalid filters: values of {key!r} must be booleans")
+            out[key] = {str(v): b for v, b in values.items()}
+        elif isinstance(values, list) and all(isinstance(v, str) for v in values):
+            out[key] = dict.fromkeys(values, True)
+        else:
+            raise HTTPError(400, f"invalid filters: {key!r} must map values to true")
+    return out
+
+
+def with_label(filters: Filters, label: str) -> Filters:
+    """Add a label filter. Labels filters are ANDed by dockerd: this only narrows."""
+    merged = {k: dict(v) for k, v in filters.items()}
+    merged.setdefault("label", {})[label] = True
+    return merged
+
+
+def encode_filters(filters: Filters) -> str:
+    return json.dumps(filters, separators=(",", ":"), sort_keys=True)

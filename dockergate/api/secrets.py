@@ -1,0 +1,26 @@
+"""Secrets and configs: stamped at create and again at update (updates replace labels)."""
+
+from __future__ import annotations
+
+from dockergate.api.dispatch import handles, own_filters, owned_object
+from dockergate.api.exchange import Exchange
+from dockergate.api.labels import stamp
+from dockergate.listen.identity import Refusal
+
+
+@handles("secret.list", "config.list")
+async def secret_list(ex: Exchange) -> None:
+    own_filters(ex)
+
+
+@handles("secret.create", "config.create", "secret.update", "config.update")
+async def secret_create(ex: Exchange) -> None:
+    assert ex.route is not None
+    owner: str | None = ex.identity.name
+    if ex.route.name.endswith(".update"):
+        owner = (await owned_object(ex)).owner
+    body = await ex.read_json(ex.route.name)
+    if not isinstance(body, dict):
+        raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
+    body["Labels"] = stamp(body.get("Labels"), owner)
+    ex.set_json(body)

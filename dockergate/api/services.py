@@ -1,0 +1,88 @@
+"""Services and tasks: stamping a service *and* its task containers, checking references.
+
+The owner label goes on the service's ``Labels`` and on
+``TaskTemplate.ContainerSpec.Labels``, so that the containers Swarm starts for it on
+any node carry it too. Updates replace the whole spec, so they are stamped again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockergate.api.containers import _owned, volume_usable
+from dockergate.api.dispatch import handles, own_filters, owned_object, who
+from dockergate.api.exchange import Exchange
+from dockergate.api.labels import stamp
+from dockergate.listen.identity import Refusal
+from dockergate.policy.checks import check_service
+from dockergate.policy.quota import check_service_quota, user_lock
+
+
+@handles("service.list", "task.list")
+async def service_list(ex: Exchange) -> None:
+    own_filters(ex)
+
+
+@handles("service.create")
+async def service_create(ex: Exchange) -> None:
+    await _service_spec(ex, "service.create", ex.identity.name, None)
+
+
+@handles("service.update")
+async def service_update(ex: Exchange) -> None:
+    found = await owned_object(ex)
+    await _service_spec(ex, "service.update", found.owner, found.id)
+
+
+async def _service_spec(
+    ex: Exchange, schema: str, owner: str | None, service_id: str | None
+) -> None:
+    """Stamp ``owner`` (the creator; on update, the existing owner, so an admin's
+    edit does not take a user's service away from them)."""
+    spec = await ex.read_json(schema)
+    if not isinstance(spec, dict):
+        raise Refusal(400, f"{schema}: body must be a JSON object")
+    spec["Labels"] = stamp(spec.get("Labels"), owner)
+    template = spec.get("TaskTemplate")
+    if not isinstance(template, dict):
+        template = spec["TaskTemplate"] = {}
+    if not ex.admin and (template.get("PluginSpec") or template.get("NetworkAttachmentSpec")):
+        raise Refusal(403, f"{who(ex)} may not create plugin or attachment services: admins only")
+    container = template.get("ContainerSpec")
+    if not isinstance(container, dict):
+        container = template["ContainerSpec"] = {}
+    container["Labels"] = stamp(container.get("Labels"), owner)
+    for mount in container.get("Mounts") or []:
+        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
+            options = mount.get("VolumeOptions") or {}
+            mount["VolumeOptions"] = options
+            options["Labels"] = stamp(options.get("Labels"), owner)
+    await _check_references(ex, spec, template, container)
+    check_service(ex.profile, spec, await ex.daemon.facts())
+    await ex.hold(user_lock(ex.identity.name))
+    await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
+    ex.set_json(spec)
+
+
+async def _check_references(
+    ex: Exchange, spec: dict[str, Any], template: dict[str, Any], container: dict[str, Any]
+) -> None:
+    if ex.admin:
+        return
+    for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
+        target = str((attachment or {}).get("Target") or "")
+        if target:
+            await _owned(ex, "network", target, f"Networks.Target={target}")
+    for secret in container.get("Secrets") or []:
+        name = str((secret or {}).get("SecretID") or (secret or {}).get("SecretName") or "")
+        await _owned(ex, "secret", name, f"ContainerSpec.Secrets={name}")
+    for config in container.get("Configs") or []:
+        name = str((config or {}).get("ConfigID") or (config or {}).get("ConfigName") or "")
+        await _owned(ex, "config", name, f"ContainerSpec.Configs={name}")
+    for mount in container.get("Mounts") or []:
+        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
+            source = str(mount.get("Source") or "")
+            if source:
+                await volume_usable(
+                    ex, source, bool(mount.get("ReadOnly")), f"ContainerSpec.Mounts.Source={source}"
+                )

@@ -1,0 +1,122 @@
+"""System routes: events (a per-user stream), df (own objects only), info, nodes, swarm.
+
+Events cannot be pushed down as a label filter: only container events (exec ones
+included) carry the container's labels; service, network, volume, secret and config
+events carry an ID. So the gate filters the stream itself, looking owners up by ID
+and remembering them for the life of the stream (a ``remove`` event arrives after
+the object is gone).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from dockergate.api import query as q
+from dockergate.api.dispatch import handles
+from dockergate.api.exchange import Exchange
+from dockergate.api.ownership import OWNER_LABEL, NotFound, id_of, resolve
+from dockergate.proxy.daemon import Daemon
+
+SHARED_EVENT_TYPES = frozenset({"image", "builder"})
+LOOKUP_TYPES = {
+    "service": "service",
+    "network": "network",
+    "volume": "volume",
+    "secret": "secret",
+    "config": "config",
+}
+LIST_PATHS = {
+    "service": "/services",
+    "network": "/networks",
+    "volume": "/volumes",
+    "secret": "/secrets",
+    "config": "/configs",
+}
+
+
+class EventOwnership:
+    """Decides, event by event, whether a user may see it."""
+
+    def __init__(self, daemon: Daemon, user: str) -> None:
+        self.daemon = daemon
+        self.user = user
+        self.known: dict[tuple[str, str], bool] = {}
+
+    async def seed(self) -> None:
+        """Remember the user's existing objects, so their removal events show."""
+        filters = q.encode_filters({"label": {f"{OWNER_LABEL}={self.user}": True}})
+        for kind, path in LIST_PATHS.items():
+            reply = await self.daemon.get(f"{path}?filters={quote(filters, safe='')}")
+            if not reply.ok:
+                continue
+            items = reply.json()
+            if isinstance(items, dict):  # volumes answer {"Volumes": [...]}
+                items = items.get("Volumes") or []
+            for obj in items or []:
+                if isinstance(obj, dict):
+                    self.known[(kind, id_of(kind, obj))] = True
+                    if kind == "network" and obj.get("Name"):
+                        self.known[(kind, str(obj["Name"]))] = True
+
+    async def allows(self, event: dict[str, Any]) -> bool:
+        kind = str(event.get("Type") or "")
+        actor = event.get("Actor") or {}
+        attributes = actor.get("Attributes") or {}
+        if kind == "container":
+            return bool(attributes.get(OWNER_LABEL) == self.user)
+        if kind in SHARED_EVENT_TYPES:
+            return True
+        lookup = LOOKUP_TYPES.get(kind)
+        if lookup is None:
+            return False  # daemon, plugin, node events: admins only
+        object_id = str(actor.get("ID") or "")
+        key = (lookup, object_id)
+        if key not in self.known:
+            found = await resolve(self.daemon, lookup, object_id)
+            self.known[key] = found is not None and found.owner == self.user
+        return self.known[key]
+
+
+@handles("system.events")
+async def events(ex: Exchange) -> None:
+    if ex.admin:
+        return
+    ownership = EventOwnership(ex.daemon, ex.identity.name)
+    await ownership.seed()
+    ex.event_filter = ownership.allows
+
+
+@handles("system.df")
+async def disk_usage(ex: Exchange) -> None:
+    if ex.admin:
+        return
+    user = ex.identity.name
+
+    def only_own(body: bytes) -> bytes:
+        data = json.loads(body)
+        data["Containers"] = [
+            c
+            for c in data.get("Containers") or []
+            if (c.get("Labels") or {}).get(OWNER_LABEL) == user
+        ]
+        data["Volumes"] = [
+            v for v in data.get("Volumes") or [] if (v.get("Labels") or {}).get(OWNER_LABEL) == user
+        ]
+        return json.dumps(data).encode()
+
+    ex.response_filter = only_own
+
+
+@handles("system.info", "system.auth", "node.list", "node.inspect")
+async def shared_reads(ex: Exchange) -> None:
+    """Host and cluster facts every user's CLI needs (``docker info``, ``service ps``)."""
+
+
+@handles("plugin.inspect")
+async def plugin_inspect(ex: Exchange) -> None:
+    """Plugins are admins' business; to others they do not exist. ``docker inspect X``
+    tries every kind in turn and must see a plain 404 here to go on."""
+    if not ex.admin:
+        raise NotFound("plugin", ex.params["name"])
