@@ -1,0 +1,572 @@
+"""Profile rules applied to container, exec and service bodies.
+
+Every function takes the parsed body, checks it against the profile and fills in
+defaults (memory, CPU, pids) in place, raising :class:`Denied` with the field, the
+value and what is allowed. The same rules serve the gate and ``dockergate check``
+(offline compose/stack files), so a file that passes ``check`` passes the gate.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from dockergate.policy.model import DEFAULT_CAPS, Profile, normalise_cap, parse_size
+
+NAMESPACES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+NANO = 1_000_000_000
+
+
+class Denied(Exception):
+    """A profile rule forbids a field; ``message`` is written for the user."""
+
+    def __init__(self, profile: Profile, what: str, field: str, value: Any, allowed: str) -> None:
+        shown = value if isinstance(value, str) else repr(value)
+        message = f"profile {profile.name!r} forbids {what} ({field}={shown}); {allowed}"
+        super().__init__(message)
+        self.message = message
+        self.rule = what
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What some rules need to know about the engine: RAM (for shares), manager role."""
+
+    mem_total: int = 0
+    ncpu: int = 0
+    manager: bool = False
+
+
+def _cap_max(
+    profile: Profile, limit_max: float | None, share: float | None, total: float
+) -> float | None:
+    caps = [c for c in (limit_max, share * total if share and total else None) if c]
+    return min(caps) if caps else None
+
+
+def human(n: float) -> str:
+    for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)}{unit}"
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f}g"
+    return str(int(n))
+
+
+# -- host access -------------------------------------------------------------------------
+
+
+def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
+    if profile.unconfined:
+        return
+    for raw in opts:
+        opt = str(raw)
+        key, sep, value = opt.partition("=")
+        if not sep:
+            key, sep, value = opt.partition(":")
+        key = key.strip().lower()
+        value = value.strip()
+        bad = (
+            (key in ("seccomp", "apparmor") and value.lower() == "unconfined")
+            or (key == "seccomp" and value.startswith("{"))
+            or (
+                key == "label"
+                and (value.lower() == "disable" or value.split(":")[0] in ("user", "role"))
+            )
+            or (key == "systempaths" and value.lower() == "unconfined")
+        )
+        if bad:
+            raise Denied(
+                profile,
+                "weakening the container's confinement",
+                field,
+                opt,
+                "no-new-privileges and label=type:... are allowed",
+            )
+
+
+def check_caps(profile: Profile, caps: list[Any], field: str) -> None:
+    allowed = DEFAULT_CAPS | profile.cap_add
+    for cap in caps or []:
+        name = normalise_cap(cap)
+        if name == "ALL" or name not in allowed:
+            extra = ", ".join(sorted(profile.cap_add)) or "none"
+            raise Denied(
+                profile,
+                "adding kernel capabilities",
+                field,
+                cap,
+                f"Docker's default set is allowed, plus: {extra}",
+            )
+
+
+def check_sysctls(profile: Profile, sysctls: dict[str, Any] | None, field: str) -> None:
+    for name in sysctls or {}:
+        if not profile.allows_sysctl(name):
+            allowed = ", ".join(profile.sysctls) or "none"
+            raise Denied(profile, "setting this sysctl", field, name, f"allowed: {allowed}")
+
+
+def resolve_host_path(path: str) -> str:
+    """Normalise a host path the way the kernel will see it: ``..``, ``//``, trailing
+    slashes and symlinks resolved on this host (``ln -s / ~/root`` does not help)."""
+    return os.path.realpath(posixpath.normpath(path))
+
+
+def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> None:
+    real = resolve_host_path(source)
+    for rule in profile.binds:
+        base = resolve_host_path(rule.path)
+        if real == base or real.startswith(base.rstrip("/") + "/"):
+            if rule.read_only and not read_only:
+                raise Denied(
+                    profile,
+                    "a writable bind mount of a read-only path",
+                    field,
+                    source,
+                    f"mount {rule.path} read-only (:ro / readonly)",
+                )
+            return
+    allowed = ", ".join(f"{r.path}{' (ro)' if r.read_only else ''}" for r in profile.binds)
+    raise Denied(
+        profile,
+        "bind-mounting this host path",
+        field,
+        source,
+        f"allowed below: {allowed}" if allowed else "use a named volume instead",
+    )
+
+
+def bind_options(spec: str) -> tuple[str, str, bool]:
+    """Split ``src:dst[:opts]`` into (src, dst, read_only)."""
+    parts = spec.split(":")
+    source = parts[0]
+    dest = parts[1] if len(parts) > 1 else ""
+    opts = parts[2].split(",") if len(parts) > 2 else []
+    return source, dest, "ro" in opts
+
+
+def check_volume_driver(
+    profile: Profile, driver: str, options: dict[str, Any] | None, field: str
+) -> None:
+    driver = driver or "local"
+    if driver not in profile.volume_drivers:
+        raise Denied(
+            profile,
+            "this volume driver",
+            field,
+            driver,
+            f"allowed: {', '.join(profile.volume_drivers) or 'none'}",
+        )
+    if options and not profile.volume_driver_opts:
+        raise Denied(
+            profile,
+            "volume driver options (a local volume with type/o=bind/device is a bind mount)",
+            field,
+            ",".join(f"{k}={v}" for k, v in options.items()),
+            "create volumes without --opt",
+        )
+
+
+def check_ports(profile: Profile, bindings: dict[str, Any] | None, field: str) -> None:
+    for container_port, entries in (bindings or {}).items():
+        for entry in entries or []:
+            host = str((entry or {}).get("HostPort") or "")
+            if not host:
+                continue
+            lo, _, hi = host.partition("-")
+            try:
+                ports = range(int(lo), int(hi or lo) + 1)
+            except ValueError:
+                continue
+            for port in (ports[0], ports[-1]) if ports else ():
+                if not profile.allows_port(port):
+                    allowed = ", ".join(f"{a}-{b}" for a, b in profile.published_ports) or "none"
+                    raise Denied(
+                        profile,
+                        "publishing this host port",
+                        field,
+                        f"{host}->{container_port}",
+                        f"allowed host ports: {allowed}",
+                    )
+
+
+def check_image(profile: Profile, image: str, field: str) -> None:
+    if image and not profile.allows_registry(image):
+        raise Denied(
+            profile,
+            "images from this registry",
+            field,
+            image,
+            f"allowed: {', '.join(profile.registries)}",
+        )
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+def apply_memory(
+    profile: Profile, res: dict[str, Any], facts: NodeFacts, field: str, *, update: bool = False
+) -> None:
+    """Default and cap ``Memory``; pin ``MemorySwap`` to it unless swap is allowed."""
+    memory = int(res.get("Memory") or 0)
+    if memory <= 0 and not update and profile.memory.default:
+        memory = int(profile.memory.default)
+        res["Memory"] = memory
+    cap = _cap_max(profile, profile.memory.max, profile.memory.max_share, facts.mem_total)
+    if cap and memory > cap:
+        raise Denied(profile, "this much memory", field, human(memory), f"at most {human(cap)}")
+    if not profile.swap and memory > 0:
+        res["MemorySwap"] = memory
+
+
+def apply_pids(profile: Profile, res: dict[str, Any], field: str, *, update: bool = False) -> None:
+    pids = res.get("PidsLimit")
+    pids = int(pids) if isinstance(pids, int | float) else 0
+    if pids <= 0:
+        if update and "PidsLimit" not in res:
+            return
+        if profile.pids.default:
+            res["PidsLimit"] = int(profile.pids.default)
+            pids = int(profile.pids.default)
+        elif pids < 0 and profile.pids.max:
+            pids = 1 << 62
+    if profile.pids.max and pids > profile.pids.max:
+        raise Denied(
+            profile, "this many processes", field, pids, f"at most {int(profile.pids.max)}"
+        )
+
+
+def container_cpus(res: dict[str, Any]) -> float:
+    if res.get("NanoCpus"):
+        return int(res["NanoCpus"]) / NANO
+    quota = int(res.get("CpuQuota") or 0)
+    if quota > 0:
+        return quota / int(res.get("CpuPeriod") or 100_000)
+    return 0.0
+
+
+def apply_cpus(
+    profile: Profile, res: dict[str, Any], facts: NodeFacts, field: str, *, update: bool = False
+) -> None:
+    cpus = container_cpus(res)
+    if cpus <= 0 and not update and profile.cpus.default:
+        res["NanoCpus"] = int(profile.cpus.default * NANO)
+        cpus = profile.cpus.default
+    cap = _cap_max(profile, profile.cpus.max, profile.cpus.max_share, facts.ncpu)
+    if cap and cpus > cap:
+        raise Denied(profile, "this many CPUs", field, f"{cpus:g}", f"at most {cap:g}")
+
+
+# -- containers ---------------------------------------------------------------------------
+
+
+def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> None:
+    """``POST /containers/create``: host access rules, then resource defaults and caps."""
+    if profile.admin:
+        return
+    host = body.get("HostConfig")
+    if host is None:
+        host = body["HostConfig"] = {}
+    check_image(profile, str(body.get("Image") or ""), "Image")
+    check_host_config(profile, host, "HostConfig")
+    if not profile.containers_on_managers and facts.manager:
+        raise Denied(
+            profile,
+            "running containers on a Swarm manager",
+            "engine",
+            "manager",
+            "run it as a service (it is placed on workers) or on a worker node",
+        )
+    apply_memory(profile, host, facts, "HostConfig.Memory")
+    apply_cpus(profile, host, facts, "HostConfig.NanoCpus")
+    apply_pids(profile, host, "HostConfig.PidsLimit")
+    shm = int(host.get("ShmSize") or 0)
+    if profile.shm_max and shm > profile.shm_max:
+        raise Denied(
+            profile,
+            "this much /dev/shm",
+            "HostConfig.ShmSize",
+            human(shm),
+            f"at most {human(profile.shm_max)}",
+        )
+
+
+def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> None:
+    if host.get("Privileged") and not profile.privileged:
+        raise Denied(
+            profile, "privileged containers", f"{prefix}.Privileged", "true", "drop --privileged"
+        )
+    if not profile.host_namespaces:
+        for field in NAMESPACES:
+            if str(host.get(field) or "").lower() == "host":
+                raise Denied(
+                    profile,
+                    "sharing the host's namespaces",
+                    f"{prefix}.{field}",
+                    "host",
+                    "use the default (a network of your own for NetworkMode)",
+                )
+    check_caps(profile, host.get("CapAdd") or [], f"{prefix}.CapAdd")
+    if host.get("Capabilities"):
+        check_caps(profile, host["Capabilities"], f"{prefix}.Capabilities")
+    check_security_opts(profile, host.get("SecurityOpt") or [], f"{prefix}.SecurityOpt")
+    if not profile.unconfined:
+        for field in ("MaskedPaths", "ReadonlyPaths"):
+            if host.get(field) is not None:
+                raise Denied(
+                    profile,
+                    "changing the masked /proc and /sys paths",
+                    f"{prefix}.{field}",
+                    host[field],
+                    "leave them to Docker",
+                )
+    if not profile.devices:
+        for field in ("Devices", "DeviceCgroupRules", "DeviceRequests"):
+            if host.get(field):
+                raise Denied(
+                    profile, "host devices", f"{prefix}.{field}", host[field], "no devices"
+                )
+    check_sysctls(profile, host.get("Sysctls"), f"{prefix}.Sysctls")
+    if host.get("CgroupParent") and not profile.cgroup_parent:
+        raise Denied(
+            profile,
+            "choosing the cgroup parent",
+            f"{prefix}.CgroupParent",
+            host["CgroupParent"],
+            "leave it empty",
+        )
+    runtime = str(host.get("Runtime") or "")
+    if runtime and runtime not in profile.runtimes:
+        raise Denied(
+            profile,
+            "this runtime",
+            f"{prefix}.Runtime",
+            runtime,
+            f"allowed: {', '.join(profile.runtimes)}",
+        )
+    if host.get("OomKillDisable") and not profile.oom_kill_disable:
+        raise Denied(
+            profile, "disabling the OOM killer", f"{prefix}.OomKillDisable", "true", "leave it on"
+        )
+    log_type = str((host.get("LogConfig") or {}).get("Type") or "")
+    if log_type and log_type not in profile.log_drivers:
+        raise Denied(
+            profile,
+            "this log driver",
+            f"{prefix}.LogConfig.Type",
+            log_type,
+            f"allowed: {', '.join(profile.log_drivers)}",
+        )
+    if host.get("VolumeDriver"):
+        check_volume_driver(profile, str(host["VolumeDriver"]), None, f"{prefix}.VolumeDriver")
+    for bind in host.get("Binds") or []:
+        source, _dest, read_only = bind_options(str(bind))
+        if source.startswith("/"):
+            check_bind(profile, source, read_only, f"{prefix}.Binds")
+    for i, mount in enumerate(host.get("Mounts") or []):
+        check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
+    check_ports(profile, host.get("PortBindings"), f"{prefix}.PortBindings")
+
+
+def check_mount(profile: Profile, mount: Any, field: str) -> None:
+    if not isinstance(mount, dict):
+        return
+    kind = str(mount.get("Type") or "volume")
+    if kind == "bind":
+        check_bind(
+            profile, str(mount.get("Source") or ""), bool(mount.get("ReadOnly")), f"{field}.Source"
+        )
+    elif kind == "volume":
+        driver_config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
+        check_volume_driver(
+            profile,
+            str(driver_config.get("Name") or ""),
+            driver_config.get("Options"),
+            f"{field}.VolumeOptions.DriverConfig",
+        )
+    elif kind not in ("tmpfs",):
+        raise Denied(
+            profile,
+            "this mount type",
+            f"{field}.Type",
+            kind,
+            "use volume, tmpfs or an allowed bind",
+        )
+
+
+def check_update(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> None:
+    """``POST /containers/{id}/update``: no raising limits past the caps."""
+    if profile.admin:
+        return
+    if not profile.devices:
+        for field in ("Devices", "DeviceCgroupRules", "DeviceRequests"):
+            if body.get(field):
+                raise Denied(profile, "host devices", field, body[field], "no devices")
+    if body.get("CgroupParent") and not profile.cgroup_parent:
+        raise Denied(
+            profile,
+            "choosing the cgroup parent",
+            "CgroupParent",
+            body["CgroupParent"],
+            "leave it empty",
+        )
+    if body.get("MemorySwap") not in (None, 0) and not profile.swap and not body.get("Memory"):
+        raise Denied(
+            profile, "swap", "MemorySwap", body["MemorySwap"], "memory and swap stay equal"
+        )
+    apply_memory(profile, body, facts, "Memory", update=True)
+    apply_cpus(profile, body, facts, "NanoCpus", update=True)
+    apply_pids(profile, body, "PidsLimit", update=True)
+
+
+def check_exec(profile: Profile, body: dict[str, Any]) -> None:
+    if profile.admin:
+        return
+    if body.get("Privileged") and not profile.exec_privileged:
+        raise Denied(profile, "privileged exec", "Privileged", "true", "drop --privileged")
+    user = str(body.get("User") or "")
+    if not profile.exec_root and user.split(":")[0] in ("root", "0"):
+        raise Denied(profile, "exec as root", "User", user, "exec as the container's own user")
+
+
+# -- services ------------------------------------------------------------------------------
+
+
+def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> None:
+    """Service specs (create and update): the container rules, mapped to Swarm's fields."""
+    if profile.admin:
+        return
+    template = spec.get("TaskTemplate") or {}
+    container = template.get("ContainerSpec") or {}
+    check_image(profile, str(container.get("Image") or ""), "TaskTemplate.ContainerSpec.Image")
+    prefix = "TaskTemplate.ContainerSpec"
+    check_caps(profile, container.get("CapabilityAdd") or [], f"{prefix}.CapabilityAdd")
+    check_sysctls(profile, container.get("Sysctls"), f"{prefix}.Sysctls")
+    privileges = container.get("Privileges") or {}
+    if not profile.unconfined:
+        seccomp = privileges.get("Seccomp") or {}
+        apparmor = privileges.get("AppArmor") or {}
+        selinux = privileges.get("SELinuxContext") or {}
+        if str(seccomp.get("Mode") or "").lower() in ("unconfined", "custom"):
+            raise Denied(
+                profile,
+                "weakening the container's confinement",
+                f"{prefix}.Privileges.Seccomp.Mode",
+                seccomp.get("Mode"),
+                "use the default profile",
+            )
+        if str(apparmor.get("Mode") or "").lower() == "disabled":
+            raise Denied(
+                profile,
+                "weakening the container's confinement",
+                f"{prefix}.Privileges.AppArmor.Mode",
+                "disabled",
+                "use the default profile",
+            )
+        if selinux.get("Disable") or selinux.get("User") or selinux.get("Role"):
+            raise Denied(
+                profile,
+                "weakening the container's confinement",
+                f"{prefix}.Privileges.SELinuxContext",
+                selinux,
+                "leave SELinux to Docker",
+            )
+    for i, mount in enumerate(container.get("Mounts") or []):
+        check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
+    if not profile.host_namespaces:
+        for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
+            if str((attachment or {}).get("Target") or "").lower() == "host":
+                raise Denied(
+                    profile,
+                    "the host network",
+                    "TaskTemplate.Networks",
+                    "host",
+                    "use an overlay network of your own",
+                )
+    log_driver = str((template.get("LogDriver") or {}).get("Name") or "")
+    if log_driver and log_driver not in profile.log_drivers:
+        raise Denied(
+            profile,
+            "this log driver",
+            "TaskTemplate.LogDriver.Name",
+            log_driver,
+            f"allowed: {', '.join(profile.log_drivers)}",
+        )
+    runtime = str(template.get("Runtime") or "")
+    if runtime and runtime not in ("container", *profile.runtimes):
+        raise Denied(profile, "this runtime", "TaskTemplate.Runtime", runtime, "use the default")
+    for port in (spec.get("EndpointSpec") or {}).get("Ports") or []:
+        published = int((port or {}).get("PublishedPort") or 0)
+        if published and not profile.allows_port(published):
+            allowed = ", ".join(f"{a}-{b}" for a, b in profile.published_ports) or "none"
+            raise Denied(
+                profile,
+                "publishing this port",
+                "EndpointSpec.Ports.PublishedPort",
+                published,
+                f"allowed: {allowed}",
+            )
+    resources = template.get("Resources")
+    if not isinstance(resources, dict):
+        resources = template["Resources"] = {}
+    limits = resources.get("Limits")
+    if not isinstance(limits, dict):
+        limits = resources["Limits"] = {}
+    mem = {"Memory": int(limits.get("MemoryBytes") or 0)}
+    apply_memory(profile, mem, facts, "TaskTemplate.Resources.Limits.MemoryBytes")
+    if mem["Memory"]:
+        limits["MemoryBytes"] = mem["Memory"]
+    cpu = {"NanoCpus": int(limits.get("NanoCPUs") or 0)}
+    apply_cpus(profile, cpu, facts, "TaskTemplate.Resources.Limits.NanoCPUs")
+    if cpu["NanoCpus"]:
+        limits["NanoCPUs"] = cpu["NanoCpus"]
+    pids = {"PidsLimit": int(limits.get("Pids") or 0)}
+    apply_pids(profile, pids, "TaskTemplate.Resources.Limits.Pids")
+    if pids.get("PidsLimit"):
+        limits["Pids"] = pids["PidsLimit"]
+    if (resources.get("Reservations") or {}).get("GenericResources") and not profile.devices:
+        raise Denied(
+            profile,
+            "generic resources (devices)",
+            "TaskTemplate.Resources.Reservations.GenericResources",
+            "set",
+            "no devices",
+        )
+    if profile.avoid_managers:
+        keep_off_managers(profile, template)
+
+
+def keep_off_managers(profile: Profile, template: dict[str, Any]) -> None:
+    placement = template.get("Placement")
+    if not isinstance(placement, dict):
+        placement = template["Placement"] = {}
+    constraints = list(placement.get("Constraints") or [])
+    for constraint in constraints:
+        text = str(constraint).replace(" ", "").lower()
+        if text in ("node.role==manager", "node.role!=worker"):
+            raise Denied(
+                profile,
+                "placing services on Swarm managers",
+                "TaskTemplate.Placement.Constraints",
+                constraint,
+                "services run on workers",
+            )
+    if "node.role==worker" not in [str(c).replace(" ", "") for c in constraints]:
+        constraints.append("node.role==worker")
+    placement["Constraints"] = constraints
+
+
+def service_memory(spec: dict[str, Any]) -> int:
+    """Memory a service reserves for quotas: replicas times its memory limit."""
+    limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
+    mode = spec.get("Mode") or {}
+    replicas = int(
+        ((mode.get("Replicated") or {}).get("Replicas")) or (0 if "Global" in mode else 1)
+    )
+    return replicas * int(limits.get("MemoryBytes") or 0)
+
+
+__all__ = ["Denied", "NodeFacts", "parse_size"]

@@ -1,0 +1,408 @@
+"""Profiles: what a user may do, read from ``policies/<name>.yaml``.
+
+A profile is data, reviewed like code. Loading is strict: an unknown key, a wrong
+type or a bad size is an error that names the file, the line and the key, so a
+typo never silently turns a rule off. ``extends:`` starts from another profile and
+overrides key by key (mappings merge, everything else replaces).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CAPS = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class PolicyError(Exception):
+    """A profile file is wrong; the message names file, line and key."""
+
+
+def parse_size(value: Any) -> int:
+    """``512m``, ``2g``, ``1.5GiB`` or a byte count, as Docker's CLI reads sizes."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m, 2g)")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A default applied when the request sets none, and a cap it may not exceed.
+
+    ``max_share`` caps at a share of the node's resource (e.g. 0.25 of its RAM)."""
+
+    default: float | None = None
+    max: float | None = None
+    max_share: float | None = None
+
+
+@dataclass(frozen=True)
+class BindRule:
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class SharedVolume:
+    name: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    admin: bool = False
+    # host access
+    privileged: bool = False
+    host_namespaces: bool = False
+    cap_add: frozenset[str] = frozenset()  # beyond Docker's default set
+    unconfined: bool = False  # seccomp/apparmor unconfined, label=disable, systempaths
+    devices: bool = False
+    sysctls: tuple[str, ...] = ()  # allowlist; "net.ipv4.*" style prefixes
+    cgroup_parent: bool = False
+    runtimes: tuple[str, ...] = ("runc",)
+    oom_kill_disable: bool = False
+    log_drivers: tuple[str, ...] = ("json-file", "local", "journald", "none")
+    published_ports: tuple[tuple[int, int], ...] = ((1024, 65535),)
+    registries: tuple[str, ...] = ("*",)
+    exec_privileged: bool = False
+    exec_root: bool = True
+    buildkit: bool = False
+    # storage
+    binds: tuple[BindRule, ...] = ()
+    own_volumes: bool = True
+    volume_drivers: tuple[str, ...] = ("local",)
+    volume_driver_opts: bool = False
+    shared_volumes: tuple[SharedVolume, ...] = ()
+    # networks
+    network_drivers: tuple[str, ...] = ("bridge", "overlay")
+    # resources
+    memory: Limit = Limit()
+    swap: bool = False
+    cpus: Limit = Limit()
+    pids: Limit = Limit()
+    shm_max: int | None = None
+    # quotas (None: unlimited)
+    quota_memory: int | None = None
+    quota_containers: int | None = None
+    quota_services: int | None = None
+    # swarm
+    avoid_managers: bool = False
+    containers_on_managers: bool = True
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def allows_sysctl(self, name: str) -> bool:
+        for pattern in self.sysctls:
+            if pattern.endswith("*") and name.startswith(pattern[:-1]):
+                return True
+            if pattern == name:
+                return True
+        return False
+
+    def allows_port(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.published_ports)
+
+    def allows_registry(self, image: str) -> bool:
+        if "*" in self.registries:
+            return True
+        return registry_of(image) in self.registries
+
+
+def registry_of(image: str) -> str:
+    """The registry part of an image reference, as Docker resolves it."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+# -- loading -------------------------------------------------------------------------
+
+_SCHEMA: dict[str, Any] = {
+    "description": str,
+    "extends": str,
+    "admin": bool,
+    "containers": {
+        "privileged": bool,
+        "host_namespaces": bool,
+        "cap_add": [str],
+        "unconfined": bool,
+        "devices": bool,
+        "sysctls": [str],
+        "cgroup_parent": bool,
+        "runtimes": [str],
+        "oom_kill_disable": bool,
+        "log_drivers": [str],
+        "published_ports": [str],
+        "registries": [str],
+        "on_managers": bool,
+    },
+    "exec": {"privileged": bool, "root": bool},
+    "build": {"buildkit": bool},
+    "mounts": {
+        "binds": [{"path": str, "read_only": bool}],
+        "own_volumes": bool,
+        "volume_drivers": [str],
+        "volume_driver_opts": bool,
+        "shared_volumes": [{"name": str, "read_only": bool}],
+    },
+    "networks": {"drivers": [str]},
+    "resources": {
+        "memory": {"default": "size", "max": "size_or_share"},
+        "swap": bool,
+        "cpus": {"default": float, "max": "float_or_share"},
+        "pids": {"default": int, "max": int},
+        "shm_size": {"max": "size"},
+    },
+    "quota": {"memory": "size", "containers": int, "services": int},
+    "swarm": {"avoid_managers": bool},
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps each node's line, for error messages."""
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    try:
+        with path.open() as fh:
+            return yaml.compose(fh, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _where(path: Path, node: yaml.Node, key: str) -> str:
+    return f"{path}:{node.start_mark.line + 1}: {key}"
+
+
+def _check(path: Path, node: yaml.Node, schema: Any, key: str) -> Any:
+    """Validate a YAML node against the schema and return its Python value."""
+    where = _where(path, node, key)
+    if isinstance(schema, dict):
+        if not isinstance(node, yaml.MappingNode):
+            raise PolicyError(f"{where}: expected a mapping")
+        out: dict[str, Any] = {}
+        for k_node, v_node in node.value:
+            name = k_node.value
+            if name not in schema:
+                raise PolicyError(
+                    f"{_where(path, k_node, f'{key}.{name}'.lstrip('.'))}: unknown key; "
+                    f"known: {', '.join(schema)}"
+                )
+            if name in out:
+                raise PolicyError(f"{_where(path, k_node, name)}: duplicate key")
+            out[name] = _check(path, v_node, schema[name], f"{key}.{name}".lstrip("."))
+        return out
+    if isinstance(schema, list):
+        if not isinstance(node, yaml.SequenceNode):
+            raise PolicyError(f"{where}: expected a list")
+        return [_check(path, item, schema[0], f"{key}[{i}]") for i, item in enumerate(node.value)]
+    if not isinstance(node, yaml.ScalarNode):
+        raise PolicyError(f"{where}: expected a single value")
+    value = yaml.load(yaml.serialize(node), Loader=yaml.SafeLoader)
+    try:
+        if schema is bool:
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if schema is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError("expected a whole number")
+            return value
+        if schema is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("expected a number")
+            return float(value)
+        if schema is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if schema == "size":
+            return parse_size(value)
+        if schema in ("size_or_share", "float_or_share"):
+            if isinstance(value, str) and value.strip().endswith("%"):
+                share = float(value.strip()[:-1]) / 100
+                if not 0 < share <= 1:
+                    raise ValueError("a share must be between 0% and 100%")
+                return ("share", share)
+            return parse_size(value) if schema == "size_or_share" else float(value)
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+    raise AssertionError(schema)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _ports(path: Path, values: list[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for text in values:
+        lo, _, hi = str(text).partition("-")
+        try:
+            pair = (int(lo), int(hi or lo))
+        except ValueError:
+            raise PolicyError(f"{path}: containers.published_ports: bad range {text!r}") from None
+        out.append(pair)
+    return tuple(out)
+
+
+def _limit(data: dict[str, Any]) -> Limit:
+    top = data.get("max")
+    if isinstance(top, tuple):
+        return Limit(data.get("default"), None, top[1])
+    return Limit(data.get("default"), top)
+
+
+class ProfileSet:
+    """All profiles of a policies directory, loaded and validated together."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.raw: dict[str, dict[str, Any]] = {}
+        self.profiles: dict[str, Profile] = {}
+        for path in sorted(directory.glob("*.yaml")):
+            node = _compose(path)
+            self.raw[path.stem] = _check(path, node, _SCHEMA, "") if node is not None else {}
+        for name in self.raw:
+            self.profiles[name] = self._build(name, [])
+
+    def _resolved(self, name: str, chain: list[str]) -> dict[str, Any]:
+        if name in chain:
+            raise PolicyError(f"{self.directory}/{name}.yaml: extends loop {' -> '.join(chain)}")
+        raw = self.raw[name]
+        parent = raw.get("extends")
+        if parent is None:
+            return raw
+        if parent not in self.raw:
+            raise PolicyError(f"{self.directory}/{name}.yaml: extends unknown profile {parent!r}")
+        return _merge(self._resolved(parent, [*chain, name]), raw)
+
+    def _build(self, name: str, chain: list[str]) -> Profile:
+        d = self._resolved(name, chain)
+        path = self.directory / f"{name}.yaml"
+        c = d.get("containers", {})
+        m = d.get("mounts", {})
+        r = d.get("resources", {})
+        qd = d.get("quota", {})
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "description": d.get("description", ""),
+            "admin": d.get("admin", False),
+            "source": str(path),
+        }
+        simple = {
+            "privileged": c.get("privileged"),
+            "host_namespaces": c.get("host_namespaces"),
+            "unconfined": c.get("unconfined"),
+            "devices": c.get("devices"),
+            "cgroup_parent": c.get("cgroup_parent"),
+            "oom_kill_disable": c.get("oom_kill_disable"),
+            "containers_on_managers": c.get("on_managers"),
+            "exec_privileged": d.get("exec", {}).get("privileged"),
+            "exec_root": d.get("exec", {}).get("root"),
+            "buildkit": d.get("build", {}).get("buildkit"),
+            "own_volumes": m.get("own_volumes"),
+            "volume_driver_opts": m.get("volume_driver_opts"),
+            "swap": r.get("swap"),
+            "avoid_managers": d.get("swarm", {}).get("avoid_managers"),
+            "quota_memory": qd.get("memory"),
+            "quota_containers": qd.get("containers"),
+            "quota_services": qd.get("services"),
+        }
+        kwargs.update({k: v for k, v in simple.items() if v is not None})
+        if "cap_add" in c:
+            kwargs["cap_add"] = frozenset(normalise_cap(x) for x in c["cap_add"])
+        for key, target in (
+            ("sysctls", "sysctls"),
+            ("runtimes", "runtimes"),
+            ("log_drivers", "log_drivers"),
+            ("registries", "registries"),
+        ):
+            if key in c:
+                kwargs[target] = tuple(c[key])
+        if "published_ports" in c:
+            kwargs["published_ports"] = _ports(path, c["published_ports"])
+        if "binds" in m:
+            kwargs["binds"] = tuple(
+                BindRule(b["path"].rstrip("/") or "/", b.get("read_only", False))
+                for b in m["binds"]
+            )
+        if "volume_drivers" in m:
+            kwargs["volume_drivers"] = tuple(m["volume_drivers"])
+        if "shared_volumes" in m:
+            kwargs["shared_volumes"] = tuple(
+                SharedVolume(v["name"], v.get("read_only", False)) for v in m["shared_volumes"]
+            )
+        if "drivers" in d.get("networks", {}):
+            kwargs["network_drivers"] = tuple(d["networks"]["drivers"])
+        if "memory" in r:
+            kwargs["memory"] = _limit(r["memory"])
+        if "cpus" in r:
+            kwargs["cpus"] = _limit(r["cpus"])
+        if "pids" in r:
+            kwargs["pids"] = Limit(r["pids"].get("default"), r["pids"].get("max"))
+        if "shm_size" in r:
+            kwargs["shm_max"] = r["shm_size"].get("max")
+        return Profile(**kwargs)
+
+    def get(self, name: str) -> Profile | None:
+        return self.profiles.get(name)
+
+    def effective(self, name: str) -> dict[str, Any]:
+        """The merged rules after ``extends``, for ``dockergate policy show``."""
+        return self._resolved(name, [])
+
+
+def normalise_cap(name: str) -> str:
+    """``sys_admin``, ``CAP_SYS_ADMIN`` and ``SYS_ADMIN`` are one capability."""
+    upper = str(name).strip().upper()
+    return upper[4:] if upper.startswith("CAP_") else upper
+
+
+def shipped_policies_dir() -> Path:
+    """The policies shipped with the package (the repository's ``policies/``)."""
+    try:
+        import dockergate._policies as shipped  # type: ignore[import-not-found]
+
+        return Path(shipped.__path__[0])
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / "policies"
