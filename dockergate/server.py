@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -147,8 +148,6 @@ class Gate:
         self.upstream.close()
         if self.settings.socket:
             with contextlib.suppress(OSError):
-                import os
-
                 os.unlink(self.settings.socket)
         log.info("stopped")
 
@@ -161,8 +160,16 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gate.reload_profiles)
+    pidfile = settings.state_dir / "dockergate.pid"
+    try:
+        pidfile.write_text(f"{os.getpid()}\n")
+    except OSError:
+        pidfile = None  # type: ignore[assignment]
     try:
         await stop.wait()
     finally:
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                pidfile.unlink()
         log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
         await gate.shutdown()

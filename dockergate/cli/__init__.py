@@ -52,10 +52,12 @@ def cli(
 
 
 def _register() -> None:
-    from dockergate.cli import init_cmd, serve_cmd
+    from dockergate.cli import init_cmd, policy_cmd, serve_cmd
 
     cli.add_command(init_cmd.init)
     cli.add_command(serve_cmd.serve)
+    for command in policy_cmd.COMMANDS:
+        cli.add_command(command)
     try:
         from dockergate.cli import user_cmd
     except ImportError:  # pragma: no cover - while the store is being built

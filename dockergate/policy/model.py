@@ -401,7 +401,7 @@ def normalise_cap(name: str) -> str:
 def shipped_policies_dir() -> Path:
     """The policies shipped with the package (the repository's ``policies/``)."""
     try:
-        import dockergate._policies as shipped  # type: ignore[import-not-found]
+        import dockergate._policies as shipped  # type: ignore[import-not-found,unused-ignore]
 
         return Path(shipped.__path__[0])
     except ImportError:

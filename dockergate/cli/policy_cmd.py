@@ -1,0 +1,121 @@
+"""``dockergate policy ...`` and ``dockergate check``: the profiles, for operators and CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import click
+import yaml
+
+from dockergate.cli import Context, pass_ctx
+from dockergate.policy.checks import NodeFacts
+from dockergate.policy.compose import check_file
+from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped_policies_dir
+
+PIDFILE = "dockergate.pid"
+
+
+def load_profiles(ctx: Context) -> ProfileSet:
+    settings = ctx.settings()
+    try:
+        return ProfileSet(settings.policies_dir or shipped_policies_dir())
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def policy() -> None:
+    """Profiles: show the effective rules, validate, reload the running gate."""
+
+
+@policy.command("list")
+@pass_ctx
+def policy_list(ctx: Context) -> None:
+    """The profiles in the policies directory."""
+    profiles = load_profiles(ctx)
+    for name, profile in sorted(profiles.profiles.items()):
+        click.echo(f"{name:<12} {profile.description}")
+
+
+@policy.command("show")
+@click.argument("profile")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def policy_show(ctx: Context, profile: str, as_json: bool) -> None:
+    """The effective rules of PROFILE after ``extends``."""
+    profiles = load_profiles(ctx)
+    if profiles.get(profile) is None:
+        known = ", ".join(sorted(profiles.profiles))
+        raise click.ClickException(f"unknown profile {profile!r}; known: {known}")
+    rules = profiles.effective(profile)
+    rules.pop("extends", None)
+    if as_json:
+        click.echo(json.dumps(rules, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(f"# profile {profile} ({profiles.directory / (profile + '.yaml')})")
+        click.echo(yaml.safe_dump(rules, sort_keys=True).rstrip())
+
+
+@policy.command("validate")
+@pass_ctx
+def policy_validate(ctx: Context) -> None:
+    """Load every profile; exit 1 with file, line and key on the first error."""
+    profiles = load_profiles(ctx)
+    click.echo(f"ok: {', '.join(sorted(profiles.profiles))} in {profiles.directory}")
+
+
+@policy.command("reload")
+@pass_ctx
+def policy_reload(ctx: Context) -> None:
+    """Make the running gate re-read its profiles (SIGHUP); connections stay open."""
+    load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
+    pidfile = ctx.settings().state_dir / PIDFILE
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"no running gate found through {pidfile}: {exc}") from exc
+    click.echo(f"sent SIGHUP to dockergate (pid {pid})")
+
+
+@click.command()
+@click.option("--profile", required=True, help="The profile to check against.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--node-memory", help="RAM of the target nodes, for limits given as a share.")
+@click.option("--node-cpus", type=int, default=0, help="CPUs of the target nodes, likewise.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_ctx
+def check(
+    ctx: Context,
+    profile: str,
+    as_json: bool,
+    node_memory: str | None,
+    node_cpus: int,
+    files: tuple[Path, ...],
+) -> None:
+    """Check compose/stack FILES offline against PROFILE; exit 1 on any violation."""
+    profiles = load_profiles(ctx)
+    chosen = profiles.get(profile)
+    if chosen is None:
+        known = ", ".join(sorted(profiles.profiles))
+        raise click.ClickException(f"unknown profile {profile!r}; known: {known}")
+    facts = NodeFacts(parse_size(node_memory) if node_memory else 0, node_cpus)
+    found = [v for path in files for v in check_file(chosen, path, facts)]
+    if as_json:
+        click.echo(json.dumps([v.__dict__ for v in found], indent=2))
+    else:
+        for v in found:
+            click.echo(f"{v.file}: {v.service}: {v.message}")
+        click.echo(
+            f"{len(found)} violation(s) of profile {profile!r} in {len(files)} file(s)"
+            if found
+            else f"ok: {len(files)} file(s) pass profile {profile!r}"
+        )
+    if found:
+        raise SystemExit(1)
+
+
+COMMANDS = [policy, check]

@@ -1,0 +1,348 @@
+"""Profile loading and the container/service rules, as pure logic (the gate tests use
+the real CLI; these pin the edge cases of each rule and its legitimate neighbour)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dockergate.policy.checks import (
+    Denied,
+    NodeFacts,
+    check_container,
+    check_exec,
+    check_service,
+    check_update,
+    check_volume_driver,
+)
+from dockergate.policy.compose import check_file
+from dockergate.policy.model import (
+    PolicyError,
+    Profile,
+    ProfileSet,
+    parse_size,
+    shipped_policies_dir,
+)
+
+FACTS = NodeFacts(mem_total=16 << 30, ncpu=8, manager=False)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ProfileSet:
+    return ProfileSet(shipped_policies_dir())
+
+
+@pytest.fixture()
+def member(tmp_path: Path) -> Profile:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "common").mkdir()
+    (tmp_path / "m.yaml").write_text(
+        f"""
+containers:
+  sysctls: ["net.ipv4.ping_group_range"]
+  published_ports: ["8000-8999"]
+  registries: ["docker.io", "registry.team:5000"]
+mounts:
+  binds:
+    - path: {data}
+    - path: {tmp_path / "common"}
+      read_only: true
+  shared_volumes:
+    - name: common-data
+      read_only: true
+resources:
+  memory: {{default: 512m, max: "50%"}}
+  cpus: {{default: 1, max: 4}}
+  pids: {{default: 256, max: 1024}}
+  shm_size: {{max: 64m}}
+swarm:
+  avoid_managers: true
+"""
+    )
+    profile = ProfileSet(tmp_path).get("m")
+    assert profile is not None
+    return profile
+
+
+def create(**host: object) -> dict[str, object]:
+    return {"Image": "busybox", "HostConfig": dict(host)}
+
+
+def test_shipped_profiles_load(shipped: ProfileSet) -> None:
+    assert {"admin", "member", "intern"} <= set(shipped.profiles)
+    assert shipped.profiles["admin"].admin
+    intern = shipped.profiles["intern"]
+    assert intern.binds == () and intern.avoid_managers
+    assert intern.memory.max is not None and shipped.profiles["member"].memory.max is not None
+    assert intern.memory.max < shipped.profiles["member"].memory.max  # stricter via extends
+
+
+def test_sizes() -> None:
+    assert parse_size("512m") == 512 << 20
+    assert parse_size("2g") == 2 << 30
+    assert parse_size("1.5GiB") == int(1.5 * (1 << 30))
+    assert parse_size(1024) == 1024
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("containers:\n  privilegd: false\n", ":2: containers.privilegd"),
+        ("resources:\n  memory:\n    max: huge\n", ":3: resources.memory.max"),
+        ("admin: maybe\n", ":1: admin"),
+        ("extends: nobody\n", "extends unknown profile"),
+        ("mounts:\n  binds: /srv\n", "expected a list"),
+    ],
+)
+def test_load_errors_name_file_line_key(tmp_path: Path, text: str, where: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(PolicyError) as info:
+        ProfileSet(tmp_path)
+    assert "bad.yaml" in str(info.value) and where in str(info.value)
+
+
+def test_extends_loop(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(PolicyError, match="loop"):
+        ProfileSet(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"Privileged": True},
+        {"NetworkMode": "host"},
+        {"PidMode": "host"},
+        {"IpcMode": "host"},
+        {"UTSMode": "host"},
+        {"UsernsMode": "host"},
+        {"CgroupnsMode": "host"},
+        {"CapAdd": ["sys_admin"]},
+        {"CapAdd": ["CAP_SYS_ADMIN"]},
+        {"CapAdd": ["ALL"]},
+        {"CapAdd": ["Net_Admin"]},
+        {"SecurityOpt": ["seccomp=unconfined"]},
+        {"SecurityOpt": ["seccomp:unconfined"]},
+        {"SecurityOpt": ["apparmor=unconfined"]},
+        {"SecurityOpt": ["apparmor:unconfined"]},
+        {"SecurityOpt": ["label=disable"]},
+        {"SecurityOpt": ["label:disable"]},
+        {"SecurityOpt": ["label=user:system_u"]},
+        {"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']},
+        {"SecurityOpt": ["systempaths=unconfined"]},
+        {"MaskedPaths": []},
+        {"ReadonlyPaths": []},
+        {"Devices": [{"PathOnHost": "/dev", "PathInContainer": "/dev"}]},
+        {"DeviceCgroupRules": ["c *:* rmw"]},
+        {"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]},
+        {"Sysctls": {"kernel.shm_rmid_forced": "1"}},
+        {"CgroupParent": "/"},
+        {"Runtime": "runsc-unknown"},
+        {"OomKillDisable": True},
+        {"LogConfig": {"Type": "syslog"}},
+        {"Binds": ["/etc:/x"]},
+        {"Binds": ["/:/host"]},
+        {"Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/s"}]},
+        {
+            "Mounts": [
+                {
+                    "Type": "volume",
+                    "Source": "v",
+                    "Target": "/v",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "none", "o": "bind", "device": "/"},
+                        }
+                    },
+                }
+            ]
+        },
+        {"VolumeDriver": "nfs-plugin"},
+        {"PortBindings": {"80/tcp": [{"HostPort": "80"}]}},
+        {"PortBindings": {"80/tcp": [{"HostPort": "8990-9010"}]}},
+        {"Memory": 9 << 30},
+        {"NanoCpus": 5_000_000_000},
+        {"CpuQuota": 500_000, "CpuPeriod": 100_000},
+        {"PidsLimit": 5000},
+        {"ShmSize": 1 << 30},
+    ],
+)
+def test_container_refusals(member: Profile, host: dict[str, object]) -> None:
+    with pytest.raises(Denied) as info:
+        check_container(member, create(**host), FACTS)
+    assert info.value.message.startswith("profile 'm' forbids")
+
+
+def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
+    host = {
+        "CapAdd": ["CHOWN", "cap_kill"],  # Docker's default set may be named again
+        "SecurityOpt": ["no-new-privileges"],
+        "Sysctls": {"net.ipv4.ping_group_range": "0 0"},
+        "Binds": [f"{tmp_path / 'data'}/sub:/d", f"{tmp_path / 'common'}:/c:ro", "myvol:/v"],
+        "Mounts": [
+            {"Type": "tmpfs", "Target": "/t"},
+            {"Type": "volume", "Source": "v2", "Target": "/v2"},
+        ],
+        "PortBindings": {"80/tcp": [{"HostPort": "8080"}], "81/tcp": [{"HostPort": ""}]},
+        "LogConfig": {"Type": "json-file"},
+        "Memory": 1 << 30,
+    }
+    body = create(**host)
+    check_container(member, body, FACTS)
+    applied = body["HostConfig"]
+    assert isinstance(applied, dict)
+    assert applied["MemorySwap"] == 1 << 30  # swap pinned to memory
+    assert applied["NanoCpus"] == 1_000_000_000 and applied["PidsLimit"] == 256
+
+
+def test_defaults_applied_when_absent(member: Profile) -> None:
+    body = create()
+    check_container(member, body, FACTS)
+    host = body["HostConfig"]
+    assert isinstance(host, dict)
+    assert host["Memory"] == 512 << 20 and host["MemorySwap"] == 512 << 20
+
+
+def test_memory_share_of_node(member: Profile) -> None:
+    check_container(member, create(Memory=8 << 30), FACTS)  # 50% of 16g
+    with pytest.raises(Denied, match="at most 8g"):
+        check_container(member, create(Memory=(8 << 30) + 1), FACTS)
+
+
+def test_symlink_escape_refused(member: Profile, tmp_path: Path) -> None:
+    link = tmp_path / "data" / "root"
+    os.symlink("/", link)
+    with pytest.raises(Denied):
+        check_container(member, create(Binds=[f"{link}/etc:/x"]), FACTS)
+    with pytest.raises(Denied):
+        check_container(member, create(Binds=[f"{tmp_path / 'data'}/../../../etc:/x"]), FACTS)
+
+
+def test_registry_allowlist(member: Profile) -> None:
+    check_container(member, {"Image": "registry.team:5000/spark:3", "HostConfig": {}}, FACTS)
+    check_container(member, {"Image": "library/busybox", "HostConfig": {}}, FACTS)
+    with pytest.raises(Denied):
+        check_container(member, {"Image": "evil.example.com/x", "HostConfig": {}}, FACTS)
+
+
+def test_manager_rule(tmp_path: Path) -> None:
+    (tmp_path / "i.yaml").write_text("containers:\n  on_managers: false\n")
+    profile = ProfileSet(tmp_path).get("i")
+    assert profile is not None
+    check_container(profile, create(), FACTS)
+    with pytest.raises(Denied, match="Swarm manager"):
+        check_container(profile, create(), NodeFacts(manager=True))
+
+
+def test_admin_unrestricted(shipped: ProfileSet) -> None:
+    admin = shipped.profiles["admin"]
+    check_container(admin, create(Privileged=True, Binds=["/:/host"]), FACTS)
+
+
+def test_update_caps(member: Profile) -> None:
+    check_update(member, {"Memory": 1 << 30}, FACTS)
+    with pytest.raises(Denied):
+        check_update(member, {"Memory": 20 << 30}, FACTS)
+    with pytest.raises(Denied):
+        check_update(member, {"PidsLimit": 100000}, FACTS)
+    with pytest.raises(Denied):
+        check_update(member, {"MemorySwap": -1}, FACTS)
+
+
+def test_exec(member: Profile, shipped: ProfileSet) -> None:
+    check_exec(member, {"Cmd": ["sh"]})
+    with pytest.raises(Denied):
+        check_exec(member, {"Privileged": True})
+    intern = shipped.profiles["intern"]
+    check_exec(intern, {"User": "1000"})
+    with pytest.raises(Denied):
+        check_exec(intern, {"User": "root"})
+
+
+def service(**container: object) -> dict[str, object]:
+    return {"Name": "s", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", **container}}}
+
+
+def test_service_defaults_and_worker_constraint(member: Profile) -> None:
+    spec = service()
+    check_service(member, spec, FACTS)
+    template = spec["TaskTemplate"]
+    assert isinstance(template, dict)
+    assert template["Resources"]["Limits"]["MemoryBytes"] == 512 << 20
+    assert "node.role==worker" in template["Placement"]["Constraints"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        service(CapabilityAdd=["SYS_ADMIN"]),
+        service(Privileges={"Seccomp": {"Mode": "unconfined"}}),
+        service(Privileges={"AppArmor": {"Mode": "disabled"}}),
+        service(Mounts=[{"Type": "bind", "Source": "/", "Target": "/h"}]),
+        service(Sysctls={"kernel.msgmax": "1"}),
+        {"TaskTemplate": {"ContainerSpec": {}, "Networks": [{"Target": "host"}]}},
+        {"TaskTemplate": {"ContainerSpec": {}, "Resources": {"Limits": {"MemoryBytes": 20 << 30}}}},
+        {
+            "TaskTemplate": {
+                "ContainerSpec": {},
+                "Placement": {"Constraints": ["node.role==manager"]},
+            }
+        },
+        {"TaskTemplate": {"ContainerSpec": {}}, "EndpointSpec": {"Ports": [{"PublishedPort": 80}]}},
+    ],
+)
+def test_service_refusals(member: Profile, spec: dict[str, object]) -> None:
+    with pytest.raises(Denied):
+        check_service(member, spec, FACTS)
+
+
+def test_volume_driver_rules(member: Profile) -> None:
+    check_volume_driver(member, "local", None, "Driver")
+    with pytest.raises(Denied):
+        check_volume_driver(
+            member, "local", {"type": "none", "o": "bind", "device": "/"}, "DriverOpts"
+        )
+    with pytest.raises(Denied):
+        check_volume_driver(member, "sshfs", None, "Driver")
+
+
+def test_check_compose_file(member: Profile, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        """
+services:
+  web:
+    image: busybox
+    privileged: true
+    network_mode: host
+    volumes: ["/etc:/etc"]
+    ports: ["80:80"]
+    deploy: {resources: {limits: {memory: 64g}}}
+volumes:
+  escape: {driver: local, driver_opts: {type: none, o: bind, device: /}}
+networks:
+  lan: {driver: macvlan}
+"""
+    )
+    found = check_file(member, bad, FACTS)
+    text = "\n".join(v.message for v in found)
+    for word in (
+        "privileged",
+        "namespaces",
+        "bind-mounting",
+        "host port",
+        "memory",
+        "driver options",
+        "network driver",
+    ):
+        assert word in text, word
+    good = tmp_path / "good.yml"
+    good.write_text("services:\n  web:\n    image: busybox\n    ports: ['8080:80']\n")
+    assert check_file(member, good) == []
