@@ -20,7 +20,7 @@ from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_po
 from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.http import Request, Writer
-from dockergate.proxy.upstream import Upstream
+from dockergate.proxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("dockergate")
 access = logging.getLogger("dockergate.access")
@@ -73,6 +73,22 @@ class Gate:
             self.profiles.directory,
             ", ".join(self.profiles.profiles),
         )
+
+    # -- health --------------------------------------------------------------------------
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """Upstream and store reachability; 503 when either is down."""
+        checks: dict[str, Any] = {}
+        try:
+            reply = await self.daemon.get("/_ping")
+            checks["upstream"] = {"ok": reply.ok, "url": self.upstream.url}
+        except UpstreamError as exc:
+            checks["upstream"] = {"ok": False, "url": self.upstream.url, "error": str(exc)}
+        store_health = getattr(self.authenticator, "health", None)
+        if callable(store_health):
+            ok, detail = store_health()
+            checks["store"] = {"ok": ok, "detail": detail}
+        healthy = all(c["ok"] for c in checks.values())
+        return (200 if healthy else 503), {"status": "ok" if healthy else "unhealthy", **checks}
 
     # -- connections -------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: Writer, peer: Peer) -> None:

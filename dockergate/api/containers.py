@@ -155,6 +155,26 @@ async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
         await ex.daemon.call("POST", "/volumes/create", dumps(spec))
 
 
+@handles("container.start")
+async def container_start(ex: Exchange) -> None:
+    """Start takes no body since API 1.24, but dockerd 20.10 still applies a HostConfig
+    sent with it (privileged, binds...): a non-admin's start must carry none."""
+    await owned_object(ex)
+    if ex.req.has_body and not ex.admin:
+        raise Refusal(
+            400,
+            "container start: a request body (a HostConfig) is not accepted; set options at create",
+        )
+
+
+@handles("exec.start")
+async def exec_start(ex: Exchange) -> None:
+    """The exec's owner is its container's; the small start body is checked too."""
+    await owned_object(ex)
+    if ex.req.has_body and not ex.admin:
+        ex.set_json(await ex.read_json("exec.start"))
+
+
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
     await owned_object(ex)

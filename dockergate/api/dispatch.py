@@ -104,6 +104,7 @@ def load_handlers() -> None:
     """Import the per-kind modules so their handlers register."""
     from dockergate.api import (  # noqa: F401
         containers,
+        gate_api,
         images,
         networks,
         secrets,

@@ -20,6 +20,7 @@ from dockergate.proxy.http import HTTPError, Request, read_body
 
 if TYPE_CHECKING:
     from dockergate.proxy.daemon import Daemon
+    from dockergate.server import Gate
 
 ADMIN_PROFILE = Profile("admin", admin=True)
 
@@ -46,8 +47,11 @@ class Exchange:
     response_filter: ResponseFilter | None = None  # whole JSON answers (lists)
     event_filter: EventFilter | None = None  # line-delimited JSON streams (events)
     profile: Profile = ADMIN_PROFILE
+    gate: Gate | None = None
     object_id: str | None = None  # for the audit log
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
+    # The gate's own answer (``/_dockergate/...``): (status, JSON body); nothing is forwarded.
+    reply: tuple[int, Any] | None = None
     _query: q.Query | None = None
 
     def __post_init__(self) -> None:
@@ -80,7 +84,7 @@ class Exchange:
     async def read_json(self, schema: str | None) -> Any:
         """Read, strictly parse and (with a schema) validate the JSON body."""
         from dockergate.api.body import BodyError, loads_strict
-        from dockergate.api.schema import validate
+        from dockergate.api.schema import parse_body
 
         req = self.req
         ctype = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -91,14 +95,14 @@ class Exchange:
         raw = await read_body(self.reader, req.content_length, req.chunked, INSPECT_CAP)
         req.body_read = True
         try:
-            obj = loads_strict(raw)
+            if schema is None:
+                return loads_strict(raw)
+            obj, problems = parse_body(raw, schema, allow_unknown=self.admin)
         except BodyError as exc:
-            raise HTTPError(400, f"{self.route_name}: {exc.message}") from None
-        if schema is not None:
-            problems = validate(obj, schema, allow_unknown=self.admin)
-            if problems:
-                detail = "; ".join(p.message for p in problems[:5])
-                raise HTTPError(400, f"{self.route_name}: {detail}")
+            raise Refusal(400, f"{self.route_name}: {exc.message}") from None
+        if problems:
+            detail = "; ".join(p.message for p in problems[:5])
+            raise Refusal(400, f"{self.route_name}: refused body: {detail}")
         return obj
 
     async def hold(self, lock: asyncio.Lock) -> None:

@@ -36,6 +36,9 @@ class Route:
 
 
 _ROWS: list[tuple[str, str, str, str | None, Access]] = [
+    # the gate's own API (answered by the gate, never forwarded)
+    ("GET", "/_dockergate/health", "gate.health", None, "public"),
+    ("GET", "/_dockergate/whoami", "gate.whoami", None, "public"),
     # system
     ("GET", "/_ping", "system.ping", None, "public"),
     ("HEAD", "/_ping", "system.ping", None, "public"),

@@ -21,7 +21,7 @@ from dockergate.api.dispatch import dispatch
 from dockergate.api.exchange import EventFilter, Exchange
 from dockergate.api.routes import match
 from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
-from dockergate.proxy.errors import error_response
+from dockergate.proxy.errors import error_response, reason
 from dockergate.proxy.http import (
     HOP_BY_HOP,
     READ_SIZE,
@@ -55,6 +55,7 @@ UPGRADE_PROTOCOLS = frozenset({"tcp", "h2c", "websocket"})
 DROP_REQUEST_HEADERS = HOP_BY_HOP | IDENTITY_HEADERS
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HEALTH_PATH = "/_dockergate/health"
 
 
 class Closed(Exception):
@@ -130,6 +131,8 @@ class ClientConnection:
         self.status = 0
         try:
             path, version = normalise(req.path)
+            if path == HEALTH_PATH and self.peer.listener == "unix":
+                return await self.reply(req, *await self.gate.health())
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
             identity = self.gate.authenticator.authenticate(self.peer, token)
             found = match(req.method, path)
@@ -143,9 +146,12 @@ class ClientConnection:
                 self.gate.daemon,
                 self.reader,
                 profile=self.gate.profile_for(identity),
+                gate=self.gate,
             )
             try:
                 await dispatch(ex)
+                if ex.reply is not None:
+                    return await self.reply(req, *ex.reply)
                 if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
                     keep = await self.hijack(ex)
                 else:
@@ -180,6 +186,27 @@ class ClientConnection:
         await self._send(
             error_response(status, message, close=not keep, head_only=req.method == "HEAD", raw=raw)
         )
+        if not keep:
+            raise Closed()
+        return True
+
+    async def reply(self, req: Request, status: int, data: Any) -> bool:
+        """The gate's own JSON answer (``/_dockergate/...``)."""
+        self.status = status
+        if isinstance(data, bytes):
+            body, ctype = data, "text/plain; version=0.0.4; charset=utf-8"
+        else:
+            body, ctype = json.dumps(data).encode() + b"\n", "application/json"
+        keep = req.keep_alive and not (req.has_body and not req.body_read)
+        head = [
+            f"HTTP/1.1 {status} {reason(status)}",
+            f"Content-Type: {ctype}",
+            f"Content-Length: {len(body)}",
+        ]
+        if not keep:
+            head.append("Connection: close")
+        out = ("\r\n".join(head) + "\r\n\r\n").encode()
+        await self._send(out if req.method == "HEAD" else out + body)
         if not keep:
             raise Closed()
         return True
@@ -365,7 +392,9 @@ class ClientConnection:
         """attach / exec start / BuildKit: dedicated daemon connection, then a byte pump."""
         req = ex.req
         body = b""
-        if req.has_body:
+        if ex.body is not None:
+            body = ex.body  # inspected by the route's handler (exec start)
+        elif req.has_body:
             body = await read_body(self.reader, req.content_length, req.chunked, HIJACK_BODY_CAP)
             req.body_read = True
         assert req.upgrade is not None

@@ -1,0 +1,46 @@
+"""The gate's own API under ``/_dockergate/``: answered here, never forwarded."""
+
+from __future__ import annotations
+
+from dockergate.api.dispatch import handles
+from dockergate.api.exchange import Exchange
+from dockergate.policy.quota import usage
+
+
+@handles("gate.whoami")
+async def whoami(ex: Exchange) -> None:
+    """Who the gate thinks the caller is, their profile's limits and current usage."""
+    profile = ex.profile
+    used = await usage(ex.daemon, ex.identity.name)
+    used.pop("service_specs", None)
+    ex.reply = (
+        200,
+        {
+            "user": ex.identity.name,
+            "profile": profile.name,
+            "admin": ex.identity.admin,
+            "identified_by": ex.identity.method,
+            "limits": {
+                "memory_default": profile.memory.default,
+                "memory_max": profile.memory.max,
+                "memory_max_share": profile.memory.max_share,
+                "cpus_default": profile.cpus.default,
+                "cpus_max": profile.cpus.max,
+                "pids_default": profile.pids.default,
+                "pids_max": profile.pids.max,
+            },
+            "quota": {
+                "memory": profile.quota_memory,
+                "containers": profile.quota_containers,
+                "services": profile.quota_services,
+            },
+            "usage": used,
+        },
+    )
+
+
+@handles("gate.health")
+async def health_authenticated(ex: Exchange) -> None:
+    """Over TLS health needs a valid identity; the unix socket answers anyone."""
+    assert ex.gate is not None
+    ex.reply = await ex.gate.health()
