@@ -73,7 +73,26 @@ def own_filters(ex: Exchange) -> None:
     ex.set_query(q.replace(ex.query, "filters", q.encode_filters(merged)))
 
 
+FORM_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def refuse_form_bodies(ex: Exchange) -> None:
+    """Go's ``ParseForm`` (which dockerd calls) reads an urlencoded *body* into the
+    same form as the query, body first: ``filters`` sent that way would replace the
+    owner filter the gate put in the query (a prune of everyone's containers)."""
+    if ex.req.method not in FORM_METHODS:
+        return
+    for value in ex.req.headers.get_all("content-type"):
+        if value.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+            raise Refusal(
+                415,
+                f"{who(ex)} may not send a form-encoded body: parameters go in the query string",
+            )
+
+
 async def dispatch(ex: Exchange) -> None:
+    if not ex.admin:
+        refuse_form_bodies(ex)
     route = ex.route
     if route is None:
         if ex.admin:
