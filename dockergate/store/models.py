@@ -1,0 +1,140 @@
+"""Tables of the store, as typed SQLAlchemy 2 models.
+
+Three tables:
+
+* ``users``: a name (also the ``dockergate.owner`` label value and the certificate
+  CN), a profile (a file ``policies/<profile>.yaml``), an enabled flag and an
+  optional unix uid (identity on the unix socket comes from the kernel).
+* ``credentials``: client certificates (by serial, as lowercase hex because serials
+  are up to 159 bits and do not fit an integer column) and tokens (by a short public
+  id plus a passlib hash of the secret, so a lookup is one dict access and only the
+  secret is hash-checked).
+* ``revision``: one row whose counter is bumped in the same transaction as every
+  change to the two others, so a running gate can notice any change by reading a
+  single integer.
+
+Migrations in ``migrations/`` create exactly this; ``tests/unit/test_store.py``
+checks that the models and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints: Alembic's batch mode (SQLite) can only alter what has a name.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CERT = "cert"
+TOKEN = "token"
+REVISION_ROW = 1
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes on both backends.
+
+    SQLite has no time zones and hands back naive values; PostgreSQL converts to the
+    session zone. Storing UTC and re-attaching UTC on load makes comparisons with
+    ``utcnow()`` correct everywhere.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    unix_uid: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    credentials: Mapped[list[Credential]] = relationship(
+        back_populates="user",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Credential.id",
+    )
+
+
+class Credential(Base):
+    __tablename__ = "credentials"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ('{CERT}', '{TOKEN}')", name="kind"),
+        CheckConstraint(
+            f"(kind = '{CERT}' AND cert_serial IS NOT NULL AND token_id IS NULL)"
+            f" OR (kind = '{TOKEN}' AND token_id IS NOT NULL AND token_hash IS NOT NULL"
+            " AND cert_serial IS NULL)",
+            name="kind_fields",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    # Lowercase hex without leading zeros, as ``format(serial, "x")`` writes it.
+    cert_serial: Mapped[str | None] = mapped_column(String(48), unique=True)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64))  # sha256 of the DER, hex
+    token_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str | None] = mapped_column(String(255))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="credentials")
+
+
+class Revision(Base):
+    """One row (id 1); ``counter`` changes whenever users or credentials do."""
+
+    __tablename__ = "revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)

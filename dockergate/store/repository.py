@@ -1,0 +1,375 @@
+"""Operations on users and credentials, each one transaction that bumps the revision.
+
+Every write goes through :meth:`Store._write`, which takes the write lock up front
+(SQLite) and increments the ``revision`` counter in the same transaction, so a
+running gate that sees the counter move is guaranteed to see the change with it.
+Results are returned as frozen dataclasses detached from the session, so callers
+(the CLI, tests) never trigger lazy loads on a closed session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload
+
+from dockergate.config import Settings
+from dockergate.store import snapshot, tokens
+from dockergate.store.db import WRITE, check_schema, make_engine, unavailable
+from dockergate.store.errors import Conflict, NotFound, StoreError
+from dockergate.store.models import CERT, REVISION_ROW, TOKEN, Credential, Revision, User, utcnow
+
+# A user name is a label value, a certificate CN and a word in shell commands:
+# keep it boring. Lowercase so that "Alice" and "alice" cannot be two people.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid"
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        raise StoreError(
+            f"invalid user name {name!r}: use 1-64 of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def serial_hex(serial: int) -> str:
+    """How serials are stored and shown: lowercase hex, no leading zeros."""
+    return format(serial, "x")
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    id: int
+    kind: str
+    cert_serial: str | None
+    cert_fingerprint: str | None
+    token_id: str | None
+    issued_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "active"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "cert_serial": self.cert_serial,
+            "cert_fingerprint": self.cert_fingerprint,
+            "token_id": self.token_id,
+            "issued_at": _iso(self.issued_at),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "state": self.state(),
+        }
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    profile: str
+    enabled: bool
+    unix_uid: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    credentials: tuple[CredentialInfo, ...] = ()
+
+    def active(self, kind: str) -> list[CredentialInfo]:
+        return [c for c in self.credentials if c.kind == kind and c.state() == "active"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "enabled": self.enabled,
+            "unix_uid": self.unix_uid,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "active_certs": len(self.active(CERT)),
+            "active_tokens": len(self.active(TOKEN)),
+            "credentials": [c.as_dict() for c in self.credentials],
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def _cred_info(c: Credential) -> CredentialInfo:
+    return CredentialInfo(
+        c.id,
+        c.kind,
+        c.cert_serial,
+        c.cert_fingerprint,
+        c.token_id,
+        c.issued_at,
+        c.expires_at,
+        c.revoked_at,
+    )
+
+
+def _user_info(u: User) -> UserInfo:
+    return UserInfo(
+        u.name,
+        u.profile,
+        u.enabled,
+        u.unix_uid,
+        u.created_at,
+        u.updated_at,
+        tuple(_cred_info(c) for c in u.credentials),
+    )
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # the only time the clear token exists; never stored or logged
+    token_id: str
+    expires_at: dt.datetime | None
+
+
+class Store:
+    """The users and credentials in one database."""
+
+    def __init__(self, engine: Engine, url: str = "") -> None:
+        self.engine = engine
+        self.url = url or engine.url.render_as_string(hide_password=True)
+        self._writer = engine.execution_options(**{WRITE: True})
+
+    @classmethod
+    def open(cls, settings: Settings, *, check: bool = True) -> Store:
+        """Open the configured store; ``check`` refuses a schema that is not at head."""
+        url = settings.db_url()
+        engine = make_engine(url)
+        if check:
+            try:
+                check_schema(settings, engine)
+            except StoreError:
+                engine.dispose()
+                raise
+        return cls(engine, url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sessions ----------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction; the revision bump commits with it or not at all."""
+        try:
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                yield session
+                session.flush()
+                session.execute(
+                    update(Revision)
+                    .where(Revision.id == REVISION_ROW)
+                    .values(counter=Revision.counter + 1)
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"conflicting change: {str(exc.orig).splitlines()[0]}") from exc
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    @staticmethod
+    def _user(session: Session, name: str, *, load_credentials: bool = False) -> User:
+        query = select(User).where(User.name == name)
+        if load_credentials:
+            query = query.options(selectinload(User.credentials))
+        user = session.scalars(query).one_or_none()
+        if user is None:
+            raise NotFound(f"unknown user {name!r} (see `dockergate user list`)")
+        return user
+
+    # -- users -------------------------------------------------------------------------
+    def add_user(self, name: str, profile: str, unix_uid: int | None = None) -> UserInfo:
+        check_name(name)
+        if unix_uid is not None and not 0 <= unix_uid <= MAX_UID:
+            raise StoreError(f"invalid uid {unix_uid}: must be between 0 and {MAX_UID}")
+        with self._write() as session:
+            if session.scalars(select(User.id).where(User.name == name)).first() is not None:
+                raise Conflict(f"user {name!r} already exists")
+            if unix_uid is not None:
+                self._check_uid_free(session, unix_uid)
+            now = utcnow()
+            user = User(
+                name=name,
+                profile=profile,
+                enabled=True,
+                unix_uid=unix_uid,
+                created_at=now,
+                updated_at=now,
+                credentials=[],
+            )
+            session.add(user)
+            session.flush()
+            return _user_info(user)
+
+    @staticmethod
+    def _check_uid_free(session: Session, uid: int) -> None:
+        owner = session.scalars(select(User.name).where(User.unix_uid == uid)).first()
+        if owner is not None:
+            raise Conflict(f"uid {uid} is already registered to user {owner!r}")
+
+    def get_user(self, name: str) -> UserInfo:
+        with self._read() as session:
+            return _user_info(self._user(session, name, load_credentials=True))
+
+    def find_user(self, name: str) -> UserInfo | None:
+        try:
+            return self.get_user(name)
+        except NotFound:
+            return None
+
+    def list_users(self) -> list[UserInfo]:
+        with self._read() as session:
+            users = session.scalars(
+                select(User).options(selectinload(User.credentials)).order_by(User.name)
+            ).all()
+            return [_user_info(u) for u in users]
+
+    def set_profile(self, name: str, profile: str) -> UserInfo:
+        with self._write() as session:
+            user = self._user(session, name, load_credentials=True)
+            user.profile = profile
+            user.updated_at = utcnow()
+            return _user_info(user)
+
+    def set_enabled(self, name: str, enabled: bool) -> UserInfo:
+        with self._write() as session:
+            user = self._user(session, name, load_credentials=True)
+            user.enabled = enabled
+            user.updated_at = utcnow()
+            return _user_info(user)
+
+    def set_uid(self, name: str, unix_uid: int | None) -> UserInfo:
+        with self._write() as session:
+            user = self._user(session, name, load_credentials=True)
+            if unix_uid is not None and unix_uid != user.unix_uid:
+                self._check_uid_free(session, unix_uid)
+            user.unix_uid = unix_uid
+            user.updated_at = utcnow()
+            return _user_info(user)
+
+    def remove_user(self, name: str) -> UserInfo:
+        """Delete the user and (by cascade) all their credentials."""
+        with self._write() as session:
+            user = self._user(session, name, load_credentials=True)
+            info = _user_info(user)
+            session.delete(user)
+            return info
+
+    # -- credentials -------------------------------------------------------------------
+    def add_certificate(
+        self, name: str, serial: int, fingerprint: str, expires_at: dt.datetime | None
+    ) -> CredentialInfo:
+        with self._write() as session:
+            user = self._user(session, name)
+            hexed = serial_hex(serial)
+            taken = session.scalars(
+                select(Credential).where(Credential.cert_serial == hexed)
+            ).first()
+            if taken is not None:
+                raise Conflict(f"certificate serial {hexed} is already registered")
+            cred = Credential(
+                user_id=user.id,
+                kind=CERT,
+                cert_serial=hexed,
+                cert_fingerprint=fingerprint.lower(),
+                issued_at=utcnow(),
+                expires_at=expires_at,
+            )
+            session.add(cred)
+            session.flush()
+            return _cred_info(cred)
+
+    def add_token(self, name: str, expires_at: dt.datetime | None = None) -> IssuedToken:
+        new = tokens.generate()
+        with self._write() as session:
+            user = self._user(session, name)
+            session.add(
+                Credential(
+                    user_id=user.id,
+                    kind=TOKEN,
+                    token_id=new.token_id,
+                    token_hash=new.token_hash,
+                    issued_at=utcnow(),
+                    expires_at=expires_at,
+                )
+            )
+        return IssuedToken(new.token, new.token_id, expires_at)
+
+    def revoke_all(self, name: str) -> dict[str, int]:
+        """Revoke every active certificate and token of ``name``; counts per kind."""
+        counts = {CERT: 0, TOKEN: 0}
+        with self._write() as session:
+            user = self._user(session, name, load_credentials=True)
+            now = utcnow()
+            for cred in user.credentials:
+                if cred.revoked_at is None:
+                    cred.revoked_at = now
+                    counts[cred.kind] += 1
+            user.updated_at = now
+        return counts
+
+    def ensure_admin(
+        self, name: str, serial: int, fingerprint: str, expires_at: dt.datetime | None
+    ) -> list[str]:
+        """Idempotent: the admin user exists and the given certificate is theirs."""
+        done: list[str] = []
+        if self.find_user(name) is None:
+            self.add_user(name, "admin")
+            done.append(f"registered user {name!r} with profile 'admin'")
+        hexed = serial_hex(serial)
+        with self._read() as session:
+            owner = session.scalars(
+                select(User.name).join(Credential).where(Credential.cert_serial == hexed)
+            ).first()
+        if owner is None:
+            self.add_certificate(name, serial, fingerprint, expires_at)
+            done.append(f"registered the certificate of {name!r} (serial {hexed})")
+        elif owner != name:
+            raise Conflict(f"certificate serial {hexed} is registered to user {owner!r}")
+        return done
+
+    # -- for the gate ------------------------------------------------------------------
+    def revision(self) -> int:
+        """The change counter: cheap enough to read four times a second."""
+        try:
+            with self._read() as session:
+                return snapshot.read_revision(session)
+        except LookupError as exc:
+            raise StoreError(f"{exc}: run `dockergate db upgrade`") from exc
+
+    def load_snapshot(self) -> snapshot.Snapshot:
+        """All users and valid credentials, for the gate's in-memory directory."""
+        try:
+            with self._read() as session:
+                return snapshot.load(session)
+        except LookupError as exc:
+            raise StoreError(f"{exc}: run `dockergate db upgrade`") from exc
