@@ -9,16 +9,12 @@ import sys
 import click
 
 from dockergate.cli import Context, pass_ctx
-from dockergate.listen.identity import Authenticator, BuiltinAuthenticator
-from dockergate.listen.pki import read_bundle_serial
+from dockergate.config import Settings
+from dockergate.listen.directory import DirectoryAuthenticator
 from dockergate.logs import setup_logging
-
-
-def _authenticator(ctx: Context) -> Authenticator:
-    settings = ctx.settings()
-    admin_serial = read_bundle_serial(settings.clients_dir / "admin")
-    serials = frozenset({admin_serial}) if admin_serial is not None else frozenset()
-    return BuiltinAuthenticator(settings.root_is_admin, serials)
+from dockergate.policy.model import PolicyError
+from dockergate.store.db import check_schema
+from dockergate.store.errors import StoreError
 
 
 @click.command()
@@ -51,10 +47,24 @@ def serve(
         raise click.ClickException(
             f"no server certificate in {settings.pki_dir}: run `dockergate init` first"
         )
-    from dockergate.server import run
-
     try:
-        asyncio.run(run(settings, _authenticator(ctx)))
-    except (RuntimeError, OSError, ValueError) as exc:
+        check_schema(settings)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        asyncio.run(_serve(settings))
+    except (RuntimeError, OSError, ValueError, PolicyError) as exc:
         logging.getLogger("dockergate").error("cannot serve: %s", exc)
         sys.exit(1)
+
+
+async def _serve(settings: Settings) -> None:
+    """Users come from the store (an in-memory snapshot kept fresh by polling)."""
+    from dockergate.server import run
+
+    auth = DirectoryAuthenticator(settings)
+    await auth.start()
+    try:
+        await run(settings, auth)
+    finally:
+        await auth.stop()

@@ -67,32 +67,3 @@ class Authenticator(Protocol):
     def authenticate(self, peer: Peer, token: str | None) -> Identity:
         """Return the caller's identity or raise :class:`Refusal`."""
         ...
-
-
-ADMIN_CERT_CN = "admin"
-
-
-class BuiltinAuthenticator:
-    """Before any user exists: root on the unix socket and the admin bundle are admin."""
-
-    def __init__(self, root_is_admin: bool = True, admin_serials: frozenset[int] = frozenset()):
-        self.root_is_admin = root_is_admin
-        self.admin_serials = admin_serials
-
-    def authenticate(self, peer: Peer, token: str | None) -> Identity:
-        if peer.listener == "unix":
-            if peer.uid == 0 and self.root_is_admin:
-                return Identity("root", "admin", True, "unix uid 0", uid=0)
-            raise Refusal(
-                403,
-                f"unix uid {peer.uid} is not a registered user; "
-                "ask an admin: dockergate user add NAME --profile member --uid "
-                f"{peer.uid}",
-            )
-        if peer.cert_serial is not None and peer.cert_serial in self.admin_serials:
-            return Identity(ADMIN_CERT_CN, "admin", True, f"cert serial {peer.cert_serial:x}")
-        raise Refusal(
-            403,
-            f"{peer.describe()} is not a registered user; "
-            "ask an admin for a client bundle: dockergate user cert NAME --out DIR",
-        )

@@ -211,10 +211,3 @@ class CertificateAuthority:
         _write(out_dir / "ca.pem", self.ca_pem(), 0o644)
         _write(out_dir / "cert.pem", issued.cert_pem, 0o644)
         _write(out_dir / "key.pem", issued.key_pem, 0o600)
-
-
-def read_bundle_serial(bundle_dir: Path) -> int | None:
-    path = bundle_dir / "cert.pem"
-    if not path.exists():
-        return None
-    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number

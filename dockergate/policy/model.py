@@ -399,10 +399,9 @@ def normalise_cap(name: str) -> str:
 
 
 def shipped_policies_dir() -> Path:
-    """The policies shipped with the package (the repository's ``policies/``)."""
-    try:
-        import dockergate._policies as shipped  # type: ignore[import-not-found,unused-ignore]
-
-        return Path(shipped.__path__[0])
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / "policies"
+    """The policies shipped with the package (``dockergate/_policies``, a link to the
+    repository's ``policies/`` that setuptools follows when it builds the wheel)."""
+    shipped = Path(__file__).resolve().parents[1] / "_policies"
+    if shipped.is_dir():
+        return shipped.resolve()
+    return Path(__file__).resolve().parents[2] / "policies"  # a tree without the link
