@@ -7,11 +7,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
+from dockergate.audit.record import RequestRecord
 from dockergate.config import Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
@@ -19,7 +20,7 @@ from dockergate.listen.tlsconfig import server_context, upstream_context
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
 from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
-from dockergate.proxy.http import Request, Writer
+from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("dockergate")
@@ -45,6 +46,7 @@ class Gate:
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
         self.servers: list[asyncio.Server] = []
         self.streams = 0
+        self.sinks: list[Callable[[RequestRecord], None]] = []
 
     # -- profiles ----------------------------------------------------------------------
     def profile_for(self, identity: Identity) -> Profile:
@@ -112,22 +114,28 @@ class Gate:
         finally:
             self.streams -= 1
 
-    def access_log(
-        self, peer: Peer, identity: Identity | None, req: Request, status: int, seconds: float
-    ) -> None:
-        if not access.isEnabledFor(logging.INFO):
-            return
-        who = identity.name if identity else "-"
-        via = identity.method if identity else peer.describe()
-        access.info(
-            "user=%s via=%r %s %s status=%s ms=%.1f",
-            who,
-            via,
-            req.method,
-            req.path,
-            status,
-            seconds * 1000,
-        )
+    def on_request(self, record: RequestRecord) -> None:
+        """Every request ends here: one access-log line, then the sinks (audit, metrics).
+
+        Sinks must not block: the audit writer queues, metrics count in memory."""
+        if access.isEnabledFor(logging.INFO):
+            access.info(
+                "user=%s via=%r %s %s route=%s status=%s decision=%s%s ms=%.1f",
+                record.user or "-",
+                record.identified_by,
+                record.method,
+                record.path,
+                record.route or "-",
+                record.status,
+                record.decision,
+                f" rule={record.rule!r}" if record.rule else "",
+                record.seconds * 1000,
+            )
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception:  # a broken sink must never break the proxy
+                log.exception("request sink %r failed", sink)
 
     def log_upstream_error(self, exc: BaseException) -> None:
         log.warning("upstream %s: %s", self.upstream.url, exc)

@@ -109,7 +109,7 @@ async def dispatch(ex: Exchange) -> None:
         try:
             await handler(ex)
         except Denied as exc:
-            raise Refusal(403, exc.message) from None
+            raise Refusal(403, exc.message, rule=f"profile {exc.profile}: {exc.rule}") from None
         return
     if ex.admin or route.access == "public":
         return

@@ -49,7 +49,9 @@ class NotFound(Refusal):
     """A 404 worded like the daemon's, without the ``dockergate:`` prefix."""
 
     def __init__(self, kind: str, reference: str) -> None:
-        super().__init__(404, NOT_FOUND[kind].format(reference), raw=True)
+        super().__init__(
+            404, NOT_FOUND[kind].format(reference), raw=True, rule=f"{kind} not found or not owned"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,10 +55,13 @@ class Identity:
 class Refusal(Exception):
     """The caller is not let in; ``message`` goes to the client after ``dockergate: ``."""
 
-    def __init__(self, status: int, message: str, *, raw: bool = False) -> None:
+    def __init__(
+        self, status: int, message: str, *, raw: bool = False, rule: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.rule = rule or message  # what the audit log records as the reason
         # raw: worded as the daemon would (a 404 for someone else's object), no prefix.
         self.raw = raw
 

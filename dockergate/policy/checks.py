@@ -28,6 +28,7 @@ class Denied(Exception):
         super().__init__(message)
         self.message = message
         self.rule = what
+        self.profile = profile.name
 
 
 @dataclass(frozen=True)

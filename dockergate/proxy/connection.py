@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dockergate.api.dispatch import dispatch
 from dockergate.api.exchange import EventFilter, Exchange
 from dockergate.api.routes import match
+from dockergate.audit.record import RequestRecord
 from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
 from dockergate.proxy.errors import error_response, reason
 from dockergate.proxy.http import (
@@ -128,7 +129,10 @@ class ClientConnection:
         """Handle one request; return whether the connection stays open."""
         started = time.monotonic()
         identity: Identity | None = None
+        ex: Exchange | None = None
+        path = req.path
         self.status = 0
+        self.rule: str | None = None
         try:
             path, version = normalise(req.path)
             if path == HEALTH_PATH and self.peer.listener == "unix":
@@ -160,16 +164,41 @@ class ClientConnection:
                 ex.release()
             return keep and req.keep_alive
         except Refusal as exc:
+            self.rule = exc.rule
             return await self.refuse(req, exc.status, exc.message, raw=exc.raw)
         except HTTPError as exc:
             self.status = exc.status
+            self.rule = exc.message
             await self._send(error_response(exc.status, exc.message, close=True))
             raise Closed() from exc
         except UpstreamError as exc:
             self.gate.log_upstream_error(exc)
+            self.rule = "upstream unreachable"
             return await self.refuse(req, 502, str(exc))
         finally:
-            self.gate.access_log(self.peer, identity, req, self.status, time.monotonic() - started)
+            route = ex.route if ex is not None else None
+            self.gate.on_request(
+                RequestRecord(
+                    started=time.time() - (time.monotonic() - started),
+                    user=identity.name if identity else None,
+                    identified_by=identity.method if identity else self.peer.describe(),
+                    listener=self.peer.listener,
+                    method=req.method,
+                    path=path,
+                    route=route.name if route else None,
+                    kind=route.kind if route else None,
+                    object_id=ex.object_id if ex is not None else None,
+                    decision=self._decision(),
+                    rule=self.rule,
+                    status=self.status,
+                    seconds=time.monotonic() - started,
+                )
+            )
+
+    def _decision(self) -> str:
+        if self.rule is None:
+            return "allow"
+        return "error" if self.status in (0, 502, 503) or self.status < 400 else "deny"
 
     async def refuse(self, req: Request, status: int, message: str, raw: bool = False) -> bool:
         """Answer with a Docker-style error; keep the connection only if the body is gone."""

@@ -1,0 +1,1 @@
+"""Who did what: one record per request, handed to the access log, audit and metrics."""

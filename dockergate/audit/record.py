@@ -1,0 +1,26 @@
+"""The record the gate makes of every request, whatever became of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    started: float  # wall-clock time (time.time()) when the request head was read
+    user: str | None  # None: the caller was not identified
+    identified_by: str  # "unix uid 1000", "cert serial 1f2e", "token", or the peer
+    listener: str  # "unix" or "tls"
+    method: str
+    path: str  # normalised (no version prefix, no dot-segments)
+    route: str | None  # route name from the table, None for unknown routes
+    kind: str | None  # object kind the route touches
+    object_id: str | None  # full ID the request was forwarded for, when resolved
+    decision: str  # "allow", "deny" (refused by the gate) or "error"
+    rule: str | None  # why it was refused
+    status: int
+    seconds: float
+
+    @property
+    def mutating(self) -> bool:
+        return self.method not in ("GET", "HEAD")
