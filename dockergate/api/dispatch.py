@@ -57,6 +57,16 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
     assert ex.route is not None
     kind = kind or ex.route.kind
     assert kind is not None
+    if ex.route.name in INSPECT_ROUTES and ex.req.method == "GET":
+        # The resolving inspect *is* the request: answer with it (one daemon round-trip).
+        api = f"/v{ex.version}" if ex.version else ""
+        found = await resolve_owned(
+            ex.daemon, ex.identity, kind, ex.params["id"], api=api, query=ex.req.query
+        )
+        if found.reply is not None:
+            ex.raw_reply = found.reply.relay()
+        ex.object_id = found.id
+        return found
     found = await resolve_owned(ex.daemon, ex.identity, kind, ex.params["id"])
     ex.object_id = found.id
     ex.forward_to(route_path(ex.route.pattern, {**ex.params, "id": found.id}))
@@ -74,6 +84,10 @@ def own_filters(ex: Exchange) -> None:
 
 
 FORM_METHODS = frozenset({"POST", "PUT", "PATCH"})
+INSPECT_ROUTES = frozenset(
+    f"{kind}.inspect"
+    for kind in ("container", "service", "task", "volume", "network", "secret", "config")
+)
 
 
 def refuse_form_bodies(ex: Exchange) -> None:

@@ -52,6 +52,7 @@ class Exchange:
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
     # The gate's own answer (``/_dockergate/...``): (status, JSON body); nothing is forwarded.
     reply: tuple[int, Any] | None = None
+    raw_reply: bytes | None = None  # a complete daemon answer the gate already holds
     _query: q.Query | None = None
 
     def __post_init__(self) -> None:

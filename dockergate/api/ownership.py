@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockergate.listen.identity import Identity, Refusal
-from dockergate.proxy.daemon import Daemon, ref
+from dockergate.proxy.daemon import API_PREFIX, Daemon, DaemonReply, ref
 
 OWNER_LABEL = "dockergate.owner"
 RESERVED_PREFIX = "dockergate."
@@ -60,6 +60,7 @@ class Resolved:
     id: str
     owner: str | None
     obj: dict[str, Any]
+    reply: DaemonReply | None = None  # the daemon's inspect answer, reusable as is
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -97,9 +98,15 @@ def may_touch(identity: Identity, owner: str | None) -> bool:
     return identity.admin or (owner is not None and owner == identity.name)
 
 
-async def resolve(daemon: Daemon, kind: str, reference: str) -> Resolved | None:
-    """The object the daemon would act on for ``reference``, or None if it has none."""
-    reply = await daemon.get(INSPECT[kind].format(ref(reference)))
+async def resolve(
+    daemon: Daemon, kind: str, reference: str, *, api: str = API_PREFIX, query: str = ""
+) -> Resolved | None:
+    """The object the daemon would act on for ``reference``, or None if it has none.
+
+    ``api`` and ``query`` let an inspect request be resolved with the very call the
+    client made, so its answer can be returned without asking the daemon twice."""
+    path = INSPECT[kind].format(ref(reference)) + (f"?{query}" if query else "")
+    reply = await daemon.get(path, api=api)
     if not reply.ok:
         return None
     obj = reply.json()
@@ -109,12 +116,20 @@ async def resolve(daemon: Daemon, kind: str, reference: str) -> Resolved | None:
         container = await resolve(daemon, "container", str(obj.get("ContainerID", "")))
         owner = container.owner if container else None
         return Resolved(kind, id_of(kind, obj), owner, obj)
-    return Resolved(kind, id_of(kind, obj), owner_of(kind, obj), obj)
+    return Resolved(kind, id_of(kind, obj), owner_of(kind, obj), obj, reply)
 
 
-async def resolve_owned(daemon: Daemon, identity: Identity, kind: str, reference: str) -> Resolved:
+async def resolve_owned(
+    daemon: Daemon,
+    identity: Identity,
+    kind: str,
+    reference: str,
+    *,
+    api: str = API_PREFIX,
+    query: str = "",
+) -> Resolved:
     """Resolve and check ownership; NotFound for missing *and* for someone else's."""
-    found = await resolve(daemon, kind, reference)
+    found = await resolve(daemon, kind, reference, api=api, query=query)
     if found is None or not may_touch(identity, found.owner):
         raise NotFound(kind, reference)
     return found

@@ -156,6 +156,10 @@ class ClientConnection:
                 await dispatch(ex)
                 if ex.reply is not None:
                     return await self.reply(req, *ex.reply)
+                if ex.raw_reply is not None:
+                    self.status = int(ex.raw_reply.split(b" ", 2)[1])
+                    await self._send(ex.raw_reply)
+                    return req.keep_alive
                 if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
                     keep = await self.hijack(ex)
                 else:

@@ -16,10 +16,12 @@ from dockergate.policy.checks import NodeFacts
 from dockergate.proxy.http import (
     ClientGone,
     HTTPError,
+    Response,
     body_length,
     iter_body,
     parse_response,
     read_head,
+    render_head,
 )
 from dockergate.proxy.upstream import Upstream, UpstreamError
 
@@ -29,9 +31,21 @@ API_PREFIX = "/v1.41"  # the oldest API the gate supports; fields it reads exist
 
 
 class DaemonReply:
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, response: Response | None = None) -> None:
         self.status = status
         self.body = body
+        self.response = response
+
+    def relay(self) -> bytes:
+        """The daemon's answer as the client would have had it (headers kept, framed by
+        length): lets the gate answer an inspect with the inspect it just made."""
+        assert self.response is not None
+        headers = self.response.headers.without(
+            {"connection", "keep-alive", "transfer-encoding", "content-length"}
+        )
+        headers.append(("Content-Length", str(len(self.body))))
+        start = self.response.raw_head.split(b"\r\n", 1)[0].decode("latin-1")
+        return render_head(start, headers) + self.body
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -81,11 +95,11 @@ class Daemon:
                 self.upstream.release(conn)
             else:
                 conn.close()
-            return DaemonReply(resp.status, b"".join(chunks))
+            return DaemonReply(resp.status, b"".join(chunks), resp)
         raise AssertionError("unreachable")
 
-    async def get(self, path: str) -> DaemonReply:
-        return await self.call("GET", path)
+    async def get(self, path: str, api: str = API_PREFIX) -> DaemonReply:
+        return await self.call("GET", path, api=api)
 
     async def facts(self) -> NodeFacts:
         """RAM, CPUs and Swarm role of the engine, from ``/info`` (cached 30 s)."""
