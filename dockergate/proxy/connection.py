@@ -57,6 +57,8 @@ DROP_REQUEST_HEADERS = HOP_BY_HOP | IDENTITY_HEADERS
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEALTH_PATH = "/_dockergate/health"
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 << 20
 
 
 class Closed(Exception):
@@ -77,6 +79,7 @@ class ClientConnection:
         self.writer = writer
         self.peer = peer
         self.busy = False
+        self.linger = False  # close gently: a refused body may still be arriving
         self.status = 0  # of the request being handled, for the access log
 
     # -- connection loop -------------------------------------------------------------
@@ -110,8 +113,21 @@ class ClientConnection:
             return
         finally:
             self.busy = False
+            if self.linger:
+                await self._linger()
             with contextlib.suppress(Exception):
                 self.writer.close()
+
+    async def _linger(self) -> None:
+        """Closing with unread request bytes makes the kernel send RST, which can
+        destroy the refusal the client has not read yet. Half-close, then swallow
+        what the client is still sending for a bounded time."""
+        with contextlib.suppress(Exception):
+            self.writer.write_eof()
+            async with asyncio.timeout(LINGER_SECONDS):
+                drained = 0
+                while drained < LINGER_BYTES and (data := await self.reader.read(READ_SIZE)):
+                    drained += len(data)
 
     async def _wait_readable(self) -> None:
         """Wait for the first byte of the next request (or EOF) without consuming it."""
@@ -173,6 +189,7 @@ class ClientConnection:
         except HTTPError as exc:
             self.status = exc.status
             self.rule = exc.message
+            self.linger = req.has_body and not req.body_read
             await self._send(error_response(exc.status, exc.message, close=True))
             raise Closed() from exc
         except UpstreamError as exc:
@@ -220,6 +237,7 @@ class ClientConnection:
             error_response(status, message, close=not keep, head_only=req.method == "HEAD", raw=raw)
         )
         if not keep:
+            self.linger = req.has_body and not req.body_read
             raise Closed()
         return True
 
