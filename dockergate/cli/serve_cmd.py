@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -21,6 +22,11 @@ from dockergate.store.errors import StoreError
 @click.option("--upstream", help="Docker daemon: unix:///path or tcp://host:port.")
 @click.option("--socket", "socket_path", help="Unix socket to listen on ('' for none).")
 @click.option("--tls-listen", help="HOST:PORT for the TLS listener (off unless given).")
+@click.option(
+    "--policies-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of profile files (default: the shipped policies/).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-json/--no-log-json", default=None, help="One JSON object per log line.")
 @pass_ctx
@@ -29,6 +35,7 @@ def serve(
     upstream: str | None,
     socket_path: str | None,
     tls_listen: str | None,
+    policies_dir: Path | None,
     log_level: str | None,
     log_json: bool | None,
 ) -> None:
@@ -37,6 +44,7 @@ def serve(
         upstream=upstream,
         socket=socket_path,
         tls_listen=tls_listen,
+        policies_dir=policies_dir,
         log_level=log_level,
         log_json=log_json,
     )
