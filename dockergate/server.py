@@ -13,6 +13,7 @@ from typing import Any
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
 from dockergate.audit.record import RequestRecord
+from dockergate.audit.writer import AuditWriter
 from dockergate.config import Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
@@ -103,6 +104,10 @@ class Gate:
         self.connections[task] = conn
         try:
             await conn.serve()
+        except asyncio.CancelledError:
+            # Cancelled by shutdown(). End normally: asyncio's stream server (3.11)
+            # would otherwise log the cancellation of its own task as an error.
+            pass
         finally:
             self.connections.pop(task, None)
 
@@ -182,6 +187,9 @@ class Gate:
 async def run(settings: Settings, authenticator: Authenticator) -> None:
     gate = Gate(settings, authenticator)
     await gate.start()
+    audit = AuditWriter.for_settings(settings)  # the audit log, written off the request path
+    gate.sinks.append(audit)
+    audit.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,3 +208,4 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
                 pidfile.unlink()
         log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
         await gate.shutdown()
+        await audit.stop()  # after the last request: every record is written
