@@ -25,6 +25,7 @@ from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("dockergate")
+SWEEP_INTERVAL = 5.0
 access = logging.getLogger("dockergate.access")
 
 
@@ -159,11 +160,22 @@ class Gate:
             log.info("TLS listener on %s", s.tls_listen)
         if not self.servers:
             raise RuntimeError("no listener configured: give --socket and/or --tls-listen")
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info("forwarding to %s", self.upstream.url)
+
+    async def _sweep(self) -> None:
+        """Close idle keep-alive connections and stalled request heads, every few seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for conn in list(self.connections.values()):
+                conn.expire(now)
 
     async def shutdown(self) -> None:
         """Stop accepting, let requests in flight finish, then cut long streams."""
         self.closing = True
+        self._sweeper.cancel()
         for server in self.servers:
             server.close()
         for task, conn in list(self.connections.items()):

@@ -30,6 +30,9 @@ log = logging.getLogger("dockergate")
 
 Handler = Callable[[asyncio.StreamReader, Writer, Peer], Coroutine[Any, Any, None]]
 _UCRED = struct.Struct("3i")
+# asyncio's default backlog (100) makes a burst of parallel `docker` commands fail
+# with EAGAIN on a unix socket; dockerd itself listens with 4096.
+BACKLOG = 4096
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
@@ -86,7 +89,9 @@ async def start_unix(path: str, mode: int, handler: Handler) -> asyncio.Server:
             return
         await handler(reader, writer, peer)
 
-    server = await asyncio.start_unix_server(on_connect, path=str(sock_path), limit=MAX_HEAD)
+    server = await asyncio.start_unix_server(
+        on_connect, path=str(sock_path), limit=MAX_HEAD, backlog=BACKLOG
+    )
     os.chmod(sock_path, mode)
     return server
 
@@ -118,7 +123,7 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
     def factory() -> TLSStream:
         return TLSStream(context, server_side=True, on_ready=on_ready, limit=MAX_HEAD)
 
-    server = await loop.create_server(factory, host, port, reuse_address=True)
+    server = await loop.create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)
     with contextlib.suppress(Exception):
         for sock in server.sockets:
             log.info("TLS listener on %s", sock.getsockname())

@@ -78,7 +78,13 @@ class ClientConnection:
         self.reader = reader
         self.writer = writer
         self.peer = peer
-        self.busy = False
+        self.loop = asyncio.get_running_loop()
+        # Where the connection is, and since when: the gate's sweeper closes idle
+        # keep-alive connections and stalled heads (no per-request timers: they cost
+        # more than the rest of a short request). Requests in progress have no limit.
+        self.phase = "idle"  # "idle" (between requests), "head" (reading one), "busy"
+        self.since = self.loop.time()
+        self.timed_out = False
         self.linger = False  # close gently: a refused body may still be arriving
         self.status = 0  # of the request being handled, for the access log
 
@@ -86,33 +92,29 @@ class ClientConnection:
     async def serve(self) -> None:
         try:
             while not self.gate.closing:
+                self.phase, self.since = "idle", self.loop.time()
                 try:
-                    async with asyncio.timeout(KEEPALIVE_IDLE):
-                        await self._wait_readable()
-                    self.busy = True
-                    async with asyncio.timeout(HEAD_TIMEOUT):
-                        raw = await read_head(self.reader)
+                    await self._wait_readable()
+                    self.phase, self.since = "head", self.loop.time()
+                    raw = await read_head(self.reader)
+                    self.phase = "busy"
                     request = parse_request(raw)
                 except ClientGone:
                     return
-                except TimeoutError:
-                    if self.busy:
-                        await self._send(error_response(408, "request head timed out", close=True))
-                    return
                 except HTTPError as exc:
-                    await self._send(error_response(exc.status, exc.message, close=True))
+                    if not self.timed_out:
+                        await self._send(error_response(exc.status, exc.message, close=True))
                     return
                 try:
                     keep = await self.handle(request)
                 except Closed:
                     return
-                self.busy = False
                 if not keep:
                     return
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             return
         finally:
-            self.busy = False
+            self.phase = "idle"
             if self.linger:
                 await self._linger()
             with contextlib.suppress(Exception):
@@ -128,6 +130,21 @@ class ClientConnection:
                 drained = 0
                 while drained < LINGER_BYTES and (data := await self.reader.read(READ_SIZE)):
                     drained += len(data)
+
+    @property
+    def busy(self) -> bool:
+        return self.phase != "idle"
+
+    def expire(self, now: float) -> None:
+        """Called by the gate's sweeper: close a connection idle or stalled too long."""
+        if self.phase == "idle" and now - self.since > KEEPALIVE_IDLE:
+            self.timed_out = True
+            self.writer.close()
+        elif self.phase == "head" and now - self.since > HEAD_TIMEOUT:
+            self.timed_out = True
+            with contextlib.suppress(Exception):
+                self.writer.write(error_response(408, "request head timed out", close=True))
+            self.writer.close()
 
     async def _wait_readable(self) -> None:
         """Wait for the first byte of the next request (or EOF) without consuming it."""

@@ -18,7 +18,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 MAX_HEAD = 1 << 20  # dockerd's Go http.Server default MaxHeaderBytes is 1 MiB
-READ_SIZE = 1 << 16
+READ_SIZE = 1 << 18  # bulk streams: fewer, larger reads and writes
 CRLF = b"\r\n"
 
 HOP_BY_HOP = frozenset(
@@ -233,15 +233,23 @@ def parse_request(raw: bytes) -> Request:
 
 
 def parse_response(raw: bytes) -> Response:
-    start, lines = _split_head(raw)
-    parts = start.split(b" ", 2)
+    """The daemon's head. Lighter than the request parser: this side is trusted for
+    syntax and the head is forwarded as is; only framing is read from it."""
+    lines = raw[:-4].split(CRLF)
+    parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not _VERSION.fullmatch(parts[0]) or not _DIGITS.fullmatch(parts[1]):
-        raise HTTPError(502, f"malformed response line from the daemon {start[:80]!r}")
+        raise HTTPError(502, f"malformed response line from the daemon {lines[0][:80]!r}")
+    items = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or b"\n" in line or b"\r" in line:
+            raise HTTPError(502, f"malformed header from the daemon {line[:60]!r}")
+        items.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
     return Response(
         parts[0].decode("ascii"),
         int(parts[1]),
         parts[2].decode("latin-1") if len(parts) > 2 else "",
-        _parse_fields(lines),
+        Headers(items),
         raw,
     )
 
