@@ -10,7 +10,15 @@ ensure_venv() {
     local want
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}" >&2
+        local out
+        out=$(mktemp)
+        if ! .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}" \
+            >"$out" 2>&1; then
+            cat "$out" >&2
+            rm -f "$out"
+            return 1
+        fi
+        rm -f "$out"
         echo "$want" > "$stamp"
     fi
 }

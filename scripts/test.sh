@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run the whole test suite against a real, private, throw-away Docker engine.
+#
+#   scripts/test.sh [pytest args...]       (as root; default pytest args: -q -ra)
+#
+# Installs what is missing (apt: docker.io busybox-static util-linux iproute2 procps curl;
+# the project venv in .venv with the [test] extras), starts containerd + dockerd under
+# /var/tmp/dockergate-test/<id>, imports busybox:latest from busybox-static, makes the
+# engine a single-node swarm on 127.0.0.1, runs pytest with
+# DOCKERGATE_TEST_DOCKER_HOST=unix://<private socket>, and always tears it all down.
+# Exit code: pytest's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. scripts/lib/venv.sh
+. scripts/lib/privdocker.sh
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: must run as root (it starts a private dockerd)" >&2
+    exit 2
+fi
+
+PRIV_RUN=
+on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$PRIV_RUN" ]; then
+        local t=$SECONDS
+        cleanup_run_dir "$PRIV_RUN"
+        printf 'test.sh: private dockerd stopped and removed in %ss\n' $((SECONDS - t)) >&2
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+t0=$SECONDS
+ensure_apt_packages docker.io busybox-static util-linux iproute2 procps python3 python3-venv curl
+ensure_venv test
+ensure_cgroups
+cleanup_stale_run_dirs
+start_private_dockerd
+import_busybox "$PRIV_DOCKER_HOST"
+init_swarm "$PRIV_DOCKER_HOST"
+printf 'test.sh: private dockerd at %s ready in %ss\n' "$PRIV_DOCKER_HOST" $((SECONDS - t0)) >&2
+
+((${#})) || set -- -q -ra
+set +e
+env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT \
+    -u DOCKER_API_VERSION -u DOCKER_CONFIG \
+    DOCKERGATE_TEST_DOCKER_HOST="$PRIV_DOCKER_HOST" \
+    DOCKERGATE_TEST_RUN_DIR="$PRIV_RUN" \
+    .venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+exit "$rc"

@@ -1,0 +1,592 @@
+"""Plumbing for the integration tests: the gate as a subprocess, the real docker CLI,
+unix users, raw HTTP on a unix socket. No Docker mocks: everything talks to the
+private dockerd that scripts/test.sh starts (DOCKERGATE_TEST_DOCKER_HOST).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ENV_DOCKER_HOST = "DOCKERGATE_TEST_DOCKER_HOST"
+USER_PREFIX = "dgt-"
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+# ---------------------------------------------------------------------------- misc
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll until predicate() is truthy; return its value or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def unique(prefix: str = "dgt") -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def slug(text: str, length: int = 16) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:length].strip("-") or "t"
+
+
+# ------------------------------------------------------------------- raw HTTP (unix)
+
+
+@dataclass
+class RawReply:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    head: bytes
+    body: bytes
+    closed: bool  # the server closed the connection after the reply
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def unix_connect(path: str | os.PathLike[str], timeout: float = 10.0) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(os.fspath(path))
+    return s
+
+
+def recv_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Read until EOF or timeout; return (data, got_eof)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+def read_head(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, bytes]:
+    """Read one response head; return (head, bytes already read past it)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a full response head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP status line: {lines[0]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0, method: str = "GET") -> RawReply:
+    """Read one complete HTTP/1.1 response (Content-Length, chunked or close-delimited)."""
+    head, rest = read_head(sock, timeout)
+    status, reason, headers = parse_head(head)
+    body = rest
+    closed = False
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        body = b""
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(body) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            body += chunk
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        raw = body
+        out = b""
+        while True:
+            while b"\r\n" not in raw:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed inside a chunked body")
+                raw += chunk
+            size_line, _, raw = raw.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(raw) < size + 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed inside a chunk")
+                raw += chunk
+            if size == 0:
+                break
+            out += raw[:size]
+            raw = raw[size + 2 :]
+        body = out
+    else:
+        more, closed = recv_until_close(sock, timeout)
+        body += more
+    if headers.get("connection", "").lower() == "close" and not closed:
+        _, closed = recv_until_close(sock, 2.0)
+    return RawReply(status, reason, headers, head, body, closed)
+
+
+def raw_request(
+    path: str | os.PathLike[str],
+    method: str,
+    target: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float = 10.0,
+) -> RawReply:
+    """One request on a fresh connection (Connection: close)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: docker"]
+    hdrs = {"Connection": "close", **(headers or {})}
+    if body:
+        hdrs.setdefault("Content-Length", str(len(body)))
+    lines += [f"{k}: {v}" for k, v in hdrs.items()]
+    with contextlib.closing(unix_connect(path, timeout)) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return read_response(s, timeout, method)
+
+
+def ping(path: str | os.PathLike[str], timeout: float = 5.0) -> RawReply:
+    return raw_request(path, "GET", "/_ping", timeout=timeout)
+
+
+# -------------------------------------------------------------------------- the gate
+
+
+def dockergate_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("dockergate")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dockergate"]
+
+
+@dataclass
+class Gate:
+    """One `dockergate serve` subprocess with its own state dir and listeners."""
+
+    state_dir: Path
+    socket: Path
+    tls_port: int | None
+    upstream: str
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _log_file: Any = None
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise RuntimeError("this gate has no TLS listener")
+        return f"tcp://127.0.0.1:{self.tls_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def admin_cert_dir(self) -> Path:
+        return self.state_dir / "clients" / "admin"
+
+    def log(self, start: int = 0) -> str:
+        """What the gate wrote to stdout/stderr (from byte offset `start`)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def dockergate(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `dockergate --state-dir <this gate's> ARGS...` (e.g. user add)."""
+        argv = [*dockergate_argv(), "--state-dir", str(self.state_dir), *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and r.returncode != 0:
+            pytest.fail(
+                f"`dockergate {shlex.join(args)}` exited {r.returncode}\n"
+                f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+            )
+        return r
+
+    def init(self, hostnames: Sequence[str] = ()) -> None:
+        args = ["init"]
+        for h in hostnames:
+            args += ["--hostname", h]
+        self.dockergate(*args)
+
+    def start(self, wait: bool = True) -> Gate:
+        argv = [
+            *dockergate_argv(),
+            "--state-dir",
+            str(self.state_dir),
+            "serve",
+            "--upstream",
+            self.upstream,
+            "--socket",
+            str(self.socket),
+        ]
+        if self.tls_port is not None:
+            argv += ["--tls-listen", f"127.0.0.1:{self.tls_port}"]
+        argv += self.extra_args
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the unix socket answers HTTP (any status: the upstream may be dead)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"dockergate serve exited with {self.proc.returncode} during start-up; "
+                    f"its output:\n{self.log()}"
+                )
+            try:
+                ping(self.socket, timeout=2.0)
+                break
+            except (OSError, ValueError) as exc:
+                last = exc
+                time.sleep(0.1)
+        else:
+            self.kill()
+            pytest.fail(
+                f"dockergate serve did not answer GET /_ping on {self.socket} within "
+                f"{timeout:.0f}s (last error: {last!r}); its output:\n{self.log()}"
+            )
+        if self.tls_port is not None:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", self.tls_port), timeout=1).close()
+                    return
+                time.sleep(0.1)
+            self.kill()
+            pytest.fail(f"TLS listener 127.0.0.1:{self.tls_port} not up; output:\n{self.log()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(
+                f"dockergate serve died (exit {self.proc.returncode}); its output:\n{self.log()}"
+            )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def stop(self) -> None:
+        """SIGTERM and wait; fail loudly if it had crashed, hung or exited badly."""
+        if self.proc is None:
+            return
+        crashed = self.proc.poll()
+        if crashed is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                pytest.fail(
+                    f"dockergate serve did not stop within {STOP_TIMEOUT:.0f}s of SIGTERM; "
+                    f"its output:\n{self.log()}"
+                )
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if crashed is not None:
+            pytest.fail(f"dockergate serve had died (exit {crashed}); its output:\n{self.log()}")
+        if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+            pytest.fail(f"dockergate serve exited {code} on SIGTERM; its output:\n{self.log()}")
+
+
+# ---------------------------------------------------------------------- unix users
+
+
+@dataclass(frozen=True)
+class UnixUser:
+    name: str
+    uid: int
+    gid: int
+
+    def __iter__(self) -> Iterator[Any]:  # (name, uid, gid) unpacking
+        return iter((self.name, self.uid, self.gid))
+
+
+def ensure_unix_user(short: str) -> tuple[UnixUser, bool]:
+    """Create `dgt-<short>` if missing (system user, no home); return (user, created)."""
+    name = short if short.startswith(USER_PREFIX) else USER_PREFIX + short
+    created = False
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        r = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                name,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        try:  # exit 9: a concurrent session created it first, which is fine
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            pytest.fail(f"useradd {name} failed ({r.returncode}): {r.stderr}")
+        created = r.returncode == 0
+    return UnixUser(name, pw.pw_uid, pw.pw_gid), created
+
+
+def remove_unix_user(name: str) -> None:
+    subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+# ------------------------------------------------------------------------- the CLI
+
+
+class DockerCLI:
+    """Runs the real `docker` CLI against the gate (unix or TLS) or the daemon (direct).
+
+    cli(args, listener="unix"|"tls"|"direct", input=None, user=None, env=None,
+        timeout=60, check=False, cert_dir=None, cwd=None, gate=None, shell=False)
+
+    `args` is a list of docker arguments (a string is split with shlex); with
+    shell=True it is a shell command line run by `sh -c` in which `docker` is the
+    real CLI with the same environment (for pipelines). `user` (a login or a
+    UnixUser) runs it as that unix user through setpriv, with HOME and DOCKER_CONFIG
+    in a directory that user owns.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        docker_host: str,
+        gate_getter: Callable[[], Gate],
+    ) -> None:
+        self.base_dir = base_dir
+        self.docker_host = docker_host
+        self._gate_getter = gate_getter
+        self.docker = shutil.which("docker") or "docker"
+
+    def home_for(self, user: UnixUser | None) -> Path:
+        name = user.name if user else "root"
+        home = self.base_dir / "homes" / name
+        if not home.exists():
+            home.mkdir(parents=True, mode=0o700)
+            (home / "docker-config").mkdir(mode=0o700)
+            if user is not None:
+                for p in (home, home / "docker-config"):
+                    os.chown(p, user.uid, user.gid)
+        return home
+
+    def env(
+        self,
+        listener: str = "unix",
+        *,
+        user: UnixUser | None = None,
+        env: Mapping[str, str] | None = None,
+        cert_dir: str | os.PathLike[str] | None = None,
+        gate: Gate | None = None,
+    ) -> dict[str, str]:
+        home = self.home_for(user)
+        out = {
+            "PATH": os.environ.get(
+                "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+            "HOME": str(home),
+            "DOCKER_CONFIG": str(home / "docker-config"),
+            "LANG": "C.UTF-8",
+            "TERM": "xterm",
+            "DOCKER_CLI_HINTS": "false",
+        }
+        if listener == "direct":
+            out["DOCKER_HOST"] = self.docker_host
+        else:
+            g = gate or self._gate_getter()
+            if listener == "unix":
+                out["DOCKER_HOST"] = g.unix_url
+            elif listener == "tls":
+                out["DOCKER_HOST"] = g.tls_url
+                out["DOCKER_TLS_VERIFY"] = "1"
+                out["DOCKER_CERT_PATH"] = str(cert_dir or g.admin_cert_dir)
+            else:
+                raise ValueError(f"unknown listener {listener!r}")
+        out.update(env or {})
+        return out
+
+    def __call__(
+        self,
+        args: Sequence[str] | str,
+        *,
+        listener: str = "unix",
+        input: str | bytes | None = None,
+        user: str | UnixUser | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+        check: bool = False,
+        cert_dir: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        gate: Gate | None = None,
+        shell: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        u = resolve_user(user)
+        full_env = self.env(listener, user=u, env=env, cert_dir=cert_dir, gate=gate)
+        if shell:
+            if not isinstance(args, str):
+                args = shlex.join(args)
+            argv = ["sh", "-c", args]
+        else:
+            if isinstance(args, str):
+                args = shlex.split(args)
+            argv = [self.docker, *args]
+        if u is not None:
+            argv = [
+                "setpriv",
+                f"--reuid={u.uid}",
+                f"--regid={u.gid}",
+                "--init-groups",
+                *argv,
+            ]
+        data = input.decode() if isinstance(input, bytes) else input
+        try:
+            r = subprocess.run(
+                argv,
+                input=data,
+                stdin=subprocess.DEVNULL if data is None else None,
+                capture_output=True,
+                text=True,
+                env=full_env,
+                timeout=timeout,
+                cwd=cwd,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = (
+                exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+            )
+            err = (
+                exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+            )
+            pytest.fail(
+                f"`{shlex.join(argv)}` ({listener}) timed out after {timeout}s\n"
+                f"stdout so far:\n{out}\nstderr so far:\n{err}"
+            )
+        if check and r.returncode != 0:
+            pytest.fail(
+                f"`{shlex.join(argv)}` ({listener}) exited {r.returncode}\n"
+                f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+            )
+        return r
+
+    def popen(
+        self,
+        args: Sequence[str],
+        *,
+        listener: str = "unix",
+        user: str | UnixUser | None = None,
+        env: Mapping[str, str] | None = None,
+        cert_dir: str | os.PathLike[str] | None = None,
+        gate: Gate | None = None,
+    ) -> subprocess.Popen[str]:
+        """Start the CLI in the background (stdin closed, text pipes)."""
+        u = resolve_user(user)
+        full_env = self.env(listener, user=u, env=env, cert_dir=cert_dir, gate=gate)
+        argv = [self.docker, *args]
+        if u is not None:
+            argv = ["setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--init-groups", *argv]
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+
+
+def resolve_user(user: str | UnixUser | None) -> UnixUser | None:
+    if user is None or isinstance(user, UnixUser):
+        return user
+    pw = pwd.getpwnam(user)
+    return UnixUser(pw.pw_name, pw.pw_uid, pw.pw_gid)
+
+
+def describe(r: subprocess.CompletedProcess[str]) -> str:
+    """For assertion messages: the command, its exit code and its output."""
+    cmd = r.args if isinstance(r.args, str) else shlex.join(str(a) for a in r.args)
+    return f"`{cmd}` exited {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
