@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/lib/venv.sh
 . scripts/lib/privdocker.sh
+. scripts/lib/postgres.sh
 
 if [ "$(id -u)" != 0 ]; then
     echo "test.sh: must run as root (it starts a private dockerd)" >&2
@@ -24,6 +25,9 @@ PRIV_RUN=
 on_exit() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "${PG_DIR:-}" ]; then
+        pg_stop "$PG_DIR" || true
+    fi
     if [ -n "$PRIV_RUN" ]; then
         local t=$SECONDS
         cleanup_run_dir "$PRIV_RUN"
@@ -36,13 +40,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 t0=$SECONDS
-ensure_apt_packages docker.io busybox-static util-linux iproute2 procps python3 python3-venv curl
+ensure_apt_packages docker.io docker-compose busybox-static util-linux iproute2 procps python3 python3-venv curl
 ensure_venv test
 ensure_cgroups
 cleanup_stale_run_dirs
 start_private_dockerd
 import_busybox "$PRIV_DOCKER_HOST"
 init_swarm "$PRIV_DOCKER_HOST"
+# The store tests (unit and identity) run on SQLite and on a private PostgreSQL.
+PG_DIR="$PRIV_RUN/pg"
+pg_start "$PG_DIR" "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" >/dev/null
 printf 'test.sh: private dockerd at %s ready in %ss\n' "$PRIV_DOCKER_HOST" $((SECONDS - t0)) >&2
 
 ((${#})) || set -- -q -ra

@@ -90,7 +90,7 @@ pg_start() {
     local psql=("$bin/psql" -h "$sock" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA)
     if [ -z "$(_pg_as "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'dockergate'")" ]
     then
-        _pg_as "${psql[@]}" -c "CREATE ROLE dockergate LOGIN PASSWORD '$password'" || return 1
+        _pg_as "${psql[@]}" -c "CREATE ROLE dockergate LOGIN CREATEDB PASSWORD '$password'" || return 1
     fi
     if [ -z "$(_pg_as "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'dockergate'")" ]
     then

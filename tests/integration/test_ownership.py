@@ -353,3 +353,33 @@ def test_raw_unknown_route_default_deny(gate, members):
         check=False,
     )
     assert "not an API route dockergate knows" in out.stdout, out
+
+
+def test_docker_compose_up_as_member(cli, members, direct_client):
+    """Debian's docker-compose (v1, docker-py inside) works for a member, and what it
+    creates is the member's."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed")
+    d = Path(tempfile.mkdtemp(prefix="dgt-compose-"))
+    os.chmod(d, 0o755)
+    (d / "docker-compose.yml").write_text(
+        "version: '3.8'\nservices:\n  web:\n    image: busybox\n    command: sleep 300\n"
+        "    volumes: [data:/data]\n    networks: [back]\nvolumes:\n  data: {}\nnetworks:\n  back: {}\n"
+    )
+    project = f"cmp{uuid.uuid4().hex[:6]}"
+    compose = ["docker-compose", "-p", project]
+    r = run_as(cli, members, "alice", [*compose, "up", "-d"], shell=True, cwd=d)
+    try:
+        assert r.returncode == 0, r.stderr
+        c = direct_client.containers.get(f"{project}_web_1")
+        assert c.labels[OWNER] == members["alice"]["name"]
+        assert direct_client.volumes.get(f"{project}_data").attrs["Labels"][OWNER] == members["alice"]["name"]
+        r = run_as(cli, members, "bob", ["ps", "-a", "--format", "{{.Names}}"])
+        assert f"{project}_web_1" not in r.stdout
+    finally:
+        r = run_as(cli, members, "alice", [*compose, "down", "-v"], shell=True, cwd=d)
+        assert r.returncode == 0, r.stderr

@@ -99,7 +99,7 @@ def test_check_schema_on_empty_database_says_what_to_run(empty_settings: Setting
         sqlite3.connect(empty_settings.state_dir / "dockergate.db").close()
     with pytest.raises(SchemaError) as err:
         check_schema(empty_settings)
-    assert "code needs 0001" in str(err.value)
+    assert f"code needs {head_revision()}" in str(err.value)
     assert "run `dockergate db upgrade`" in str(err.value)
     with pytest.raises(SchemaError):
         Store.open(empty_settings)
