@@ -45,7 +45,14 @@ class Settings:
     log_json: bool = False
     # How long a SIGTERM waits for requests in flight before cutting long streams.
     shutdown_grace: float = 10.0
+    # "auto": uvloop when installed; "asyncio" or "uvloop" to insist.
+    event_loop: str = "auto"
     policies_dir: Path | None = None
+    # Audit log (the ``audit`` table): rows older than this many days are deleted
+    # (0 keeps them forever); reads are recorded only when ``audit_reads`` is on,
+    # because ``docker ps`` loops would otherwise drown the writes that matter.
+    audit_retention_days: int = 90
+    audit_reads: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,6 +91,10 @@ def _coerce(name: str, value: Any) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"not a boolean: {value!r}")
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(f"not an integer: {value!r}")
+            return int(str(value).strip(), 10) if not isinstance(value, int) else value
         if isinstance(default, float):
             return float(value)
         if isinstance(default, Path) or name == "policies_dir":

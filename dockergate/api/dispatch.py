@@ -135,6 +135,7 @@ async def dispatch(ex: Exchange) -> None:
 
 def load_handlers() -> None:
     """Import the per-kind modules so their handlers register."""
+    from dockergate.admin import gate_api as admin_gate_api  # noqa: F401
     from dockergate.api import (  # noqa: F401
         containers,
         gate_api,

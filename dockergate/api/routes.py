@@ -39,6 +39,8 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
     # the gate's own API (answered by the gate, never forwarded)
     ("GET", "/_dockergate/health", "gate.health", None, "public"),
     ("GET", "/_dockergate/whoami", "gate.whoami", None, "public"),
+    ("POST", "/_dockergate/purge", "gate.purge", None, "admin"),
+    ("GET", "/_dockergate/usage", "gate.usage", None, "admin"),
     # system
     ("GET", "/_ping", "system.ping", None, "public"),
     ("HEAD", "/_ping", "system.ping", None, "public"),

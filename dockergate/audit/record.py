@@ -20,6 +20,9 @@ class RequestRecord:
     rule: str | None  # why it was refused
     status: int
     seconds: float
+    # Free text for records that are not plain requests (a purge's counts, the options
+    # of an admin CLI command). Never credentials, bodies or environment values.
+    detail: str | None = None
 
     @property
     def mutating(self) -> bool:

@@ -64,6 +64,10 @@ def _register() -> None:
         return
     for command in user_cmd.COMMANDS:
         cli.add_command(command)
+    from dockergate.cli import admin_cmd
+
+    for command in admin_cmd.COMMANDS:
+        cli.add_command(command)
 
 
 _register()

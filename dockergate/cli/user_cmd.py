@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from dockergate.audit.actions import audited
 from dockergate.cli import Context, pass_ctx
 from dockergate.config import Settings
 from dockergate.listen.pki import CLIENT_DAYS, CertificateAuthority
@@ -93,6 +94,7 @@ def user() -> None:
 
 
 @user.command("add")
+@audited("user add", options=("profile", "login", "uid"))
 @click.argument("name")
 @click.option("--profile", required=True, help="A profile: a file policies/PROFILE.yaml.")
 @click.option("--unix-user", "login", help="Unix login whose uid identifies NAME on the socket.")
@@ -183,6 +185,7 @@ def show(ctx: Context, name: str, as_json: bool) -> None:
 
 
 @user.command("set-profile")
+@audited("user set-profile", options=("profile",))
 @click.argument("name")
 @click.argument("profile")
 @pass_ctx
@@ -201,6 +204,7 @@ def _set_enabled(ctx: Context, name: str, enabled: bool) -> UserInfo:
 
 
 @user.command("disable")
+@audited("user disable")
 @click.argument("name")
 @pass_ctx
 def disable(ctx: Context, name: str) -> None:
@@ -210,6 +214,7 @@ def disable(ctx: Context, name: str) -> None:
 
 
 @user.command("enable")
+@audited("user enable")
 @click.argument("name")
 @pass_ctx
 def enable(ctx: Context, name: str) -> None:
@@ -219,6 +224,7 @@ def enable(ctx: Context, name: str) -> None:
 
 
 @user.command("remove")
+@audited("user remove")
 @click.argument("name")
 @pass_ctx
 def remove(ctx: Context, name: str) -> None:
@@ -232,6 +238,7 @@ def remove(ctx: Context, name: str) -> None:
 
 
 @user.command("cert")
+@audited("user cert", options=("days",))
 @click.argument("name")
 @click.option(
     "--out",
@@ -276,6 +283,7 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
 
 
 @user.command("token")
+@audited("user token", options=("days",))
 @click.argument("name")
 @click.option("--days", type=click.IntRange(1, 3650), help="Expire after N days (default: never).")
 @pass_ctx
@@ -300,6 +308,7 @@ def token(ctx: Context, name: str, days: int | None) -> None:
 
 
 @user.command("revoke")
+@audited("user revoke")
 @click.argument("name")
 @pass_ctx
 def revoke(ctx: Context, name: str) -> None:

@@ -1,6 +1,6 @@
 """Tables of the store, as typed SQLAlchemy 2 models.
 
-Three tables:
+Four tables:
 
 * ``users``: a name (also the ``dockergate.owner`` label value and the certificate
   CN), a profile (a file ``policies/<profile>.yaml``), an enabled flag and an
@@ -12,6 +12,9 @@ Three tables:
 * ``revision``: one row whose counter is bumped in the same transaction as every
   change to the two others, so a running gate can notice any change by reading a
   single integer.
+* ``audit``: one row per audited request or admin action (``dockergate.audit``).
+  It is deliberately outside the revision counter: the gate appends to it all the
+  time, and bumping the counter would make every gate reload its user snapshot.
 
 Migrations in ``migrations/`` create exactly this; ``tests/unit/test_store.py``
 checks that the models and the migrated schema agree.
@@ -25,10 +28,13 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
@@ -138,3 +144,46 @@ class Revision(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     counter: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# Decisions an audit row can carry: the gate's three, as RequestRecord.decision.
+AUDIT_DECISIONS = ("allow", "deny", "error")
+
+
+class AuditEntry(Base):
+    """Who did what, when, and what the gate decided (see :mod:`dockergate.audit`).
+
+    Holds no credentials, request bodies or environment values: rows are built from
+    :class:`~dockergate.audit.record.RequestRecord`, which carries none. The user
+    column is ``user_name`` (``user`` is reserved in PostgreSQL, and operators query
+    this table by hand). The id is a 64-bit integer on PostgreSQL (a busy gate can
+    outgrow 2**31 rows over its retention); SQLite's INTEGER primary key is 64-bit.
+    """
+
+    __tablename__ = "audit"
+    __table_args__ = (
+        CheckConstraint(
+            "decision IN (" + ", ".join(f"'{d}'" for d in AUDIT_DECISIONS) + ")",
+            name="decision",
+        ),
+        # `dockergate audit --user` and the last activity per user in `dockergate usage`.
+        Index("ix_audit_user_name_at", "user_name", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    user_name: Mapped[str | None] = mapped_column(String(64))
+    identified_by: Mapped[str] = mapped_column(String(200))
+    listener: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024))
+    route: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(8))
+    rule: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str | None] = mapped_column(Text)

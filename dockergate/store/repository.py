@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from dockergate.config import Settings
 from dockergate.store import snapshot, tokens
 from dockergate.store.db import WRITE, check_schema, make_engine, unavailable
 from dockergate.store.errors import Conflict, NotFound, StoreError
-from dockergate.store.models import CERT, REVISION_ROW, TOKEN, Credential, Revision, User, utcnow
+from dockergate.store.models import (
+    CERT,
+    REVISION_ROW,
+    TOKEN,
+    AuditEntry,
+    Credential,
+    Revision,
+    User,
+    utcnow,
+)
 
 # A user name is a label value, a certificate CN and a word in shell commands:
 # keep it boring. Lowercase so that "Alice" and "alice" cannot be two people.
@@ -131,6 +140,69 @@ def _user_info(u: User) -> UserInfo:
         u.updated_at,
         tuple(_cred_info(c) for c in u.credentials),
     )
+
+
+@dataclass(frozen=True)
+class AuditInfo:
+    """One row of the audit log, detached from the session."""
+
+    id: int
+    at: dt.datetime
+    user: str | None
+    identified_by: str
+    listener: str
+    method: str
+    path: str
+    route: str | None
+    kind: str | None
+    object_id: str | None
+    decision: str
+    rule: str | None
+    status: int
+    duration_ms: float
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.at.isoformat(timespec="milliseconds"),
+            "user": self.user,
+            "identified_by": self.identified_by,
+            "listener": self.listener,
+            "method": self.method,
+            "path": self.path,
+            "route": self.route,
+            "kind": self.kind,
+            "object_id": self.object_id,
+            "decision": self.decision,
+            "rule": self.rule,
+            "status": self.status,
+            "duration_ms": round(self.duration_ms, 3),
+            "detail": self.detail,
+        }
+
+
+def _audit_info(a: AuditEntry) -> AuditInfo:
+    return AuditInfo(
+        a.id,
+        a.at,
+        a.user_name,
+        a.identified_by,
+        a.listener,
+        a.method,
+        a.path,
+        a.route,
+        a.kind,
+        a.object_id,
+        a.decision,
+        a.rule,
+        a.status,
+        a.duration_ms,
+        a.detail,
+    )
+
+
+AUDIT_PRUNE_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -373,3 +445,96 @@ class Store:
                 return snapshot.load(session)
         except LookupError as exc:
             raise StoreError(f"{exc}: run `dockergate db upgrade`") from exc
+
+    # -- audit log ---------------------------------------------------------------------
+    # Audit writes do not go through _write: they must not bump the revision counter
+    # (every gate would reload its user snapshot after each batch of requests).
+
+    @contextmanager
+    def _append(self) -> Iterator[Session]:
+        try:
+            with Session(self._writer) as session, session.begin():
+                yield session
+        except (IntegrityError, DataError) as exc:
+            # Not an outage: these rows can never be stored as they are.
+            detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+            raise StoreError(
+                f"audit rows refused by the database: {detail[0] if detail else exc}"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    def append_audit(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert audit rows (column name -> value, ``at`` an aware datetime) in one
+        transaction. :class:`StoreUnavailable` means "try again later"; any other
+        :class:`StoreError` means these rows themselves were refused."""
+        if not rows:
+            return 0
+        with self._append() as session:
+            session.execute(insert(AuditEntry), [dict(r) for r in rows])
+        return len(rows)
+
+    def audit_entries(
+        self,
+        *,
+        user: str | None = None,
+        since: dt.datetime | None = None,
+        decisions: Sequence[str] | None = None,
+        kind: str | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditInfo]:
+        """Matching rows, oldest first; with ``limit``, the newest ``limit`` of them."""
+        query = select(AuditEntry)
+        if user is not None:
+            query = query.where(AuditEntry.user_name == user)
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        if decisions:
+            query = query.where(AuditEntry.decision.in_(list(decisions)))
+        if kind is not None:
+            query = query.where(AuditEntry.kind == kind)
+        if after_id is not None:
+            query = query.where(AuditEntry.id > after_id)
+        with self._read() as session:
+            if limit is None:
+                rows = session.scalars(query.order_by(AuditEntry.id)).all()
+                return [_audit_info(a) for a in rows]
+            newest = session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)).all()
+            return [_audit_info(a) for a in reversed(newest)]
+
+    def audit_count(self) -> int:
+        with self._read() as session:
+            return int(session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+
+    def prune_audit(self, before: dt.datetime, chunk: int = AUDIT_PRUNE_CHUNK) -> int:
+        """Delete rows older than ``before``, ``chunk`` rows per transaction so that the
+        gate's inserts (and the CLI) never wait long for the write lock."""
+        total = 0
+        while True:
+            oldest = (
+                select(AuditEntry.id)
+                .where(AuditEntry.at < before)
+                .order_by(AuditEntry.id)
+                .limit(chunk)
+            )
+            with self._append() as session:
+                result = session.execute(
+                    delete(AuditEntry)
+                    .where(AuditEntry.id.in_(oldest.scalar_subquery()))
+                    .execution_options(synchronize_session=False)
+                )
+            done = int(getattr(result, "rowcount", 0) or 0)
+            total += done
+            if done < chunk:
+                return total
+
+    def last_activity(self) -> dict[str, dt.datetime]:
+        """The time of each user's latest audit row (for ``dockergate usage``)."""
+        query = (
+            select(AuditEntry.user_name, func.max(AuditEntry.at))
+            .where(AuditEntry.user_name.is_not(None))
+            .group_by(AuditEntry.user_name)
+        )
+        with self._read() as session:
+            return {str(name): at for name, at in session.execute(query).all() if at is not None}

@@ -1,0 +1,188 @@
+"""Usage per user: what each owner label holds on the engine, against their quota.
+
+Counted from the daemon (as quotas are, see :mod:`dockergate.policy.quota`): one
+list of all labelled containers, one of services, and an inspect per live plain
+container for its limits. Memory is counted exactly as the quota check counts it,
+so "memory 100g of 128g" here means the next 30g container is refused there.
+
+Every registered user gets a row, with zeros when they own nothing; an owner label
+seen on the engine without a registered user (a removed user, objects labelled on
+another gate's store) gets a row too, marked unregistered, because those objects
+still use the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from dockergate.api import query as q
+from dockergate.api.ownership import OWNER_LABEL
+from dockergate.policy.checks import service_memory
+from dockergate.policy.model import ProfileSet
+from dockergate.proxy.daemon import Daemon, ref
+
+TASK_LABEL = "com.docker.swarm.service.id"
+INSPECT_CONCURRENCY = 16
+
+
+class Registered(Protocol):
+    """A registered user as the store (``UserInfo``) or a gate snapshot (``Member``) has it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+@dataclass
+class UserUsage:
+    user: str
+    registered: bool
+    profile: str | None = None
+    enabled: bool | None = None
+    containers_running: int = 0
+    containers_total: int = 0  # plain containers; service tasks count as replicas
+    services: int = 0
+    replicas_running: int = 0
+    replicas_desired: int = 0
+    memory: int = 0  # bytes reserved, as the quota counts them
+    memory_quota: int | None = None
+    cpus: float = 0.0  # CPUs reserved by limits (NanoCpus / service NanoCPUs)
+    cpus_quota: float | None = None  # profiles have no CPU quota yet: always None
+    containers_quota: int | None = None
+    services_quota: int | None = None
+    last_activity: dt.datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "registered": self.registered,
+            "profile": self.profile,
+            "enabled": self.enabled,
+            "containers": {
+                "running": self.containers_running,
+                "total": self.containers_total,
+                "quota": self.containers_quota,
+            },
+            "services": {
+                "count": self.services,
+                "replicas_running": self.replicas_running,
+                "replicas_desired": self.replicas_desired,
+                "quota": self.services_quota,
+            },
+            "memory": {"reserved": self.memory, "quota": self.memory_quota},
+            "cpus": {"reserved": round(self.cpus, 3), "quota": self.cpus_quota},
+            "last_activity": (
+                self.last_activity.isoformat(timespec="seconds") if self.last_activity else None
+            ),
+        }
+
+
+def _label_key_filter() -> str:
+    return quote(q.encode_filters({"label": {OWNER_LABEL: True}}), safe="")
+
+
+def _owner(labels: Any) -> str | None:
+    if not isinstance(labels, dict):
+        return None
+    value = labels.get(OWNER_LABEL)
+    return str(value) if value else None
+
+
+async def _limits(daemon: Daemon, cid: str) -> tuple[int, float]:
+    """(memory bytes, CPUs) a container is limited to; 0 when it sets none."""
+    reply = await daemon.get(f"/containers/{ref(cid)}/json")
+    if not reply.ok:
+        return 0, 0.0
+    host = (reply.json() or {}).get("HostConfig") or {}
+    cpus = int(host.get("NanoCpus") or 0) / 1e9
+    if not cpus and host.get("CpuQuota") and host.get("CpuPeriod"):
+        cpus = int(host["CpuQuota"]) / int(host["CpuPeriod"])
+    return int(host.get("Memory") or 0), cpus
+
+
+def _service_cpus(spec: dict[str, Any], desired: int) -> float:
+    limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
+    return desired * int(limits.get("NanoCPUs") or 0) / 1e9
+
+
+async def collect_usage(
+    daemon: Daemon,
+    users: Iterable[Registered],
+    profiles: ProfileSet | None,
+    last_activity: Mapping[str, dt.datetime] | None = None,
+) -> list[UserUsage]:
+    """One :class:`UserUsage` per registered user and per unregistered owner label."""
+    rows: dict[str, UserUsage] = {}
+    for u in users:
+        row = UserUsage(u.name, True, u.profile, u.enabled)
+        profile = profiles.get(u.profile) if profiles is not None else None
+        if profile is not None:
+            row.memory_quota = profile.quota_memory
+            row.containers_quota = profile.quota_containers
+            row.services_quota = profile.quota_services
+        rows[u.name] = row
+
+    def row_for(owner: str) -> UserUsage:
+        if owner not in rows:
+            rows[owner] = UserUsage(owner, False)
+        return rows[owner]
+
+    flt = _label_key_filter()
+    reply = await daemon.get(f"/containers/json?all=1&filters={flt}")
+    containers = [c for c in (reply.json() if reply.ok else None) or [] if isinstance(c, dict)]
+    live_plain: list[tuple[str, str]] = []
+    for c in containers:
+        owner = _owner(c.get("Labels"))
+        if owner is None:
+            continue
+        row = row_for(owner)
+        if TASK_LABEL in (c.get("Labels") or {}):
+            continue  # counted through its service
+        row.containers_total += 1
+        state = str(c.get("State"))
+        if state == "running":
+            row.containers_running += 1
+        if state not in ("exited", "dead"):  # as the quota counts memory
+            live_plain.append((owner, str(c.get("Id", ""))))
+
+    reply = await daemon.get(f"/services?status=true&filters={flt}")
+    services = [s for s in (reply.json() if reply.ok else None) or [] if isinstance(s, dict)]
+    for s in services:
+        spec = s.get("Spec") or {}
+        owner = _owner(spec.get("Labels"))
+        if owner is None:
+            continue
+        row = row_for(owner)
+        row.services += 1
+        status = s.get("ServiceStatus") or {}
+        mode = spec.get("Mode") or {}
+        spec_replicas = int((mode.get("Replicated") or {}).get("Replicas") or 0)
+        desired = int(status.get("DesiredTasks") or spec_replicas)
+        row.replicas_desired += desired
+        row.replicas_running += int(status.get("RunningTasks") or 0)
+        row.memory += service_memory(spec)
+        row.cpus += _service_cpus(spec, desired)
+
+    limit = asyncio.Semaphore(INSPECT_CONCURRENCY)
+
+    async def one(cid: str) -> tuple[int, float]:
+        async with limit:
+            return await _limits(daemon, cid)
+
+    found = await asyncio.gather(*(one(cid) for _owner_name, cid in live_plain))
+    for (owner, _cid), (memory, cpus) in zip(live_plain, found, strict=True):
+        rows[owner].memory += memory
+        rows[owner].cpus += cpus
+
+    for name, at in (last_activity or {}).items():
+        if name in rows:
+            rows[name].last_activity = at
+    return sorted(rows.values(), key=lambda r: (not r.registered, r.user))

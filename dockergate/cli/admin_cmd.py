@@ -1,0 +1,572 @@
+"""``dockergate purge``, ``audit``, ``usage`` and ``whoami``: run the engine as an admin.
+
+``purge`` and ``usage`` talk to the Docker daemon the gate fronts (``upstream`` in
+the settings) or, with ``--host``, to a gate's admin API, so a remote engine is
+handled through its own gate with the admin bundle; both paths run the same code
+(:mod:`dockergate.admin`). ``audit`` reads the store. ``whoami`` is for everyone:
+it asks the gate at ``DOCKER_HOST`` who it thinks you are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from dockergate.admin.client import GateClient, GateClientError, TLSOptions
+from dockergate.admin.purge import PurgeError, PurgeOptions, PurgeReport, purge
+from dockergate.admin.usage import collect_usage
+from dockergate.audit import actions
+from dockergate.cli import Context, pass_ctx
+from dockergate.cli.user_cmd import table
+from dockergate.config import Settings
+from dockergate.listen.tlsconfig import upstream_context
+from dockergate.policy.checks import human
+from dockergate.policy.model import PolicyError, ProfileSet, shipped_policies_dir
+from dockergate.proxy.daemon import Daemon
+from dockergate.proxy.upstream import Upstream, UpstreamError
+from dockergate.store.errors import StoreError
+from dockergate.store.repository import AuditInfo, Store
+
+T = TypeVar("T")
+PURGE_TIMEOUT = 900.0  # a purge through a gate waits this long for the answer
+FOLLOW_POLL = 1.0
+
+
+# -- shared helpers -----------------------------------------------------------------------
+
+
+def tls_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--host`` and the docker CLI's TLS flags (defaults from DOCKER_* variables)."""
+    for option in reversed(
+        [
+            click.option(
+                "--host",
+                "-H",
+                help="A gate (tcp://HOST:2376 or unix:///path) to do it through, with its "
+                "admin API; TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH as for docker.",
+            ),
+            click.option(
+                "--tlsverify/--no-tlsverify",
+                default=None,
+                help="Verify the gate's certificate (default: set when DOCKER_TLS_VERIFY is).",
+            ),
+            click.option("--tlscacert", help="CA certificate (default DOCKER_CERT_PATH/ca.pem)."),
+            click.option(
+                "--tlscert", help="Client certificate (default DOCKER_CERT_PATH/cert.pem)."
+            ),
+            click.option("--tlskey", help="Client key (default DOCKER_CERT_PATH/key.pem)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def gate_client(
+    host: str | None,
+    tlsverify: bool | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+    default_host: str | None = None,
+) -> GateClient:
+    try:
+        return GateClient.from_env(
+            host,
+            TLSOptions(tlsverify, tlscacert, tlscert, tlskey),
+            default_host=default_host,
+        )
+    except GateClientError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def on_daemon(settings: Settings, work: Callable[[Daemon], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` against the daemon the gate fronts (settings.upstream)."""
+
+    async def main() -> T:
+        tls = None
+        if settings.upstream.startswith("tcp://") and (
+            settings.upstream_ca or settings.upstream_cert
+        ):
+            tls = upstream_context(
+                settings.upstream_ca, settings.upstream_cert, settings.upstream_key
+            )
+        upstream = Upstream(settings.upstream, tls)
+        try:
+            return await work(Daemon(upstream))
+        finally:
+            upstream.close()
+
+    try:
+        return asyncio.run(main())
+    except UpstreamError as exc:
+        raise click.ClickException(
+            f"{exc} (the daemon comes from the `upstream` setting, DOCKERGATE_UPSTREAM; "
+            "to act on a remote engine through its gate, pass --host tcp://NODE:2376)"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"upstream {settings.upstream!r}: {exc}") from exc
+
+
+# -- purge --------------------------------------------------------------------------------
+
+
+def purge_table(report: PurgeReport) -> str:
+    rows = [(r.kind, r.name or "-", r.id[:12], r.result) for r in report.rows]
+    return table(("KIND", "NAME", "ID", "RESULT"), rows)
+
+
+@click.command("purge")
+@click.option(
+    "--user",
+    "name",
+    required=True,
+    metavar="NAME",
+    help="Whose objects (the dockergate.owner label).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@click.option(
+    "--stop-only", is_flag=True, help="Kill containers, scale services to 0; remove nothing."
+)
+@click.option("--volumes", is_flag=True, help="Remove the user's named volumes too (data!).")
+@click.option("--networks", is_flag=True, help="Remove the user's networks too.")
+@click.option("--all", "everything", is_flag=True, help="Volumes, networks, secrets, configs too.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@tls_options
+@pass_ctx
+def purge_cmd(
+    ctx: Context,
+    name: str,
+    dry_run: bool,
+    stop_only: bool,
+    volumes: bool,
+    networks: bool,
+    everything: bool,
+    yes: bool,
+    as_json: bool,
+    host: str | None,
+    tlsverify: bool | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+) -> None:
+    """Remove (or stop) everything NAME owns on the engine.
+
+    Services first (swarm-wide on a manager), then containers (forced), then with
+    --volumes/--networks/--all the rest. Works for disabled and removed users.
+    Exit status 1 if anything could not be removed; running it again is safe.
+    """
+    started = time.time()
+    try:
+        opts = PurgeOptions(name, dry_run, stop_only, volumes, networks, everything)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = ctx.settings()
+
+    if host:
+        client = gate_client(host, tlsverify, tlscacert, tlscert, tlskey)
+
+        def run(o: PurgeOptions) -> PurgeReport:
+            try:
+                answer = client.call(
+                    "POST", "/_dockergate/purge", o.as_json(), timeout=PURGE_TIMEOUT
+                )
+            except GateClientError as exc:
+                raise click.ClickException(str(exc)) from exc
+            try:
+                return PurgeReport.from_dict(answer)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise click.ClickException(f"unexpected answer from {host}: {exc}") from exc
+
+    else:
+
+        def run(o: PurgeOptions) -> PurgeReport:
+            try:
+                return on_daemon(settings, lambda daemon: purge(daemon, o))
+            except PurgeError as exc:
+                raise click.ClickException(str(exc)) from exc
+
+    where = host or settings.upstream
+    if not dry_run and not yes:
+        plan = run(dataclasses.replace(opts, dry_run=True))
+        if not plan.rows:
+            _report(plan, as_json, where)
+            return
+        click.echo(purge_table(plan))
+        for note in plan.notes:
+            click.echo(f"note: {note}", err=True)
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "refusing to purge without confirmation: stdin is not a terminal; "
+                "pass --yes (review the list above, or run with --dry-run first)"
+            )
+        verb = "stop" if stop_only else "remove"
+        if not click.confirm(
+            f"{verb} these {len(plan.rows)} object(s) of {name!r} on {where}?", default=False
+        ):
+            raise click.ClickException("aborted; nothing was changed")
+    report = run(opts)
+    _report(report, as_json, where)
+    if not host and not dry_run:
+        actions.record(
+            settings,
+            actions.cli_record(
+                opts.command_line(),
+                kind="user",
+                object_id=name,
+                ok=report.failed == 0,
+                rule=f"{report.failed} object(s) could not be handled" if report.failed else None,
+                detail=report.summary(),
+                started=started,
+            ),
+        )
+    if report.failed:
+        sys.exit(1)
+
+
+def _report(report: PurgeReport, as_json: bool, where: str) -> None:
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if not report.rows:
+        click.echo(f"nothing owned by {report.options.user!r} on {where}")
+        return
+    click.echo(purge_table(report))
+    prefix = "dry run: " if report.options.dry_run else ""
+    click.echo(f"{prefix}{report.summary()}", err=True)
+
+
+# -- audit --------------------------------------------------------------------------------
+
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """``30m``, ``1h``, ``2d``, ``1w`` ago, or a date/time (``2026-11-28``,
+    ``2026-11-28T10:00``, with or without a zone; without one it is UTC, as the
+    audit table shows times)."""
+    now = now or dt.datetime.now(dt.UTC)
+    match = _AGO.match(text)
+    if match:
+        return now - dt.timedelta(seconds=float(match.group(1)) * _SECONDS[match.group(2).lower()])
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: use a duration (30m, 1h, 2d, 1w) or a date/time (2026-11-28, "
+            "2026-11-28T10:00, UTC unless a zone is given)",
+            param_hint="--since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+AUDIT_HEADERS = ("TIME (UTC)", "USER", "VIA", "METHOD", "PATH", "DECISION", "STATUS", "RULE/DETAIL")
+
+
+_FULL_ID = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
+
+
+def _audit_cells(a: AuditInfo) -> tuple[str, ...]:
+    """One table row; full 64-hex IDs in paths are cut to 12 like ``docker ps``
+    (``--json`` keeps them whole)."""
+    status = f"exit {a.status}" if a.listener == actions.CLI_LISTENER else str(a.status or "-")
+    return (
+        a.at.strftime("%Y-%m-%d %H:%M:%S"),
+        a.user or "-",
+        a.identified_by if a.listener != "cli" else f"cli, {a.identified_by}",
+        a.method,
+        _FULL_ID.sub(r"\1", a.path),
+        a.decision,
+        status,
+        a.rule or a.detail or "-",
+    )
+
+
+def _fixed(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
+
+
+@click.command("audit")
+@click.option("--user", "user", help="Only what NAME did.")
+@click.option("--since", help="Only newer than: 30m, 1h, 2d, 1w, or 2026-11-28[T10:00].")
+@click.option("--denied", is_flag=True, help="Only refusals and errors.")
+@click.option("--kind", help="Only one object kind (container, service, volume, user...).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="At most N rows (the newest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON (one object per line with --follow).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new rows (Ctrl-C to stop).")
+@pass_ctx
+def audit_cmd(
+    ctx: Context,
+    user: str | None,
+    since: str | None,
+    denied: bool,
+    kind: str | None,
+    limit: int,
+    as_json: bool,
+    follow: bool,
+) -> None:
+    """Who did what through the gate (and with this CLI), newest last."""
+    settings = ctx.settings()
+    query: dict[str, Any] = {
+        "user": user,
+        "since": parse_since(since) if since else None,
+        "decisions": ("deny", "error") if denied else None,
+        "kind": kind,
+    }
+    try:
+        with Store.open(settings) as store:
+            rows = store.audit_entries(**query, limit=limit)
+            if not follow:
+                if as_json:
+                    click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+                elif rows:
+                    click.echo(table(AUDIT_HEADERS, [_audit_cells(r) for r in rows]))
+                else:
+                    click.echo("no matching audit rows", err=True)
+                return
+            _follow(store, query, rows, as_json)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _follow(store: Store, query: dict[str, Any], rows: list[AuditInfo], as_json: bool) -> None:
+    """Print rows as they are stored (polling: the gate batches writes every 0.5 s)."""
+    minimum = (19, 8, 14, 6, 30, 8, 6, 0)
+    cells = [_audit_cells(r) for r in rows]
+    widths = [
+        max([len(h), m, *(len(c[i]) for c in cells)])
+        for i, (h, m) in enumerate(zip(AUDIT_HEADERS, minimum, strict=True))
+    ]
+    widths = [min(w, 60) for w in widths]
+    last = rows[-1].id if rows else _newest_id(store)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r.as_dict()))
+    else:
+        click.echo(_fixed(AUDIT_HEADERS, widths))
+        for c in cells:
+            click.echo(_fixed(c, widths))
+    try:
+        while True:
+            time.sleep(FOLLOW_POLL)
+            try:
+                new = store.audit_entries(**query, after_id=last)
+            except StoreError as exc:
+                click.echo(f"warning: {exc}; retrying", err=True)
+                continue
+            for r in new:
+                click.echo(json.dumps(r.as_dict()) if as_json else _fixed(_audit_cells(r), widths))
+                last = r.id
+    except KeyboardInterrupt:
+        return
+
+
+def _newest_id(store: Store) -> int:
+    newest = store.audit_entries(limit=1)
+    return newest[-1].id if newest else 0
+
+
+# -- usage --------------------------------------------------------------------------------
+
+
+def _of(used: float, quota: float | None, fmt: Callable[[float], str]) -> str:
+    return fmt(used) if quota is None else f"{fmt(used)} of {fmt(quota)}"
+
+
+def _mem(n: float) -> str:
+    return "0" if not n else human(n)
+
+
+def _cpus(n: float) -> str:
+    return f"{n:g}"
+
+
+def usage_table(users: list[dict[str, Any]]) -> str:
+    rows = []
+    for u in users:
+        c, s, m, p = u["containers"], u["services"], u["memory"], u["cpus"]
+        rows.append(
+            (
+                u["user"],
+                u["profile"] if u["registered"] else "(unregistered)",
+                f"{c['running']}/{c['total']}",
+                str(s["count"]),
+                f"{s['replicas_running']}/{s['replicas_desired']}",
+                _of(m["reserved"], m["quota"], _mem),
+                _of(p["reserved"], p["quota"], _cpus),
+                (u["last_activity"] or "-").replace("T", " ")[:19],
+            )
+        )
+    return table(
+        (
+            "USER",
+            "PROFILE",
+            "RUNNING/CONTAINERS",
+            "SERVICES",
+            "REPLICAS",
+            "MEMORY",
+            "CPUS",
+            "LAST ACTIVITY (UTC)",
+        ),
+        rows,
+    )
+
+
+@click.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@tls_options
+@pass_ctx
+def usage_cmd(
+    ctx: Context,
+    as_json: bool,
+    host: str | None,
+    tlsverify: bool | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+) -> None:
+    """Per user: containers, services and replicas, memory and CPUs against quota,
+    last activity. Owner labels of unregistered users are listed too."""
+    if host:
+        client = gate_client(host, tlsverify, tlscacert, tlscert, tlskey)
+        try:
+            users = client.call("GET", "/_dockergate/usage")["users"]
+        except GateClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+    else:
+        settings = ctx.settings()
+        try:
+            with Store.open(settings) as store:
+                registered = store.list_users()
+                last = store.last_activity()
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        profiles: ProfileSet | None
+        try:
+            profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
+        except PolicyError as exc:
+            click.echo(f"warning: quotas not shown: {exc}", err=True)
+            profiles = None
+        found = on_daemon(
+            settings, lambda daemon: collect_usage(daemon, registered, profiles, last)
+        )
+        users = [u.as_dict() for u in found]
+    if as_json:
+        click.echo(json.dumps({"users": users}, indent=2))
+    elif users:
+        click.echo(usage_table(users))
+    else:
+        click.echo("no users and no labelled objects on the engine")
+
+
+# -- whoami -------------------------------------------------------------------------------
+
+
+def _size(n: Any) -> str:
+    return "-" if n is None else human(float(n))
+
+
+def whoami_text(me: dict[str, Any]) -> str:
+    limits, quota, used = me.get("limits", {}), me.get("quota", {}), me.get("usage", {})
+
+    def lim(default: Any, top: Any, fmt: Callable[[Any], str], share: Any = None) -> str:
+        parts = []
+        if default is not None:
+            parts.append(f"default {fmt(default)}")
+        if top is not None:
+            parts.append(f"max {fmt(top)}")
+        if share is not None:
+            parts.append(f"max {share:.0%} of the node")
+        return ", ".join(parts) or "none"
+
+    mem_quota = quota.get("memory")
+    lines = [
+        ("user:", f"{me.get('user')} (profile {me.get('profile')})"),
+        ("admin:", "yes" if me.get("admin") else "no"),
+        ("identified by:", me.get("identified_by", "-")),
+        (
+            "containers:",
+            f"{used.get('running', 0)} running, {used.get('containers', 0)} in total"
+            + (f" (quota {quota['containers']})" if quota.get("containers") is not None else ""),
+        ),
+        (
+            "services:",
+            f"{used.get('services', 0)}"
+            + (f" (quota {quota['services']})" if quota.get("services") is not None else ""),
+        ),
+        (
+            "memory:",
+            f"{_size(used.get('memory', 0)) if used.get('memory') else '0'} reserved"
+            + (f" of {_size(mem_quota)} quota" if mem_quota is not None else ""),
+        ),
+        (
+            "memory limit:",
+            lim(
+                limits.get("memory_default"),
+                limits.get("memory_max"),
+                _size,
+                limits.get("memory_max_share"),
+            ),
+        ),
+        (
+            "cpus limit:",
+            lim(limits.get("cpus_default"), limits.get("cpus_max"), lambda v: f"{v:g}"),
+        ),
+        (
+            "pids limit:",
+            lim(limits.get("pids_default"), limits.get("pids_max"), lambda v: f"{v:g}"),
+        ),
+    ]
+    return table(("", ""), lines)
+
+
+@click.command("whoami")
+@click.option("--json", "as_json", is_flag=True, help="The gate's answer as JSON.")
+@tls_options
+@pass_ctx
+def whoami_cmd(
+    ctx: Context,
+    as_json: bool,
+    host: str | None,
+    tlsverify: bool | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+) -> None:
+    """Who the gate at DOCKER_HOST says you are: profile, limits, quota, usage."""
+    default_host = None
+    try:
+        socket_path = ctx.settings().socket
+        default_host = f"unix://{socket_path}" if socket_path else None
+    except click.ClickException:
+        pass
+    client = gate_client(host, tlsverify, tlscacert, tlscert, tlskey, default_host)
+    try:
+        me = client.call("GET", "/_dockergate/whoami")
+    except GateClientError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(me, indent=2))
+    else:
+        click.echo(whoami_text(me if isinstance(me, dict) else {}))
+
+
+COMMANDS = [purge_cmd, audit_cmd, usage_cmd, whoami_cmd]
