@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 READ_SIZE = 1 << 16
 HANDSHAKE_TIMEOUT = 15.0
@@ -52,9 +53,9 @@ class TLSStream(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self.reader.set_transport(transport)
+        # A stream transport (uvloop's are not asyncio.Transport subclasses).
+        self._transport = cast(asyncio.Transport, transport)
+        self.reader.set_transport(self._transport)
         self._timeout = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if not self._server_side:
             self._do_handshake()
