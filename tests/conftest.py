@@ -4,6 +4,7 @@ DOCKERGATE_TEST_DOCKER_HOST. Without that variable the integration tests are ski
 
 Environment knobs:
 - DOCKERGATE_TEST_DOCKER_HOST  unix:// URL of the private daemon (set by scripts/test.sh)
+- DOCKERGATE_TEST_RUN_DIR      scripts/test.sh's run dir; the session's temp files go there
 - DOCKERGATE_TEST_LISTENERS    comma list overriding the `listener` parametrisation;
                                "direct" runs the CLI tests against the daemon itself
                                (to check the tests, not the gate)
@@ -101,8 +102,14 @@ def docker_host() -> str:
 
 @pytest.fixture(scope="session")
 def session_dir() -> Iterator[Path]:
-    """A short, world-traversable (0755) temp dir: sockets, state dirs, CLI homes."""
-    d = Path(tempfile.mkdtemp(prefix="dgt-", dir="/tmp"))
+    """A short, world-traversable (0755) temp dir: sockets, state dirs, CLI homes.
+    Inside scripts/test.sh's run dir when there is one, so that even a killed session
+    leaves nothing behind (test.sh removes its run dir whatever happens)."""
+    run_dir = os.environ.get("DOCKERGATE_TEST_RUN_DIR")
+    if run_dir and os.path.isdir(run_dir):
+        d = Path(tempfile.mkdtemp(prefix="py", dir=run_dir))
+    else:
+        d = Path(tempfile.mkdtemp(prefix="dgt-", dir="/tmp"))
     d.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)

@@ -147,7 +147,9 @@ def raw_users(gate, unix_user):
 def victim_container(raw_users, direct_client):
     name = f"victim-{uuid.uuid4().hex[:6]}"
     r = raw_users["victim"].request(
-        "POST", f"/v1.41/containers/create?name={name}", {"Image": "busybox", "Cmd": ["sleep", "600"]}
+        "POST",
+        f"/v1.41/containers/create?name={name}",
+        {"Image": "busybox", "Cmd": ["sleep", "600"]},
     )
     assert r.status == 201, r.body
     cid = json.loads(r.body)["Id"]
@@ -183,7 +185,11 @@ def test_legitimate_create_works(raw_users, direct_client):
         ('{"Image":"busybox","HoſtConfig":{"Privileged":true}}', 400, "must be spelled"),
         ('{"Image":"busybox","hostconfig":{"Privileged":true}}', 400, "must be spelled"),
         ('{"Image":"busybox","HostConfig":{"privileged":true}}', 400, "must be spelled"),
-        ('{"Image":"busybox","HostConfig":{"Binds":[]},"HostConfig":{"Privileged":true}}', 400, "duplicate"),
+        (
+            '{"Image":"busybox","HostConfig":{"Binds":[]},"HostConfig":{"Privileged":true}}',
+            400,
+            "duplicate",
+        ),
         ('{"Image":"busybox","HostConfig":{},"hostConfig":{"Privileged":true}}', 400, ""),
         ('{"Image":"busybox","Labels":{},"Labelſ":{"dockergate.owner":"x"}}', 400, ""),
         ('{"Image":"busybox","Privileged":true}', 400, "unknown field"),
@@ -203,20 +209,22 @@ def test_ambiguous_or_forbidden_create_bodies(raw_users, body, status, text):
 def test_zero_length_with_payload_cve_2024_41110(raw_users, direct_client):
     payload = json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode()
     head = (
-        "POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
-        "Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+    )
     r = raw_users["mallory"].send(head + payload)
     assert r.status == 400, r.body  # the body is empty: nothing was inspected
 
 
 def test_chunked_body_is_inspected(raw_users):
     payload = json.dumps({"Image": "busybox", "HostConfig": {"Privileged": True}}).encode()
-    chunks = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in (payload[:10], payload[10:])) + b"0\r\n\r\n"
+    chunks = (
+        b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in (payload[:10], payload[10:])) + b"0\r\n\r\n"
+    )
     head = (
-        "POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ).encode()
+        b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     r = raw_users["mallory"].send(head + chunks)
     assert r.status == 403 and "privileged" in r.message
 
@@ -242,7 +250,10 @@ def test_oversized_and_wrong_type_bodies(raw_users):
 
 def test_form_encoded_prune_refused(raw_users, victim_container, direct_client):
     r = raw_users["mallory"].request(
-        "POST", "/v1.41/containers/prune", "filters=%7B%7D", ctype="application/x-www-form-urlencoded"
+        "POST",
+        "/v1.41/containers/prune",
+        "filters=%7B%7D",
+        ctype="application/x-www-form-urlencoded",
     )
     assert r.status == 415
     direct_client.containers.get(victim_container["stopped"])
@@ -290,7 +301,9 @@ def test_list_filters_cannot_widen(raw_users, victim_container, query):
     ],
 )
 def test_victims_container_is_missing(raw_users, victim_container, path):
-    p = path.format(id=victim_container["id"], short=victim_container["id"][:5], name=victim_container["name"])
+    p = path.format(
+        id=victim_container["id"], short=victim_container["id"][:5], name=victim_container["name"]
+    )
     r = raw_users["mallory"].request("GET", p)
     assert r.status in (301, 404), (p, r.status, r.body)
     if r.status == 404:
@@ -313,7 +326,9 @@ def test_victims_container_untouchable(raw_users, victim_container, method, path
     assert r.status == 404, r.body
 
 
-def test_exec_on_victim_refused_and_privileged_exec_refused(raw_users, victim_container, direct_client):
+def test_exec_on_victim_refused_and_privileged_exec_refused(
+    raw_users, victim_container, direct_client
+):
     r = raw_users["mallory"].request(
         "POST", f"/v1.41/containers/{victim_container['name']}/exec", {"Cmd": ["id"]}
     )
@@ -322,7 +337,9 @@ def test_exec_on_victim_refused_and_privileged_exec_refused(raw_users, victim_co
     own = json.loads(r.body)["Id"]
     try:
         assert raw_users["mallory"].request("POST", f"/v1.41/containers/{own}/start").status == 204
-        r = raw_users["mallory"].request("POST", f"/v1.41/containers/{own}/exec", {"Cmd": ["id"], "Privileged": True})
+        r = raw_users["mallory"].request(
+            "POST", f"/v1.41/containers/{own}/exec", {"Cmd": ["id"], "Privileged": True}
+        )
         assert r.status == 403 and "privileged" in r.message
         r = raw_users["mallory"].request("POST", f"/v1.41/containers/{own}/exec", {"Cmd": ["id"]})
         assert r.status == 201
@@ -349,12 +366,34 @@ def test_start_with_hostconfig_body_refused(raw_users, direct_client):
         {"Binds": ["/:/host"]},
         {"Binds": ["/var/run/docker.sock:/s"]},
         {"Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/e"}]},
-        {"Mounts": [{"Type": "volume", "Source": "esc", "Target": "/e", "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]},
+        {
+            "Mounts": [
+                {
+                    "Type": "volume",
+                    "Source": "esc",
+                    "Target": "/e",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "none", "o": "bind", "device": "/"},
+                        }
+                    },
+                }
+            ]
+        },
         {"NetworkMode": "host"},
         {"PidMode": "host"},
         {"CapAdd": ["sys_admin"]},
         {"SecurityOpt": ["seccomp:unconfined"]},
-        {"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda", "CgroupPermissions": "rwm"}]},
+        {
+            "Devices": [
+                {
+                    "PathOnHost": "/dev/sda",
+                    "PathInContainer": "/dev/sda",
+                    "CgroupPermissions": "rwm",
+                }
+            ]
+        },
         {"CgroupParent": "/"},
     ],
 )
@@ -367,7 +406,9 @@ def test_host_access_refused(raw_users, host):
 def test_volume_bind_options_refused_plain_volume_works(raw_users, direct_client):
     name = f"hv-{uuid.uuid4().hex[:6]}"
     r = raw_users["mallory"].request(
-        "POST", "/v1.41/volumes/create", {"Name": name, "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}
+        "POST",
+        "/v1.41/volumes/create",
+        {"Name": name, "DriverOpts": {"type": "none", "o": "bind", "device": "/"}},
     )
     assert r.status == 403
     r = raw_users["mallory"].request("POST", "/v1.41/volumes/create", {"Name": name})
@@ -376,7 +417,9 @@ def test_volume_bind_options_refused_plain_volume_works(raw_users, direct_client
 
 
 def test_network_driver_refused(raw_users, direct_client):
-    r = raw_users["mallory"].request("POST", "/v1.41/networks/create", {"Name": "mv", "Driver": "macvlan"})
+    r = raw_users["mallory"].request(
+        "POST", "/v1.41/networks/create", {"Name": "mv", "Driver": "macvlan"}
+    )
     assert r.status == 403
 
 
@@ -396,7 +439,9 @@ def test_admin_routes_refused(raw_users):
 
 
 def test_buildkit_refused_with_hint(raw_users):
-    r = raw_users["mallory"].request("POST", "/grpc", headers={"Connection": "Upgrade", "Upgrade": "h2c"})
+    r = raw_users["mallory"].request(
+        "POST", "/grpc", headers={"Connection": "Upgrade", "Upgrade": "h2c"}
+    )
     assert r.status == 403 and "DOCKER_BUILDKIT=0" in r.message
 
 

@@ -28,6 +28,7 @@ from tests.helpers import Gate, free_port
 pytestmark = pytest.mark.timeout(240)
 
 OWNER = "dockergate.owner"
+SETTLE = 0.8  # the gate sees store changes within a second (it polls every 0.25 s)
 
 
 def _pg_database() -> str | None:
@@ -89,6 +90,7 @@ def people(idgate: Gate, unix_user) -> dict[str, dict]:
     idgate.dockergate("user", "cert", name, "--out", str(bundle))
     for p in [bundle, *bundle.iterdir()]:
         os.chown(p, carol.uid, -1)
+    time.sleep(SETTLE)
     return {"carol": {"user": carol, "name": name, "bundle": bundle}, "dave": {"user": dave}}
 
 
@@ -103,7 +105,11 @@ def tls_client(gate: Gate, bundle: Path) -> docker.DockerClient:
 
 def test_registered_unix_user_works(cli, idgate, people, direct_client):
     name = f"carol-c-{uuid.uuid4().hex[:6]}"
-    r = cli(["run", "--name", name, "busybox", "echo", "hello"], user=people["carol"]["user"], gate=idgate)
+    r = cli(
+        ["run", "--name", name, "busybox", "echo", "hello"],
+        user=people["carol"]["user"],
+        gate=idgate,
+    )
     assert r.returncode == 0 and "hello" in r.stdout, r.stderr
     assert direct_client.containers.get(name).labels[OWNER] == people["carol"]["name"]
     direct_client.containers.get(name).remove(force=True)
@@ -119,14 +125,23 @@ def test_client_identity_headers_do_not_count(idgate, people):
     from tests.integration.test_hostile import Raw
 
     raw = Raw(str(idgate.socket), people["dave"]["user"].uid)
-    r = raw.request("GET", "/v1.41/containers/json", headers={"X-Dockergate-User": "admin", "Authz-User": "admin"})
+    r = raw.request(
+        "GET",
+        "/v1.41/containers/json",
+        headers={"X-Dockergate-User": "admin", "Authz-User": "admin"},
+    )
     assert r.status == 403
 
 
 def test_tls_bundle_works_and_owns_what_it_creates(cli, idgate, people, direct_client):
     carol = people["carol"]
     name = f"carol-tls-{uuid.uuid4().hex[:6]}"
-    r = cli(["run", "--name", name, "busybox", "true"], listener="tls", cert_dir=carol["bundle"], gate=idgate)
+    r = cli(
+        ["run", "--name", name, "busybox", "true"],
+        listener="tls",
+        cert_dir=carol["bundle"],
+        gate=idgate,
+    )
     assert r.returncode == 0, r.stderr
     assert direct_client.containers.get(name).labels[OWNER] == carol["name"]
     direct_client.containers.get(name).remove(force=True)
@@ -137,6 +152,7 @@ def test_revoked_certificate_refused_within_a_second_on_keepalive(idgate, unix_u
     idgate.dockergate("user", "add", name, "--profile", "member")
     bundle = idgate.state_dir.parent / f"bundle-{name}"
     idgate.dockergate("user", "cert", name, "--out", str(bundle))
+    time.sleep(SETTLE)
     client = tls_client(idgate, bundle)
     try:
         assert client.ping()
@@ -161,12 +177,15 @@ def test_disabled_user_refused_then_enabled(cli, idgate, unix_user):
     u = unix_user("erin")
     name = f"erin-{uuid.uuid4().hex[:4]}"
     idgate.dockergate("user", "add", name, "--profile", "member", "--uid", str(u.uid))
+    time.sleep(SETTLE)
     try:
         assert cli(["ps"], user=u, gate=idgate).returncode == 0
         idgate.dockergate("user", "disable", name)
-        time.sleep(1.0)
+        time.sleep(SETTLE)
         r = cli(["ps"], user=u, gate=idgate)
-        assert r.returncode != 0 and "disabled" in r.stderr and "dockergate user enable" in r.stderr, r.stderr
+        assert (
+            r.returncode != 0 and "disabled" in r.stderr and "dockergate user enable" in r.stderr
+        ), r.stderr
         idgate.dockergate("user", "enable", name)
         time.sleep(1.0)
         assert cli(["ps"], user=u, gate=idgate).returncode == 0
@@ -190,6 +209,7 @@ def test_token_through_httpheaders(cli, idgate, tmp_path, direct_client):
     idgate.dockergate("user", "add", name, "--profile", "member")
     r = idgate.dockergate("user", "token", name)
     token = r.stdout.strip()
+    time.sleep(SETTLE)
     assert token and "\n" not in token and "X-Dockergate-Token" in r.stderr + r.stdout
     env = _token_env(idgate, token, tmp_path / "with")
     c = f"tok-c-{uuid.uuid4().hex[:6]}"
@@ -218,14 +238,14 @@ def test_malformed_token_refused(idgate, tmp_path):
 
 
 def test_expired_and_foreign_certificates_refused_at_handshake(idgate, tmp_path):
-    from dockergate.listen.pki import CertificateAuthority
-
     import datetime as dt
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
+    from dockergate.listen.pki import CertificateAuthority
 
     ca = CertificateAuthority(idgate.state_dir / "pki")
     ca_cert, ca_key = ca._load()
@@ -245,7 +265,9 @@ def test_expired_and_foreign_certificates_refused_at_handshake(idgate, tmp_path)
     (tmp_path / "expired" / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "expired" / "key.pem").write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     other = CertificateAuthority(tmp_path / "other-pki")
@@ -269,6 +291,7 @@ def test_removed_users_certificate_refused(cli, idgate):
     idgate.dockergate("user", "add", name, "--profile", "member")
     bundle = idgate.state_dir.parent / f"bundle-{name}"
     idgate.dockergate("user", "cert", name, "--out", str(bundle))
+    time.sleep(SETTLE)
     assert cli(["ps"], listener="tls", cert_dir=bundle, gate=idgate).returncode == 0
     idgate.dockergate("user", "remove", name)
     time.sleep(1.0)

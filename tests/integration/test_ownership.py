@@ -377,7 +377,10 @@ def test_docker_compose_up_as_member(cli, members, direct_client):
         assert r.returncode == 0, r.stderr
         c = direct_client.containers.get(f"{project}_web_1")
         assert c.labels[OWNER] == members["alice"]["name"]
-        assert direct_client.volumes.get(f"{project}_data").attrs["Labels"][OWNER] == members["alice"]["name"]
+        assert (
+            direct_client.volumes.get(f"{project}_data").attrs["Labels"][OWNER]
+            == members["alice"]["name"]
+        )
         r = run_as(cli, members, "bob", ["ps", "-a", "--format", "{{.Names}}"])
         assert f"{project}_web_1" not in r.stdout
     finally:

@@ -11,8 +11,8 @@ import concurrent.futures
 import os
 import subprocess
 import tempfile
-import time
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,13 +197,24 @@ def test_host_access_neighbours_work(run):
     ok(
         run(
             [
-                "run", "--rm",
-                "--cap-add", "CHOWN", "--cap-drop", "NET_RAW",
-                "--security-opt", "no-new-privileges",
-                "--sysctl", "net.ipv4.ping_group_range=0 0",
-                "-p", "8080:80", "--pids-limit", "1024",
-                "--log-driver", "json-file",
-                "busybox", "true",
+                "run",
+                "--rm",
+                "--cap-add",
+                "CHOWN",
+                "--cap-drop",
+                "NET_RAW",
+                "--security-opt",
+                "no-new-privileges",
+                "--sysctl",
+                "net.ipv4.ping_group_range=0 0",
+                "-p",
+                "8080:80",
+                "--pids-limit",
+                "1024",
+                "--log-driver",
+                "json-file",
+                "busybox",
+                "true",
             ]
         )
     )
@@ -212,20 +223,45 @@ def test_host_access_neighbours_work(run):
 def test_bind_mounts(run, area):
     data, common = area / "data", area / "common"
     refused(run(["run", "--rm", "-v", "/etc:/x", "busybox", "true"]), "bind-mounting")
-    refused(run(["run", "--rm", "-v", f"{data}/root-link/etc:/x", "busybox", "true"]), "bind-mounting")
-    refused(run(["run", "--rm", "-v", f"{data}/../../../etc:/x", "busybox", "true"]), "bind-mounting")
-    refused(run(["run", "--rm", "--mount", "type=bind,src=/etc,dst=/x", "busybox", "true"]), "bind-mounting")
+    refused(
+        run(["run", "--rm", "-v", f"{data}/root-link/etc:/x", "busybox", "true"]), "bind-mounting"
+    )
+    refused(
+        run(["run", "--rm", "-v", f"{data}/../../../etc:/x", "busybox", "true"]), "bind-mounting"
+    )
+    refused(
+        run(["run", "--rm", "--mount", "type=bind,src=/etc,dst=/x", "busybox", "true"]),
+        "bind-mounting",
+    )
     refused(run(["run", "--rm", "-v", f"{common}:/c", "busybox", "true"]), "read-only")
     ok(run(["run", "--rm", "-v", f"{data}/sub:/d", "busybox", "true"]))
     ok(run(["run", "--rm", "-v", f"{common}:/c:ro", "busybox", "true"]))
-    ok(run(["run", "--rm", "--mount", f"type=bind,src={common},dst=/c,readonly", "busybox", "true"]))
+    ok(
+        run(
+            ["run", "--rm", "--mount", f"type=bind,src={common},dst=/c,readonly", "busybox", "true"]
+        )
+    )
 
 
 def test_volume_options_refused_plain_volume_works(run, direct_client):
     name = f"polv-{uuid.uuid4().hex[:6]}"
-    refused(run(["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", "device=/", name]), "driver options")
     refused(
-        run(["run", "--rm", "--mount", f"type=volume,src={name},dst=/v,volume-opt=type=none,volume-opt=o=bind,volume-opt=device=/", "busybox", "true"]),
+        run(
+            ["volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", "device=/", name]
+        ),
+        "driver options",
+    )
+    refused(
+        run(
+            [
+                "run",
+                "--rm",
+                "--mount",
+                f"type=volume,src={name},dst=/v,volume-opt=type=none,volume-opt=o=bind,volume-opt=device=/",
+                "busybox",
+                "true",
+            ]
+        ),
         "driver options",
     )
     ok(run(["volume", "create", name]))
@@ -253,7 +289,9 @@ def test_exec_and_update(run):
 
 
 def test_network_driver(run, direct_client):
-    refused(run(["network", "create", "-d", "macvlan", f"mv-{uuid.uuid4().hex[:4]}"]), "network driver")
+    refused(
+        run(["network", "create", "-d", "macvlan", f"mv-{uuid.uuid4().hex[:4]}"]), "network driver"
+    )
     name = f"pn-{uuid.uuid4().hex[:4]}"
     ok(run(["network", "create", "-d", "overlay", "--attachable", name]))
     ok(run(["network", "rm", name]))
@@ -276,21 +314,45 @@ def test_service_defaults_and_intern_kept_off_managers(cli, pgate, member, inter
     s1 = f"ps-{uuid.uuid4().hex[:6]}"
     s2 = f"pi-{uuid.uuid4().hex[:6]}"
     try:
-        r = cli(["service", "create", "-d", "--name", s1, "busybox", "sleep", "60"], user=member, gate=pgate)
+        r = cli(
+            ["service", "create", "-d", "--name", s1, "busybox", "sleep", "60"],
+            user=member,
+            gate=pgate,
+        )
         ok(r)
         spec = direct_client.services.get(s1).attrs["Spec"]["TaskTemplate"]
         assert spec["Resources"]["Limits"]["MemoryBytes"] == 256 * MIB
         assert "node.role==worker" not in (spec.get("Placement") or {}).get("Constraints", [])
-        r = cli(["service", "create", "-d", "--name", s2, "busybox", "sleep", "60"], user=intern, gate=pgate)
+        r = cli(
+            ["service", "create", "-d", "--name", s2, "busybox", "sleep", "60"],
+            user=intern,
+            gate=pgate,
+        )
         ok(r)
         spec = direct_client.services.get(s2).attrs["Spec"]["TaskTemplate"]
         assert "node.role==worker" in spec["Placement"]["Constraints"]
         refused(
-            cli(["service", "create", "-d", "--constraint", "node.role==manager", "busybox", "true"], user=intern, gate=pgate),
+            cli(
+                [
+                    "service",
+                    "create",
+                    "-d",
+                    "--constraint",
+                    "node.role==manager",
+                    "busybox",
+                    "true",
+                ],
+                user=intern,
+                gate=pgate,
+            ),
             "managers",
         )
         refused(
-            cli(["service", "create", "-d", "--mount", "type=bind,src=/,dst=/h", "busybox", "true"], user=member, gate=pgate),
+            cli(
+                ["service", "create", "-d", "--mount", "type=bind,src=/,dst=/h", "busybox", "true"],
+                user=member,
+                gate=pgate,
+            ),
             "bind-mounting",
         )
         refused(
@@ -307,7 +369,9 @@ def test_service_defaults_and_intern_kept_off_managers(cli, pgate, member, inter
 
 def test_container_quota_race(cli, pgate, member, direct_client):
     """quota.containers=4: six parallel creates from nothing, exactly four pass."""
-    for c in direct_client.containers.list(all=True, filters={"label": "dockergate.owner=p-member"}):
+    for c in direct_client.containers.list(
+        all=True, filters={"label": "dockergate.owner=p-member"}
+    ):
         c.remove(force=True)
     names = [f"race-{uuid.uuid4().hex[:6]}" for _ in range(6)]
 
@@ -339,7 +403,10 @@ def test_memory_quota(cli, pgate, intern, direct_client):
             ok(cli(["run", "-d", "--name", n, "busybox", "sleep", "60"], user=intern, gate=pgate))
         n = f"mq-{uuid.uuid4().hex[:6]}"
         made.append(n)
-        refused(cli(["run", "-d", "--name", n, "busybox", "sleep", "60"], user=intern, gate=pgate), "memory quota")
+        refused(
+            cli(["run", "-d", "--name", n, "busybox", "sleep", "60"], user=intern, gate=pgate),
+            "memory quota",
+        )
     finally:
         for n in made:
             try:
@@ -349,7 +416,12 @@ def test_memory_quota(cli, pgate, intern, direct_client):
 
 
 def test_intern_no_bind_mounts(cli, pgate, intern, area):
-    refused(cli(["run", "--rm", "-v", f"{area / 'data'}:/d", "busybox", "true"], user=intern, gate=pgate), "bind-mounting")
+    refused(
+        cli(
+            ["run", "--rm", "-v", f"{area / 'data'}:/d", "busybox", "true"], user=intern, gate=pgate
+        ),
+        "bind-mounting",
+    )
 
 
 def test_check_command(area):
@@ -362,11 +434,15 @@ def test_check_command(area):
     good.write_text("services:\n  web:\n    image: busybox\n    ports: ['8080:80']\n")
     exe = [*dockergate_argv()]
     env = {**os.environ, "DOCKERGATE_POLICIES_DIR": str(area / "policies")}
-    r = subprocess.run([*exe, "check", "--profile", "intern", str(bad)], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [*exe, "check", "--profile", "intern", str(bad)], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     for word in ("web", "privileged", "bind-mounting", "memory"):
         assert word in r.stdout, r.stdout
-    r = subprocess.run([*exe, "check", "--profile", "intern", str(good)], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [*exe, "check", "--profile", "intern", str(good)], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -379,7 +455,10 @@ def test_reload_applies_without_dropping_connections(pgate, member, area, cli):
         path.write_text(before.replace("max: 1g", "max: 300m"))
         pgate.dockergate("policy", "reload")
         time.sleep(0.5)
-        refused(cli(["run", "--rm", "-m", "512m", "busybox", "true"], user=member, gate=pgate), "at most 300m")
+        refused(
+            cli(["run", "--rm", "-m", "512m", "busybox", "true"], user=member, gate=pgate),
+            "at most 300m",
+        )
         assert client.ping()
     finally:
         path.write_text(before)

@@ -76,8 +76,12 @@ def test_daemon_unreachable_is_a_502_with_the_address(gate_factory, cli, tmp_pat
     assert g.alive()
 
 
-def test_daemon_restart_recovers_without_restarting_the_gate(gate_factory, cli, docker_host, session_dir):
-    relay = UnixRelay(Path(session_dir) / f"relay-{os.getpid()}.sock", docker_host.removeprefix("unix://"))
+def test_daemon_restart_recovers_without_restarting_the_gate(
+    gate_factory, cli, docker_host, session_dir
+):
+    relay = UnixRelay(
+        Path(session_dir) / f"relay-{os.getpid()}.sock", docker_host.removeprefix("unix://")
+    )
     relay.start()
     g = gate_factory(upstream=f"unix://{relay.path}")
     try:
