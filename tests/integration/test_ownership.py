@@ -94,6 +94,10 @@ def test_created_objects_carry_owner(direct_client, bob_objects, members):
         ["kill"],
         ["pause"],
         ["restart", "-t", "0"],
+        ["attach", "--no-stdin"],
+        ["wait"],
+        ["port"],
+        ["diff"],
     ],
     ids=lambda v: v[0],
 )
@@ -386,3 +390,47 @@ def test_docker_compose_up_as_member(cli, members, direct_client):
     finally:
         r = run_as(cli, members, "alice", [*compose, "down", "-v"], shell=True, cwd=d)
         assert r.returncode == 0, r.stderr
+
+
+def test_owner_label_inherited_from_an_image_does_not_count(cli, members, direct_client, tmp_path):
+    """An image labelled dockergate.owner=bob (built on the daemon directly) gives a
+    container of alice's no claim to be bob's: the gate's stamp wins."""
+    import io
+    import tarfile
+
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tar:
+        data = f"FROM busybox\nLABEL {OWNER}={members['bob']['name']}\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = f"forged:{uuid.uuid4().hex[:6]}"
+    direct_client.images.build(fileobj=io.BytesIO(ctx.getvalue()), custom_context=True, tag=tag)
+    name = f"alice-img-{uuid.uuid4().hex[:6]}"
+    try:
+        r = run_as(cli, members, "alice", ["create", "--name", name, tag, "true"])
+        assert r.returncode == 0, r.stderr
+        assert direct_client.containers.get(name).labels[OWNER] == members["alice"]["name"]
+        r = run_as(cli, members, "bob", ["ps", "-a", "--format", "{{.Names}}"])
+        assert name not in r.stdout
+    finally:
+        try:
+            direct_client.containers.get(name).remove(force=True)
+        except Exception:
+            pass
+        direct_client.images.remove(tag, force=True)
+
+
+def test_images_shared_but_not_overwritten(cli, members, direct_client):
+    new_tag = f"alice-tag:{uuid.uuid4().hex[:6]}"
+    r = run_as(cli, members, "alice", ["tag", "busybox", new_tag])
+    assert r.returncode == 0, r.stderr  # a new name is fine
+    try:
+        r = run_as(cli, members, "alice", ["tag", new_tag, "busybox:latest"])
+        assert r.returncode != 0 and "that tag exists" in r.stderr, r.stderr
+        r = run_as(cli, members, "alice", ["rmi", new_tag])
+        assert r.returncode != 0 and "admins only" in r.stderr, r.stderr
+        r = run_as(cli, members, "alice", ["images", "-q"])
+        assert r.returncode == 0 and r.stdout.strip()
+    finally:
+        direct_client.images.remove(new_tag)

@@ -397,7 +397,7 @@ def test_memory_quota(cli, pgate, intern, direct_client):
     """intern: 512m quota, 256m default: two running containers, the third is refused."""
     made = []
     try:
-        for i in range(2):
+        for _ in range(2):
             n = f"mq-{uuid.uuid4().hex[:6]}"
             made.append(n)
             ok(cli(["run", "-d", "--name", n, "busybox", "sleep", "60"], user=intern, gate=pgate))
