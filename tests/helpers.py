@@ -203,6 +203,10 @@ def ping(path: str | os.PathLike[str], timeout: float = 5.0) -> RawReply:
 # -------------------------------------------------------------------------- the gate
 
 
+GRANTS = frozenset({"add", "cert", "token", "enable", "set-profile"})
+GRANT_SETTLE = 0.6
+
+
 def dockergate_argv() -> list[str]:
     exe = Path(sys.executable).with_name("dockergate")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "dockergate"]
@@ -260,6 +264,11 @@ class Gate:
         """Run `dockergate --state-dir <this gate's> ARGS...` (e.g. user add)."""
         argv = [*dockergate_argv(), "--state-dir", str(self.state_dir), *args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if args[:1] == ("user",) and args[1:2] and args[1] in GRANTS and self.proc is not None:
+            # A running gate sees store changes within a second (it polls every 0.25 s);
+            # wait for new users and credentials before using them. Revocations are
+            # not waited for: tests measure how fast those arrive.
+            time.sleep(GRANT_SETTLE)
         if check and r.returncode != 0:
             pytest.fail(
                 f"`dockergate {shlex.join(args)}` exited {r.returncode}\n"
