@@ -30,6 +30,7 @@ from helpers import (
     UnixUser,
     ensure_unix_user,
     free_port,
+    new_gate,
     slug,
 )
 
@@ -209,15 +210,12 @@ def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., 
         init: bool = True,
         wait: bool = True,
     ) -> Gate:
-        d = Path(tempfile.mkdtemp(prefix="g", dir=session_dir))
-        d.chmod(0o755)
-        g = Gate(
-            state_dir=Path(state_dir) if state_dir else d / "state",
-            socket=d / "gate.sock",
-            tls_port=free_port() if tls else None,
-            upstream=upstream or docker_host,
-            log_path=d / "gate.log",
-            extra_args=list(extra_args),
+        g = new_gate(
+            session_dir,
+            upstream or docker_host,
+            tls=tls,
+            extra_args=extra_args,
+            state_dir=state_dir,
         )
         if init and not state_dir:
             g.init()

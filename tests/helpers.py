@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -375,6 +376,27 @@ class Gate:
             pytest.fail(f"dockergate serve had died (exit {crashed}); its output:\n{self.log()}")
         if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
             pytest.fail(f"dockergate serve exited {code} on SIGTERM; its output:\n{self.log()}")
+
+
+def new_gate(
+    base: Path,
+    upstream: str,
+    *,
+    tls: bool = True,
+    extra_args: Sequence[str] = (),
+    state_dir: str | os.PathLike[str] | None = None,
+) -> Gate:
+    """A Gate (not started) in a fresh world-traversable directory under ``base``."""
+    d = Path(tempfile.mkdtemp(prefix="g", dir=base))
+    d.chmod(0o755)
+    return Gate(
+        state_dir=Path(state_dir) if state_dir else d / "state",
+        socket=d / "gate.sock",
+        tls_port=free_port() if tls else None,
+        upstream=upstream,
+        log_path=d / "gate.log",
+        extra_args=list(extra_args),
+    )
 
 
 # ---------------------------------------------------------------------- unix users

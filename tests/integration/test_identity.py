@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import docker.errors
 import docker.tls
 import pytest
 
-from tests.helpers import Gate, free_port
+from tests.helpers import Gate, new_gate
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -54,18 +53,10 @@ def idgate(request: pytest.FixtureRequest, session_dir: Path, docker_host: str) 
         db = _pg_database()
         if db is None:
             pytest.skip("no PostgreSQL: DOCKERGATE_TEST_PG_URL is not set")
-    d = Path(tempfile.mkdtemp(prefix="id", dir=session_dir))
-    d.chmod(0o755)
     old = os.environ.get("DOCKERGATE_DB")
     if db:
         os.environ["DOCKERGATE_DB"] = db
-    g = Gate(
-        state_dir=d / "state",
-        socket=d / "gate.sock",
-        tls_port=free_port(),
-        upstream=docker_host,
-        log_path=d / "gate.log",
-    )
+    g = new_gate(session_dir, docker_host)
     try:
         g.init()
         g.start()

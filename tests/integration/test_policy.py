@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.helpers import Gate, dockergate_argv, free_port
+from tests.helpers import Gate, dockergate_argv, new_gate
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,16 +81,7 @@ def pgate(session_dir: Path, docker_host: str, area: Path) -> Iterator[Gate]:
             """
         )
     )
-    d = Path(tempfile.mkdtemp(prefix="pol", dir=session_dir))
-    d.chmod(0o755)
-    g = Gate(
-        state_dir=d / "state",
-        socket=d / "gate.sock",
-        tls_port=free_port(),
-        upstream=docker_host,
-        log_path=d / "gate.log",
-        extra_args=["--policies-dir", str(policies)],
-    )
+    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
     g.init()
     g.start()
     try:
