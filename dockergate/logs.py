@@ -30,3 +30,5 @@ def setup_logging(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every schema check at INFO; operators need only its problems.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
