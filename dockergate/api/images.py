@@ -15,7 +15,7 @@ from dockergate.api.dispatch import handles, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied, apply_memory
+from dockergate.policy.checks import Denied, apply_memory, check_image
 from dockergate.proxy.daemon import ref
 
 
@@ -27,12 +27,27 @@ from dockergate.proxy.daemon import ref
     "image.get_all",
     "image.search",
     "image.distribution",
-    "image.create",
     "image.load",
     "image.build_cancel",
 )
 async def shared_images(ex: Exchange) -> None:
     """Reading and pulling shared images is open to every user."""
+
+
+@handles("image.create")
+async def image_create(ex: Exchange) -> None:
+    """Pulls follow the profile's registry allowlist. ``fromSrc=<url>`` would make the
+    daemon fetch any URL its host can reach, so non-admins import from stdin only."""
+    if ex.admin:
+        return
+    source = q.first(ex.query, "fromSrc")
+    if source is not None and source != "-":
+        raise Denied(
+            ex.profile, "importing from a URL", "fromSrc", source, "import from stdin (fromSrc=-)"
+        )
+    image = q.first(ex.query, "fromImage")
+    if image:
+        check_image(ex.profile, image, "fromImage")
 
 
 @handles("image.tag")
@@ -70,6 +85,11 @@ async def build(ex: Exchange) -> None:
 async def _check_build(ex: Exchange) -> None:
     """Legacy builds carry their policy in the query: network, cgroup, resources."""
     profile = ex.profile
+    remote = q.first(ex.query, "remote")
+    if remote:
+        raise Denied(
+            profile, "remote build contexts", "remote", remote, "send the context from the client"
+        )
     network = (q.first(ex.query, "networkmode") or "").lower()
     if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
         raise Denied(profile, "this build network", "networkmode", network, "use the default")

@@ -475,3 +475,12 @@ def test_pipelined_second_request_is_authorised(raw_users, victim_container):
 def test_semicolon_query_refused(raw_users):
     r = raw_users["mallory"].request("GET", "/v1.41/containers/json?all=1;filters=%7B%7D")
     assert r.status == 400
+
+
+def test_daemon_side_fetches_refused(raw_users):
+    """The daemon fetching a URL for a member (import fromSrc, remote build context)
+    would reach whatever the host can reach."""
+    r = raw_users["mallory"].request("POST", "/v1.41/images/create?fromSrc=http://127.0.0.1:1/x.tar&repo=x")
+    assert r.status == 403 and "importing from a URL" in r.message
+    r = raw_users["mallory"].request("POST", "/v1.41/build?remote=http://127.0.0.1:1/ctx.tar")
+    assert r.status == 403 and "remote build contexts" in r.message
