@@ -8,4 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib/venv.sh
 ensure_venv
 .venv/bin/dockergate init >&2
+if [ -z "${DOCKERGATE_UPSTREAM:-}" ] && [ ! -S /var/run/docker.sock ]; then
+    echo "run.sh: no Docker engine at /var/run/docker.sock (apt-get install docker.io);" \
+        "the gate will answer 502 until there is one" >&2
+fi
 exec .venv/bin/dockergate serve "$@"
