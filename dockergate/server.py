@@ -18,6 +18,7 @@ from dockergate.config import Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
+from dockergate.metrics import Metrics
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
 from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
@@ -48,7 +49,8 @@ class Gate:
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
         self.servers: list[asyncio.Server] = []
         self.streams = 0
-        self.sinks: list[Callable[[RequestRecord], None]] = []
+        self.metrics = Metrics(self)
+        self.sinks: list[Callable[[RequestRecord], None]] = [self.metrics.observe]
 
     # -- profiles ----------------------------------------------------------------------
     def profile_for(self, identity: Identity) -> Profile:

@@ -44,3 +44,10 @@ async def health_authenticated(ex: Exchange) -> None:
     """Over TLS health needs a valid identity; the unix socket answers anyone."""
     assert ex.gate is not None
     ex.reply = await ex.gate.health()
+
+
+@handles("gate.metrics")
+async def metrics(ex: Exchange) -> None:
+    """Prometheus text format (the route is admin-only)."""
+    assert ex.gate is not None
+    ex.reply = (200, ex.gate.metrics.render())

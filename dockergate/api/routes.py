@@ -39,6 +39,7 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
     # the gate's own API (answered by the gate, never forwarded)
     ("GET", "/_dockergate/health", "gate.health", None, "public"),
     ("GET", "/_dockergate/whoami", "gate.whoami", None, "public"),
+    ("GET", "/_dockergate/metrics", "gate.metrics", None, "admin"),
     ("POST", "/_dockergate/purge", "gate.purge", None, "admin"),
     ("GET", "/_dockergate/usage", "gate.usage", None, "admin"),
     # system
