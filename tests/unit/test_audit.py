@@ -20,7 +20,6 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
 
 from dockergate.audit.actions import cli_record
 from dockergate.audit.record import RequestRecord
@@ -32,40 +31,10 @@ from dockergate.store.db import make_engine, upgrade
 from dockergate.store.errors import StoreError
 from dockergate.store.repository import Store
 
-PG_URL = os.environ.get("DOCKERGATE_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(not PG_URL, reason="DOCKERGATE_TEST_PG_URL not set"),
-    ),
-]
 CLEAN_ENV: dict[str, str | None] = {
     f"DOCKERGATE_{k}": None
     for k in ("DB", "CONFIG", "STATE_DIR", "POLICIES_DIR", "UPSTREAM", "AUDIT_RETENTION_DAYS")
 }
-
-
-def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        s = Settings(state_dir=tmp_path, db=PG_URL)
-    else:
-        s = Settings(state_dir=tmp_path / "state")
-    upgrade(s)
-    return s
 
 
 class CountingStore(Store):

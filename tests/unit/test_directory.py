@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import pwd
 import shutil
 import time
@@ -26,26 +25,8 @@ from dockergate.store import tokens
 from dockergate.store.db import make_engine, upgrade
 from dockergate.store.repository import Store
 
-PG_URL = os.environ.get("DOCKERGATE_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(not PG_URL, reason="DOCKERGATE_TEST_PG_URL not set"),
-    ),
-]
 FP_A = "aa" * 32
 FP_B = "bb" * 32
-
-
-def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
 
 
 def in_days(days: float) -> dt.datetime:
@@ -58,18 +39,6 @@ def unix(uid: int) -> Peer:
 
 def tls(serial: int | None = None, cn: str | None = None, fp: str | None = None) -> Peer:
     return Peer("tls", cert_serial=serial, cert_cn=cn, cert_fingerprint=fp)
-
-
-@pytest.fixture(params=BACKENDS)
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        s = Settings(state_dir=tmp_path, db=PG_URL)
-    else:
-        s = Settings(state_dir=tmp_path / "state")
-    upgrade(s)
-    return s
 
 
 @pytest.fixture

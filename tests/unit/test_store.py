@@ -7,7 +7,6 @@ The same tests run on both, because the gate must behave the same on either.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -32,45 +31,6 @@ from dockergate.store.db import (
 )
 from dockergate.store.models import CERT, TOKEN, Base
 from dockergate.store.repository import Store
-
-PG_URL = os.environ.get("DOCKERGATE_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not PG_URL,
-            reason="DOCKERGATE_TEST_PG_URL not set (start one: . scripts/lib/postgres.sh; "
-            "pg_start /var/tmp/dg-pg 55432)",
-        ),
-    ),
-]
-
-
-def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def empty_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings for an empty database of each backend (no schema yet)."""
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        return Settings(state_dir=tmp_path, db=PG_URL)
-    return Settings(state_dir=tmp_path / "state")
-
-
-@pytest.fixture
-def settings(empty_settings: Settings) -> Settings:
-    upgrade(empty_settings)
-    return empty_settings
 
 
 @pytest.fixture

@@ -17,20 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import text
 
 from dockergate.cli import cli
 from dockergate.store import tokens
-from dockergate.store.db import head_revision, make_engine
+from dockergate.store.db import head_revision
 
-PG_URL = os.environ.get("DOCKERGATE_TEST_PG_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(not PG_URL, reason="DOCKERGATE_TEST_PG_URL not set"),
-    ),
-]
 # Settings from the environment of whoever runs the tests must not leak in.
 CLEAN_ENV: dict[str, str | None] = {
     f"DOCKERGATE_{k}": None
@@ -38,26 +29,6 @@ CLEAN_ENV: dict[str, str | None] = {
 }
 
 Run = Callable[..., Result]
-
-
-def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def base_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    args = ["--state-dir", str(tmp_path / "state")]
-    if request.param == "postgresql":
-        assert PG_URL
-        reset_postgres(PG_URL)
-        args += ["--db", PG_URL]
-    return args
 
 
 @pytest.fixture
