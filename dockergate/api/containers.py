@@ -72,20 +72,24 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
         return
     for entry in host.get("VolumesFrom") or []:
         name = str(entry).split(":", 1)[0]
-        await _owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
+        await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
     for field in NAMESPACE_MODES:
         mode = str(host.get(field) or "")
         if mode.startswith("container:"):
-            await _owned(ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}")
+            await referenced_owned(
+                ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}"
+            )
     network_mode = str(host.get("NetworkMode") or "")
     if network_mode and ":" not in network_mode and network_mode not in BUILTIN_NETWORKS:
-        await _owned(ex, "network", network_mode, f"HostConfig.NetworkMode={network_mode}")
+        await referenced_owned(
+            ex, "network", network_mode, f"HostConfig.NetworkMode={network_mode}"
+        )
     for link in host.get("Links") or []:
         name = str(link).split(":", 1)[0].lstrip("/")
-        await _owned(ex, "container", name, f"HostConfig.Links={link}")
+        await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
     for name in networking.get("EndpointsConfig") or {}:
         if name not in BUILTIN_NETWORKS:
-            await _owned(ex, "network", name, f"NetworkingConfig.EndpointsConfig.{name}")
+            await referenced_owned(ex, "network", name, f"NetworkingConfig.EndpointsConfig.{name}")
     for bind in host.get("Binds") or []:
         source, _dest, read_only = bind_options(str(bind))
         if source and not source.startswith("/"):
@@ -99,7 +103,8 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
                 )
 
 
-async def _owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
+async def referenced_owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
+    """An object named inside a body (``field``) must be the caller's: 403 otherwise."""
     try:
         await resolve_owned(ex.daemon, ex.identity, kind, reference)
     except NotFound:

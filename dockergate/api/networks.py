@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockergate.api.containers import _owned
+from dockergate.api.containers import referenced_owned
 from dockergate.api.dispatch import handles, own_filters, owned_object
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
@@ -42,5 +42,5 @@ async def network_connect(ex: Exchange) -> None:
         raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
     container = str(body.get("Container") or "")
     if not ex.admin and container:
-        await _owned(ex, "container", container, f"Container={container}")
+        await referenced_owned(ex, "container", container, f"Container={container}")
     ex.set_json(body)

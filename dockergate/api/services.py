@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockergate.api.containers import _owned, volume_usable
+from dockergate.api.containers import referenced_owned, volume_usable
 from dockergate.api.dispatch import handles, own_filters, owned_object, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
@@ -72,13 +72,13 @@ async def _check_references(
     for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
         target = str((attachment or {}).get("Target") or "")
         if target:
-            await _owned(ex, "network", target, f"Networks.Target={target}")
+            await referenced_owned(ex, "network", target, f"Networks.Target={target}")
     for secret in container.get("Secrets") or []:
         name = str((secret or {}).get("SecretID") or (secret or {}).get("SecretName") or "")
-        await _owned(ex, "secret", name, f"ContainerSpec.Secrets={name}")
+        await referenced_owned(ex, "secret", name, f"ContainerSpec.Secrets={name}")
     for config in container.get("Configs") or []:
         name = str((config or {}).get("ConfigID") or (config or {}).get("ConfigName") or "")
-        await _owned(ex, "config", name, f"ContainerSpec.Configs={name}")
+        await referenced_owned(ex, "config", name, f"ContainerSpec.Configs={name}")
     for mount in container.get("Mounts") or []:
         if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
             source = str(mount.get("Source") or "")
