@@ -480,7 +480,9 @@ def test_semicolon_query_refused(raw_users):
 def test_daemon_side_fetches_refused(raw_users):
     """The daemon fetching a URL for a member (import fromSrc, remote build context)
     would reach whatever the host can reach."""
-    r = raw_users["mallory"].request("POST", "/v1.41/images/create?fromSrc=http://127.0.0.1:1/x.tar&repo=x")
+    r = raw_users["mallory"].request(
+        "POST", "/v1.41/images/create?fromSrc=http://127.0.0.1:1/x.tar&repo=x"
+    )
     assert r.status == 403 and "importing from a URL" in r.message
     r = raw_users["mallory"].request("POST", "/v1.41/build?remote=http://127.0.0.1:1/ctx.tar")
     assert r.status == 403 and "remote build contexts" in r.message
