@@ -325,7 +325,8 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
                     "leave them to Docker",
                 )
     if not profile.devices:
-        for field in ("Devices", "DeviceCgroupRules", "DeviceRequests"):
+        check_devices(profile, host.get("Devices") or [], f"{prefix}.Devices")
+        for field in ("DeviceCgroupRules", "DeviceRequests"):
             if host.get(field):
                 raise Denied(
                     profile, "host devices", f"{prefix}.{field}", host[field], "no devices"
@@ -372,6 +373,18 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
     check_ports(profile, host.get("PortBindings"), f"{prefix}.PortBindings")
 
 
+def check_devices(profile: Profile, devices: list[Any], field: str) -> None:
+    """Only the profile's listed devices; a directory (``--device /dev``) is every
+    device below it and is never allowed by a list."""
+    allowed = {resolve_host_path(p) for p in profile.device_paths}
+    for device in devices:
+        source = str((device or {}).get("PathOnHost") or "") if isinstance(device, dict) else ""
+        real = resolve_host_path(source) if source else ""
+        if not real or os.path.isdir(real) or real not in allowed:
+            listed = ", ".join(profile.device_paths) or "none"
+            raise Denied(profile, "this host device", field, source, f"allowed: {listed}")
+
+
 def check_mount(profile: Profile, mount: Any, field: str) -> None:
     if not isinstance(mount, dict):
         return
@@ -403,7 +416,8 @@ def check_update(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> No
     if profile.admin:
         return
     if not profile.devices:
-        for field in ("Devices", "DeviceCgroupRules", "DeviceRequests"):
+        check_devices(profile, body.get("Devices") or [], "Devices")
+        for field in ("DeviceCgroupRules", "DeviceRequests"):
             if body.get(field):
                 raise Denied(profile, "host devices", field, body[field], "no devices")
     if body.get("CgroupParent") and not profile.cgroup_parent:

@@ -88,7 +88,8 @@ class Profile:
     host_namespaces: bool = False
     cap_add: frozenset[str] = frozenset()  # beyond Docker's default set
     unconfined: bool = False  # seccomp/apparmor unconfined, label=disable, systempaths
-    devices: bool = False
+    devices: bool = False  # true: any device, device requests and cgroup rules
+    device_paths: tuple[str, ...] = ()  # otherwise: these host devices only (no directories)
     sysctls: tuple[str, ...] = ()  # allowlist; "net.ipv4.*" style prefixes
     cgroup_parent: bool = False
     runtimes: tuple[str, ...] = ("runc",)
@@ -160,6 +161,7 @@ _SCHEMA: dict[str, Any] = {
         "cap_add": [str],
         "unconfined": bool,
         "devices": bool,
+        "device_paths": [str],
         "sysctls": [str],
         "cgroup_parent": bool,
         "runtimes": [str],
@@ -349,6 +351,8 @@ class ProfileSet:
             "quota_services": qd.get("services"),
         }
         kwargs.update({k: v for k, v in simple.items() if v is not None})
+        if "device_paths" in c:
+            kwargs["device_paths"] = tuple(c["device_paths"])
         if "cap_add" in c:
             kwargs["cap_add"] = frozenset(normalise_cap(x) for x in c["cap_add"])
         for key, target in (

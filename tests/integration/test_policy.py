@@ -49,6 +49,7 @@ def pgate(session_dir: Path, docker_host: str, area: Path) -> Iterator[Gate]:
             description: test member
             containers:
               sysctls: [net.ipv4.ping_group_range]
+              device_paths: [/dev/null]
               published_ports: ["8000-8999"]
             mounts:
               binds:
@@ -163,7 +164,8 @@ def test_memory_cap_and_swap_pinned(run, direct_client):
         (["--security-opt", "apparmor:unconfined"], ["confinement"]),
         (["--security-opt", "label=disable"], ["confinement"]),
         (["--security-opt", "systempaths=unconfined"], ["masked"]),  # the CLI sends MaskedPaths=[]
-        (["--device", "/dev/null"], ["devices"]),
+        (["--device", "/dev/zero"], ["host device", "allowed: /dev/null"]),
+        (["--device", "/dev"], ["host device"]),
         (["--device-cgroup-rule", "c 1:3 rwm"], ["devices"]),
         (["--sysctl", "kernel.shm_rmid_forced=1"], ["sysctl"]),
         (["--cgroup-parent", "/"], ["cgroup"]),
@@ -204,6 +206,8 @@ def test_host_access_neighbours_work(run):
                 "1024",
                 "--log-driver",
                 "json-file",
+                "--device",
+                "/dev/null",
                 "busybox",
                 "true",
             ]

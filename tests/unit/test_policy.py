@@ -346,3 +346,22 @@ networks:
     good = tmp_path / "good.yml"
     good.write_text("services:\n  web:\n    image: busybox\n    ports: ['8080:80']\n")
     assert check_file(member, good) == []
+
+
+def test_device_allowlist(tmp_path: Path) -> None:
+    """Listed devices only; a directory such as /dev counts as every device below it."""
+    (tmp_path / "d.yaml").write_text("containers:\n  device_paths: [/dev/null]\n")
+    profile = ProfileSet(tmp_path).get("d")
+    assert profile is not None
+
+    def dev(path: str) -> dict[str, object]:
+        return create(
+            Devices=[{"PathOnHost": path, "PathInContainer": path, "CgroupPermissions": "rwm"}]
+        )
+
+    check_container(profile, dev("/dev/null"), FACTS)
+    for bad in ("/dev", "/dev/", "/dev/zero", "/dev/../dev", "/"):
+        with pytest.raises(Denied, match="allowed: /dev/null"):
+            check_container(profile, dev(bad), FACTS)
+    with pytest.raises(Denied):
+        check_container(profile, create(DeviceCgroupRules=["c 1:3 rwm"]), FACTS)
