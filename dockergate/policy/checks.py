@@ -530,6 +530,16 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
     limits = resources.get("Limits")
     if not isinstance(limits, dict):
         limits = resources["Limits"] = {}
+    reserved = int((resources.get("Reservations") or {}).get("MemoryBytes") or 0)
+    mem_cap = _cap_max(profile, profile.memory.max, profile.memory.max_share, facts.mem_total)
+    if mem_cap and reserved > mem_cap:
+        raise Denied(
+            profile,
+            "reserving this much memory",
+            "TaskTemplate.Resources.Reservations.MemoryBytes",
+            human(reserved),
+            f"at most {human(mem_cap)}",
+        )
     mem = {"Memory": int(limits.get("MemoryBytes") or 0)}
     apply_memory(profile, mem, facts, "TaskTemplate.Resources.Limits.MemoryBytes")
     if mem["Memory"]:

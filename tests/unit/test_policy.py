@@ -292,6 +292,12 @@ def test_service_defaults_and_worker_constraint(member: Profile) -> None:
         {
             "TaskTemplate": {
                 "ContainerSpec": {},
+                "Resources": {"Reservations": {"MemoryBytes": 20 << 30}},
+            }
+        },
+        {
+            "TaskTemplate": {
+                "ContainerSpec": {},
                 "Placement": {"Constraints": ["node.role==manager"]},
             }
         },
