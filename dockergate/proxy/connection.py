@@ -37,8 +37,10 @@ from dockergate.proxy.http import (
     parse_response,
     read_body,
     read_head,
+    read_whole_body,
     relay_chunked_raw,
     render_head,
+    with_length,
 )
 from dockergate.proxy.paths import normalise
 from dockergate.proxy.upstream import UpstreamConn, UpstreamError, buffered
@@ -437,25 +439,13 @@ class ClientConnection:
     ) -> bool:
         """A whole JSON answer, filtered (e.g. ``system/df`` for a non-admin)."""
         assert ex.response_filter is not None
-        chunks = [
-            c
-            async for c in iter_body(
-                conn.reader, None if length in (None, -1) else length, length == -1
-            )
-        ]
+        raw = await read_whole_body(conn.reader, length)
         if resp.keep_alive and length is not None:
             self.gate.upstream.release(conn)
         else:
             conn.close()
-        body = ex.response_filter(b"".join(chunks))
-        headers = resp.headers.without(
-            {*DROP_RESPONSE_HEADERS, "content-length", "transfer-encoding"}
-        )
-        headers.append(("Content-Length", str(len(body))))
-        if not ex.req.keep_alive:
-            headers.append(("Connection", "close"))
-        status_line = resp.raw_head.split(b"\r\n", 1)[0].decode("latin-1")
-        self.writer.write(render_head(status_line, headers) + body)
+        close = [] if ex.req.keep_alive else [("Connection", "close")]
+        self.writer.write(with_length(resp, ex.response_filter(raw), close))
         await self.writer.drain()
         return ex.req.keep_alive
 

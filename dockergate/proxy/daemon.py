@@ -18,10 +18,10 @@ from dockergate.proxy.http import (
     HTTPError,
     Response,
     body_length,
-    iter_body,
     parse_response,
     read_head,
-    render_head,
+    read_whole_body,
+    with_length,
 )
 from dockergate.proxy.upstream import Upstream, UpstreamError
 
@@ -40,12 +40,7 @@ class DaemonReply:
         """The daemon's answer as the client would have had it (headers kept, framed by
         length): lets the gate answer an inspect with the inspect it just made."""
         assert self.response is not None
-        headers = self.response.headers.without(
-            {"connection", "keep-alive", "transfer-encoding", "content-length"}
-        )
-        headers.append(("Content-Length", str(len(self.body))))
-        start = self.response.raw_head.split(b"\r\n", 1)[0].decode("latin-1")
-        return render_head(start, headers) + self.body
+        return with_length(self.response, self.body)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -75,12 +70,7 @@ class Daemon:
                 await conn.writer.drain()
                 resp = parse_response(await read_head(conn.reader))
                 length = body_length(resp, method)
-                chunks = [
-                    c
-                    async for c in iter_body(
-                        conn.reader, None if length in (None, -1) else length, length == -1
-                    )
-                ]
+                body = await read_whole_body(conn.reader, length)
             except (ConnectionError, OSError, ClientGone, asyncio.IncompleteReadError) as exc:
                 conn.close()
                 if conn.reused and attempt == 0:
@@ -95,7 +85,7 @@ class Daemon:
                 self.upstream.release(conn)
             else:
                 conn.close()
-            return DaemonReply(resp.status, b"".join(chunks), resp)
+            return DaemonReply(resp.status, body, resp)
         raise AssertionError("unreachable")
 
     async def get(self, path: str, api: str = API_PREFIX) -> DaemonReply:

@@ -278,6 +278,24 @@ def body_length(resp: Response, request_method: str) -> int | None:
     return None
 
 
+async def read_whole_body(reader: asyncio.StreamReader, length: int | None) -> bytes:
+    """A response body in full, ``length`` as :func:`body_length` gives it."""
+    size = None if length in (None, -1) else length
+    return b"".join([c async for c in iter_body(reader, size, length == -1)])
+
+
+def with_length(resp: Response, body: bytes, extra: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The response's status and headers re-framed for ``body`` (Content-Length,
+    no chunking, no connection headers), then the body: a buffered answer."""
+    headers = resp.headers.without(
+        {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length"}
+    )
+    headers.append(("Content-Length", str(len(body))))
+    headers.extend(extra)
+    start = resp.raw_head.split(CRLF, 1)[0].decode("latin-1")
+    return render_head(start, headers) + body
+
+
 async def _chunk_size(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     try:
         line = await reader.readuntil(CRLF)

@@ -434,3 +434,11 @@ def test_images_shared_but_not_overwritten(cli, members, direct_client):
         assert r.returncode == 0 and r.stdout.strip()
     finally:
         direct_client.images.remove(new_tag)
+
+
+def test_system_df_shows_only_own(cli, members, bob_objects):
+    r = run_as(cli, members, "alice", ["system", "df", "-v", "--format", "{{json .}}"])
+    assert r.returncode == 0, r.stderr
+    assert bob_objects["container"] not in r.stdout and bob_objects["volume"] not in r.stdout
+    r = run_as(cli, members, "bob", ["system", "df", "-v", "--format", "{{json .}}"])
+    assert bob_objects["container"] in r.stdout and bob_objects["volume"] in r.stdout
