@@ -13,7 +13,7 @@ from typing import Any
 from dockergate.api import query as q
 from dockergate.api.dispatch import handles, own_filters, owned_object, who
 from dockergate.api.exchange import Exchange
-from dockergate.api.labels import stamp
+from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.api.ownership import OWNER_LABEL, NotFound, resolve, resolve_owned
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
@@ -41,11 +41,7 @@ async def container_create(ex: Exchange) -> None:
         raise Refusal(400, "container create: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     host = body.get("HostConfig") or {}
-    for mount in host.get("Mounts") or []:
-        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
-            options = mount.setdefault("VolumeOptions", {}) or {}
-            mount["VolumeOptions"] = options
-            options["Labels"] = stamp(options.get("Labels"), ex.identity.name)
+    stamp_volume_mounts(host.get("Mounts"), ex.identity.name)
     await check_references(ex, host, body.get("NetworkingConfig") or {})
     check_container(ex.profile, body, await ex.daemon.facts())
     await ex.hold(user_lock(ex.identity.name))

@@ -23,3 +23,13 @@ def stamp(labels: Any, owner: str | None) -> dict[str, str]:
     if owner is not None:
         out[OWNER_LABEL] = owner
     return out
+
+
+def stamp_volume_mounts(mounts: Any, owner: str | None) -> None:
+    """Volumes a mount creates on the fly (``Mounts[type=volume]``, on any node for a
+    service) carry the owner too, through ``VolumeOptions.Labels``."""
+    for mount in mounts or []:
+        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
+            options = mount.get("VolumeOptions") or {}
+            mount["VolumeOptions"] = options
+            options["Labels"] = stamp(options.get("Labels"), owner)

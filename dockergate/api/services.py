@@ -12,7 +12,7 @@ from typing import Any
 from dockergate.api.containers import referenced_owned, volume_usable
 from dockergate.api.dispatch import handles, own_filters, owned_object, who
 from dockergate.api.exchange import Exchange
-from dockergate.api.labels import stamp
+from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_service
 from dockergate.policy.quota import check_service_quota, user_lock
@@ -52,11 +52,7 @@ async def _service_spec(
     if not isinstance(container, dict):
         container = template["ContainerSpec"] = {}
     container["Labels"] = stamp(container.get("Labels"), owner)
-    for mount in container.get("Mounts") or []:
-        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
-            options = mount.get("VolumeOptions") or {}
-            mount["VolumeOptions"] = options
-            options["Labels"] = stamp(options.get("Labels"), owner)
+    stamp_volume_mounts(container.get("Mounts"), owner)
     await _check_references(ex, spec, template, container)
     check_service(ex.profile, spec, await ex.daemon.facts())
     await ex.hold(user_lock(ex.identity.name))

@@ -126,10 +126,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
-        conn = self.headers.tokens("connection")
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
+        return _keep_alive(self.version, self.headers)
 
     @property
     def upgrade(self) -> str | None:
@@ -150,10 +147,15 @@ class Response:
 
     @property
     def keep_alive(self) -> bool:
-        conn = self.headers.tokens("connection")
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
+        return _keep_alive(self.version, self.headers)
+
+
+def _keep_alive(version: str, headers: Headers) -> bool:
+    """HTTP/1.1 persists unless told to close; HTTP/1.0 only when asked to keep alive."""
+    conn = headers.tokens("connection")
+    if version == "HTTP/1.0":
+        return "keep-alive" in conn
+    return "close" not in conn
 
 
 def _split_head(raw: bytes) -> tuple[bytes, list[bytes]]:
