@@ -6,8 +6,10 @@
 # Installs what is missing (apt: docker.io busybox-static util-linux iproute2 procps curl;
 # the project venv in .venv with the [test] extras), starts containerd + dockerd under
 # /var/tmp/dockergate-test/<id>, imports busybox:latest from busybox-static, makes the
-# engine a single-node swarm on 127.0.0.1, runs pytest with
-# DOCKERGATE_TEST_DOCKER_HOST=unix://<private socket>, and always tears it all down.
+# engine a swarm manager on 127.0.0.1 with a second engine as a drained worker on
+# 127.0.0.2 (both in one private network namespace), runs pytest with
+# DOCKERGATE_TEST_DOCKER_HOST=unix://<private socket> (and ..._HOST2 for the worker),
+# and always tears it all down.
 # Exit code: pytest's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,10 @@ cleanup_stale_run_dirs
 start_private_dockerd
 import_busybox "$PRIV_DOCKER_HOST"
 init_swarm "$PRIV_DOCKER_HOST"
+# A second node (a drained worker on 127.0.0.2) for the cluster-wide purge.
+start_second_dockerd
+import_busybox "$PRIV_DOCKER_HOST2"
+join_second_node "$PRIV_DOCKER_HOST" "$PRIV_DOCKER_HOST2"
 # The store tests (unit and identity) run on SQLite and on a private PostgreSQL.
 PG_DIR="$PRIV_RUN/pg"
 pg_start "$PG_DIR" "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" >/dev/null
@@ -57,6 +63,7 @@ set +e
 env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT \
     -u DOCKER_API_VERSION -u DOCKER_CONFIG \
     DOCKERGATE_TEST_DOCKER_HOST="$PRIV_DOCKER_HOST" \
+    DOCKERGATE_TEST_DOCKER_HOST2="$PRIV_DOCKER_HOST2" \
     DOCKERGATE_TEST_RUN_DIR="$PRIV_RUN" \
     .venv/bin/python -m pytest "$@"
 rc=$?

@@ -197,8 +197,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 @pytest.fixture
 def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., Gate]]:
     """Start extra gates for one test: gate_factory(upstream=None, *, tls=True,
-    extra_args=(), state_dir=None, init=True, wait=True). Each is stopped (SIGTERM)
-    at the end of the test, which fails if it had crashed."""
+    extra_args=(), state_dir=None, init=True, wait=True, tls_host="127.0.0.1",
+    tls_port=None). Each is stopped (SIGTERM) at the end of the test, which fails if
+    it had crashed."""
     started: list[Gate] = []
 
     def make(
@@ -209,6 +210,8 @@ def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., 
         state_dir: str | os.PathLike[str] | None = None,
         init: bool = True,
         wait: bool = True,
+        tls_host: str = "127.0.0.1",
+        tls_port: int | None = None,
     ) -> Gate:
         g = new_gate(
             session_dir,
@@ -216,6 +219,8 @@ def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., 
             tls=tls,
             extra_args=extra_args,
             state_dir=state_dir,
+            tls_host=tls_host,
+            tls_port=tls_port,
         )
         if init and not state_dir:
             g.init()

@@ -223,6 +223,7 @@ class Gate:
     upstream: str
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    tls_host: str = "127.0.0.1"  # any loopback address (127.0.0.2: a second "node")
     proc: subprocess.Popen[bytes] | None = None
     _log_file: Any = None
 
@@ -234,11 +235,11 @@ class Gate:
     def tls_url(self) -> str:
         if self.tls_port is None:
             raise RuntimeError("this gate has no TLS listener")
-        return f"tcp://127.0.0.1:{self.tls_port}"
+        return f"tcp://{self.tls_host}:{self.tls_port}"
 
     @property
     def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.tls_port}"
+        return f"https://{self.tls_host}:{self.tls_port}"
 
     @property
     def admin_cert_dir(self) -> Path:
@@ -295,7 +296,7 @@ class Gate:
             str(self.socket),
         ]
         if self.tls_port is not None:
-            argv += ["--tls-listen", f"127.0.0.1:{self.tls_port}"]
+            argv += ["--tls-listen", f"{self.tls_host}:{self.tls_port}"]
         argv += self.extra_args
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -331,11 +332,13 @@ class Gate:
         if self.tls_port is not None:
             while time.monotonic() < deadline:
                 with contextlib.suppress(OSError):
-                    socket.create_connection(("127.0.0.1", self.tls_port), timeout=1).close()
+                    socket.create_connection((self.tls_host, self.tls_port), timeout=1).close()
                     return
                 time.sleep(0.1)
             self.kill()
-            pytest.fail(f"TLS listener 127.0.0.1:{self.tls_port} not up; output:\n{self.log()}")
+            pytest.fail(
+                f"TLS listener {self.tls_host}:{self.tls_port} not up; output:\n{self.log()}"
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -385,6 +388,8 @@ def new_gate(
     tls: bool = True,
     extra_args: Sequence[str] = (),
     state_dir: str | os.PathLike[str] | None = None,
+    tls_host: str = "127.0.0.1",
+    tls_port: int | None = None,
 ) -> Gate:
     """A Gate (not started) in a fresh world-traversable directory under ``base``."""
     d = Path(tempfile.mkdtemp(prefix="g", dir=base))
@@ -392,10 +397,11 @@ def new_gate(
     return Gate(
         state_dir=Path(state_dir) if state_dir else d / "state",
         socket=d / "gate.sock",
-        tls_port=free_port() if tls else None,
+        tls_port=(tls_port or free_port()) if tls else None,
         upstream=upstream,
         log_path=d / "gate.log",
         extra_args=list(extra_args),
+        tls_host=tls_host,
     )
 
 

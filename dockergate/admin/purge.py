@@ -31,6 +31,7 @@ from dockergate.proxy.daemon import Daemon, DaemonReply, ref
 from dockergate.store.repository import NAME_RE
 
 KINDS = ("service", "container", "volume", "network", "secret", "config")
+SWARM_KINDS = frozenset({"service", "secret", "config"})  # one set per swarm, not per node
 CONCURRENCY = 8  # removals in flight per kind
 IN_USE_WAIT = 20.0  # seconds to wait for an object Swarm is still releasing
 IN_USE_POLL = 0.5
@@ -58,6 +59,7 @@ class PurgeOptions:
     volumes: bool = False
     networks: bool = False
     everything: bool = False  # --all: volumes, networks, secrets and configs too
+    node_only: bool = False  # only this engine's objects: no services, secrets, configs
 
     def __post_init__(self) -> None:
         if not NAME_RE.fullmatch(self.user):
@@ -77,6 +79,8 @@ class PurgeOptions:
             wanted.add("network")
         if self.everything:
             wanted |= {"secret", "config"}
+        if self.node_only:
+            wanted -= SWARM_KINDS
         return tuple(k for k in KINDS if k in wanted)
 
     def as_json(self) -> dict[str, Any]:
@@ -87,6 +91,7 @@ class PurgeOptions:
             "volumes": self.volumes,
             "networks": self.networks,
             "all": self.everything,
+            "node_only": self.node_only,
         }
 
     @classmethod
@@ -95,7 +100,7 @@ class PurgeOptions:
         guessing (a typo in ``dry_run`` must not turn a dry run into a purge)."""
         if not isinstance(obj, dict):
             raise ValueError("the body must be a JSON object")
-        known = {"user", "dry_run", "stop_only", "volumes", "networks", "all"}
+        known = {"user", "dry_run", "stop_only", "volumes", "networks", "all", "node_only"}
         unknown = sorted(set(obj) - known)
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -115,6 +120,7 @@ class PurgeOptions:
             volumes=flags["volumes"],
             networks=flags["networks"],
             everything=flags["all"],
+            node_only=flags["node_only"],
         )
 
     def command_line(self) -> str:
@@ -126,6 +132,7 @@ class PurgeOptions:
             ("--volumes", self.volumes),
             ("--networks", self.networks),
             ("--all", self.everything),
+            ("--node-only", self.node_only),
         ):
             if on:
                 parts.append(flag)
@@ -247,9 +254,13 @@ class _Found:
     obj: dict[str, Any]
 
 
-async def _list(daemon: Daemon, kind: str, user: str) -> list[_Found] | None:
+async def _list(
+    daemon: Daemon, kind: str, user: str, node_only: bool = False
+) -> list[_Found] | None:
     """Objects of ``kind`` owned by ``user``; None when the engine has no such list
-    (services, secrets and configs exist only on a swarm manager)."""
+    (services, secrets and configs exist only on a swarm manager). With ``node_only``,
+    swarm-scoped networks are left to the purge on a manager: a worker cannot remove
+    them, and a manager's purge removes them for the whole swarm."""
     flt = owner_filter(user)
     path = {
         "service": f"/services?filters={flt}",
@@ -277,6 +288,8 @@ async def _list(daemon: Daemon, kind: str, user: str) -> list[_Found] | None:
         elif kind == "volume":
             found.append(_Found(kind, str(obj.get("Name", "")), str(obj.get("Name", "")), obj))
         elif kind == "network":
+            if node_only and obj.get("Scope") == "swarm":
+                continue
             found.append(_Found(kind, str(obj.get("Id", "")), str(obj.get("Name", "")), obj))
         else:
             spec = obj.get("Spec") or {}
@@ -429,7 +442,7 @@ async def purge(daemon: Daemon, opts: PurgeOptions) -> PurgeReport:
     listed; failures on single objects are rows with ``ok=False``."""
     report = PurgeReport(opts)
     for kind in opts.kinds:
-        found = await _list(daemon, kind, opts.user)
+        found = await _list(daemon, kind, opts.user, opts.node_only)
         if found is None:
             if kind == "service":
                 report.notes.append(

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import os
 import re
 import sys
 import time
@@ -21,11 +22,13 @@ from typing import Any, TypeVar
 
 import click
 
+from dockergate.admin import cluster
 from dockergate.admin.client import GateClient, GateClientError, TLSOptions
 from dockergate.admin.purge import PurgeError, PurgeOptions, PurgeReport, purge
 from dockergate.admin.usage import collect_usage
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
+from dockergate.cli.init_cmd import ADMIN_BUNDLE
 from dockergate.cli.user_cmd import table
 from dockergate.config import Settings
 from dockergate.listen.tlsconfig import upstream_context
@@ -124,6 +127,120 @@ def purge_table(report: PurgeReport) -> str:
     return table(("KIND", "NAME", "ID", "RESULT"), rows)
 
 
+@dataclasses.dataclass
+class PurgeTarget:
+    """One engine to purge: through its gate (``client``) or, for the local one, on
+    the daemon the settings name. ``label`` heads its part of a multi-node report."""
+
+    label: str
+    where: str
+    client: GateClient | None = None
+    node_only: bool = False
+
+    def run(self, settings: Settings, opts: PurgeOptions) -> PurgeReport:
+        opts = dataclasses.replace(opts, node_only=opts.node_only or self.node_only)
+        if self.client is None:
+            try:
+                return on_daemon(settings, lambda daemon: purge(daemon, opts))
+            except PurgeError as exc:
+                raise click.ClickException(str(exc)) from exc
+        try:
+            answer = self.client.call(
+                "POST", "/_dockergate/purge", opts.as_json(), timeout=PURGE_TIMEOUT
+            )
+        except GateClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+        try:
+            return PurgeReport.from_dict(answer)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise click.ClickException(f"unexpected answer from {self.where}: {exc}") from exc
+
+
+@dataclasses.dataclass
+class NodeOutcome:
+    target: PurgeTarget
+    report: PurgeReport | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or (self.report is not None and self.report.failed > 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.target.label, "gate": self.target.where}
+        if self.report is not None:
+            out["report"] = self.report.as_dict()
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def _cluster_targets(
+    settings: Settings,
+    entry: GateClient | None,
+    gate_port_opt: int | None,
+    tls: TLSOptions,
+) -> list[PurgeTarget]:
+    """The entry engine (a manager: it has the node list and does the swarm-wide part)
+    first, then every other node's gate, reached with the admin bundle."""
+
+    def ask(path: str) -> Any:
+        if entry is not None:
+            try:
+                return entry.call("GET", path)
+            except GateClientError as exc:
+                raise click.ClickException(str(exc)) from exc
+
+        async def work(daemon: Daemon) -> Any:
+            reply = await daemon.get(path)
+            if not reply.ok:
+                raise click.ClickException(
+                    f"GET {path} on {settings.upstream}: HTTP {reply.status} "
+                    f"{reply.body.decode(errors='replace').strip()}"
+                )
+            return reply.json()
+
+        return on_daemon(settings, work)
+
+    info = ask("/info") or {}
+    swarm = info.get("Swarm") or {}
+    if not swarm.get("ControlAvailable"):
+        where = entry.host if entry is not None else settings.upstream
+        raise click.ClickException(
+            f"--all-nodes needs the node list of a swarm manager, and {where} is not one "
+            "(run it on a manager, or pass --host tcp://MANAGER:PORT)"
+        )
+    port = gate_port_opt or cluster.gate_port(ask("/services") or []) or cluster.DEFAULT_PORT
+    gates, problems = cluster.node_gates(ask("/nodes") or [], port)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    own = str(swarm.get("NodeID") or "")
+    entry_where = entry.host if entry is not None else settings.upstream
+    targets: list[PurgeTarget] = []
+    env = _admin_bundle_env(settings, tls)
+    for g in gates:
+        if g.node_id == own:
+            targets.insert(0, PurgeTarget(g.describe(), entry_where, entry))
+            continue
+        try:
+            client = GateClient.from_env(g.url, dataclasses.replace(tls), env=env)
+        except GateClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+        targets.append(PurgeTarget(g.describe(), g.url, client, node_only=True))
+    return targets
+
+
+def _admin_bundle_env(settings: Settings, tls: TLSOptions) -> dict[str, str]:
+    """The environment the node gates' TLS is configured from: the caller's, or,
+    when they name no bundle at all, this state dir's admin bundle (verified)."""
+    env = dict(os.environ)
+    admin = settings.clients_dir / ADMIN_BUNDLE
+    if not env.get("DOCKER_CERT_PATH") and not tls.cert and (admin / "cert.pem").exists():
+        env["DOCKER_CERT_PATH"] = str(admin)
+        env.setdefault("DOCKER_TLS_VERIFY", "1")
+    return env
+
+
 @click.command("purge")
 @click.option(
     "--user",
@@ -139,6 +256,24 @@ def purge_table(report: PurgeReport) -> str:
 @click.option("--volumes", is_flag=True, help="Remove the user's named volumes too (data!).")
 @click.option("--networks", is_flag=True, help="Remove the user's networks too.")
 @click.option("--all", "everything", is_flag=True, help="Volumes, networks, secrets, configs too.")
+@click.option(
+    "--all-nodes",
+    is_flag=True,
+    help="Every node of the swarm, each through its own gate (admin bundle); run on a "
+    "manager or with --host tcp://MANAGER:PORT.",
+)
+@click.option(
+    "--gate-port",
+    type=click.IntRange(1, 65535),
+    help="With --all-nodes: the gates' TLS port (default: the gate service's "
+    "dockergate.tls-port label, else 2376).",
+)
+@click.option(
+    "--node-only",
+    is_flag=True,
+    help="Only this engine's containers, volumes and local networks (no services, "
+    "secrets, configs: those are swarm-wide).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @tls_options
@@ -151,6 +286,9 @@ def purge_cmd(
     volumes: bool,
     networks: bool,
     everything: bool,
+    all_nodes: bool,
+    gate_port: int | None,
+    node_only: bool,
     yes: bool,
     as_json: bool,
     host: str | None,
@@ -159,92 +297,117 @@ def purge_cmd(
     tlscert: str | None,
     tlskey: str | None,
 ) -> None:
-    """Remove (or stop) everything NAME owns on the engine.
+    """Remove (or stop) everything NAME owns on the engine (with --all-nodes: on every
+    node of the swarm).
 
     Services first (swarm-wide on a manager), then containers (forced), then with
     --volumes/--networks/--all the rest. Works for disabled and removed users.
-    Exit status 1 if anything could not be removed; running it again is safe.
+    Exit status 1 if anything could not be removed (or a node could not be reached);
+    running it again is safe.
     """
     started = time.time()
     try:
-        opts = PurgeOptions(name, dry_run, stop_only, volumes, networks, everything)
+        opts = PurgeOptions(name, dry_run, stop_only, volumes, networks, everything, node_only)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if all_nodes and node_only:
+        raise click.UsageError("--all-nodes and --node-only contradict each other")
+    if gate_port and not all_nodes:
+        raise click.UsageError("--gate-port goes with --all-nodes")
     settings = ctx.settings()
-
-    if host:
-        client = gate_client(host, tlsverify, tlscacert, tlscert, tlskey)
-
-        def run(o: PurgeOptions) -> PurgeReport:
-            try:
-                answer = client.call(
-                    "POST", "/_dockergate/purge", o.as_json(), timeout=PURGE_TIMEOUT
-                )
-            except GateClientError as exc:
-                raise click.ClickException(str(exc)) from exc
-            try:
-                return PurgeReport.from_dict(answer)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise click.ClickException(f"unexpected answer from {host}: {exc}") from exc
-
-    else:
-
-        def run(o: PurgeOptions) -> PurgeReport:
-            try:
-                return on_daemon(settings, lambda daemon: purge(daemon, o))
-            except PurgeError as exc:
-                raise click.ClickException(str(exc)) from exc
-
+    tls = TLSOptions(tlsverify, tlscacert, tlscert, tlskey)
+    entry = gate_client(host, tlsverify, tlscacert, tlscert, tlskey) if host else None
     where = host or settings.upstream
+    if all_nodes:
+        targets = _cluster_targets(settings, entry, gate_port, tls)
+    else:
+        targets = [PurgeTarget(where, where, entry)]
+
+    def run_all(o: PurgeOptions) -> list[NodeOutcome]:
+        outcomes = []
+        for target in targets:
+            try:
+                outcomes.append(NodeOutcome(target, target.run(settings, o)))
+            except click.ClickException as exc:
+                if not all_nodes:
+                    raise
+                outcomes.append(NodeOutcome(target, error=exc.message))
+        return outcomes
+
     if not dry_run and not yes:
-        plan = run(dataclasses.replace(opts, dry_run=True))
-        if not plan.rows:
-            _report(plan, as_json, where)
+        plan = run_all(dataclasses.replace(opts, dry_run=True))
+        planned = sum(len(o.report.rows) for o in plan if o.report is not None)
+        if not planned and not any(o.error for o in plan):
+            _report(plan, as_json, all_nodes)
             return
-        click.echo(purge_table(plan))
-        for note in plan.notes:
-            click.echo(f"note: {note}", err=True)
+        _report(plan, False, all_nodes, quiet_summary=True)
         if not sys.stdin.isatty():
             raise click.ClickException(
                 "refusing to purge without confirmation: stdin is not a terminal; "
                 "pass --yes (review the list above, or run with --dry-run first)"
             )
         verb = "stop" if stop_only else "remove"
+        place = f"{len(targets)} node(s)" if all_nodes else where
         if not click.confirm(
-            f"{verb} these {len(plan.rows)} object(s) of {name!r} on {where}?", default=False
+            f"{verb} these {planned} object(s) of {name!r} on {place}?", default=False
         ):
             raise click.ClickException("aborted; nothing was changed")
-    report = run(opts)
-    _report(report, as_json, where)
+    outcomes = run_all(opts)
+    _report(outcomes, as_json, all_nodes)
+    failed = any(o.failed for o in outcomes)
     if not host and not dry_run:
+        detail = "; ".join(
+            (f"{o.target.label}: " if all_nodes else "")
+            + (o.report.summary() if o.report else f"error: {o.error}")
+            for o in outcomes
+        )
         actions.record(
             settings,
             actions.cli_record(
-                opts.command_line(),
+                opts.command_line() + (" --all-nodes" if all_nodes else ""),
                 kind="user",
                 object_id=name,
-                ok=report.failed == 0,
-                rule=f"{report.failed} object(s) could not be handled" if report.failed else None,
-                detail=report.summary(),
+                ok=not failed,
+                rule="some objects or nodes could not be handled" if failed else None,
+                detail=detail,
                 started=started,
             ),
         )
-    if report.failed:
+    if failed:
         sys.exit(1)
 
 
-def _report(report: PurgeReport, as_json: bool, where: str) -> None:
+def _report(
+    outcomes: list[NodeOutcome], as_json: bool, per_node: bool, quiet_summary: bool = False
+) -> None:
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        if per_node:
+            click.echo(json.dumps({"nodes": [o.as_dict() for o in outcomes]}, indent=2))
+        elif outcomes[0].report is not None:
+            click.echo(json.dumps(outcomes[0].report.as_dict(), indent=2))
         return
-    for note in report.notes:
-        click.echo(f"note: {note}", err=True)
-    if not report.rows:
-        click.echo(f"nothing owned by {report.options.user!r} on {where}")
-        return
-    click.echo(purge_table(report))
-    prefix = "dry run: " if report.options.dry_run else ""
-    click.echo(f"{prefix}{report.summary()}", err=True)
+    for o in outcomes:
+        if per_node:
+            click.echo(f"== {o.target.label}")
+        if o.error is not None:
+            click.echo(f"error: {o.error}", err=True)
+            continue
+        report = o.report
+        assert report is not None
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        if not report.rows:
+            click.echo(f"nothing owned by {report.options.user!r} on {o.target.where}")
+            continue
+        click.echo(purge_table(report))
+        if not quiet_summary:
+            prefix = "dry run: " if report.options.dry_run else ""
+            click.echo(f"{prefix}{report.summary()}", err=True)
+    if per_node and not quiet_summary:
+        bad = sum(1 for o in outcomes if o.failed)
+        click.echo(
+            f"{len(outcomes)} node(s): {len(outcomes) - bad} done, {bad} with failures", err=True
+        )
 
 
 # -- audit --------------------------------------------------------------------------------

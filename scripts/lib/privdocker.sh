@@ -95,11 +95,10 @@ _run_dir_pids() {
         }'
 }
 
-# Undo everything a run dir holds: engine, containerd, shims, containers, mounts,
-# cgroups, files. Safe to call on a half-started or already-cleaned run dir.
-cleanup_run_dir() {
+# Stop one engine of a run (its containers, dockerd, containerd): the run dir itself
+# or its second node's dir.
+_stop_engine() {
     local run=$1 sock pid
-    [ -d "$run" ] || return 0
     sock="unix://$run/docker.sock"
     pid=$(cat "$run/dockerd.pid" 2>/dev/null || true)
     if _pid_alive "$pid" && [ -S "$run/docker.sock" ]; then
@@ -114,6 +113,15 @@ cleanup_run_dir() {
     fi
     _stop_pid "$pid" 200
     _stop_pid "$(cat "$run/containerd.pid" 2>/dev/null || true)" 100
+}
+
+# Undo everything a run dir holds: engines, containerds, shims, containers, mounts,
+# cgroups, files. Safe to call on a half-started or already-cleaned run dir.
+cleanup_run_dir() {
+    local run=$1
+    [ -d "$run" ] || return 0
+    [ -d "$run/n2" ] && _stop_engine "$run/n2"
+    _stop_engine "$run"
     local -a left=()
     mapfile -t left < <(_run_dir_pids "$run")
     if ((${#left[@]})); then
@@ -132,12 +140,11 @@ cleanup_run_dir() {
     fi
     # Our containers' cgroups (cgroupfs driver, --cgroup-parent=<run dir name>).
     local cg
-    cg=$(cat "$run/cgroup-parent" 2>/dev/null || true)
-    if [ -n "$cg" ]; then
+    for cg in $(cat "$run/cgroup-parent" "$run/n2/cgroup-parent" 2>/dev/null || true); do
         find /sys/fs/cgroup -maxdepth 2 -type d -name "$cg" 2>/dev/null | while read -r d; do
             find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
         done
-    fi
+    done
     rm -rf --one-file-system "$run" 2>/dev/null || rm -rf "$run" || true
 }
 
@@ -163,23 +170,38 @@ start_private_dockerd() {
     PRIV_RUN=$(mktemp -d "$PRIV_BASE/XXXXXX")
     chmod 0755 "$PRIV_RUN"
     _proc_identity $$ >"$PRIV_RUN/owner"
-    local run=$PRIV_RUN
-    local cg="dockergate-test-${run##*/}"
-    echo "$cg" >"$run/cgroup-parent"
-    PRIV_DOCKER_HOST="unix://$run/docker.sock"
+    PRIV_DOCKER_HOST="unix://$PRIV_RUN/docker.sock"
 
     # A network namespace of its own with only `lo`: swarm's fixed ports (7946 ...) can't
     # clash with another engine, docker_gwbridge/ingress stay out of the host, and the
     # engine has no route to anything but loopback.
-    touch "$run/netns"
-    unshare --net="$run/netns" true
+    touch "$PRIV_RUN/netns"
+    unshare --net="$PRIV_RUN/netns" true
+    nsenter --net="$PRIV_RUN/netns" ip link set lo up
+    _start_engine "$PRIV_RUN" "dockergate-test-${PRIV_RUN##*/}"
+}
+
+# A second engine of the same run (run dir/n2, same network namespace), for the tests
+# that need two nodes (purge --all-nodes). Sets PRIV_DOCKER_HOST2.
+start_second_dockerd() {
+    local dir="$PRIV_RUN/n2"
+    mkdir -p "$dir"
+    PRIV_DOCKER_HOST2="unix://$dir/docker.sock"
+    _start_engine "$dir" "dockergate-test-${PRIV_RUN##*/}-n2"
+}
+
+# containerd + dockerd with everything under $1 (sockets, data and exec roots, pidfiles,
+# logs), in the run's network namespace, containers under cgroup parent $2.
+_start_engine() {
+    local run=${1:?engine dir} cg=${2:?cgroup parent}
+    local host="unix://$run/docker.sock"
+    echo "$cg" >"$run/cgroup-parent"
     # setsid: the daemons get no terminal or process-group signals (Ctrl-C, a CI killing
     # our group); cleanup_run_dir stops them in order.
-    local -a inns=(setsid nsenter --net="$run/netns")
-    nsenter --net="$run/netns" ip link set lo up
+    local -a inns=(setsid nsenter --net="$PRIV_RUN/netns")
 
     mkdir -p "$run/ctd"
-    cat >"$run/ctd/config.toml" <<EOF
+    cat >"$run/ctd/config.toml" <<CONFIG
 version = 2
 root = "$run/ctd/root"
 state = "$run/ctd/state"
@@ -188,7 +210,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$run/ctd.sock"
 [debug]
   level = "warn"
-EOF
+CONFIG
     "${inns[@]}" containerd --config "$run/ctd/config.toml" >"$run/containerd.log" 2>&1 &
     echo $! >"$run/containerd.pid"
 
@@ -199,7 +221,7 @@ EOF
         --data-root "$run/data" \
         --exec-root "$run/x" \
         --pidfile "$run/dockerd.pid" \
-        -H "$PRIV_DOCKER_HOST" \
+        -H "$host" \
         --containerd "$run/ctd.sock" \
         --cgroup-parent "$cg" \
         --bridge=none --iptables=false --ip6tables=false --ip-forward=false \
@@ -209,7 +231,7 @@ EOF
         >"$run/dockerd.log" 2>&1 &
     local dpid=$!
     local n=600
-    until docker -H "$PRIV_DOCKER_HOST" version >/dev/null 2>&1; do
+    until docker -H "$host" version >/dev/null 2>&1; do
         if ! _pid_alive "$dpid" || ((n-- <= 0)); then
             _priv_log "dockerd did not come up; its log:"
             tail -n 40 "$run/dockerd.log" >&2
@@ -222,7 +244,7 @@ EOF
 
 # busybox:latest from Debian's busybox-static, imported (no registry needed).
 import_busybox() {
-    local host=$1 rootfs="$PRIV_RUN/rootfs" a
+    local host=$1 rootfs="$PRIV_RUN/rootfs.$RANDOM" a
     docker -H "$host" image inspect busybox:latest >/dev/null 2>&1 && return 0
     mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/root"
     chmod 1777 "$rootfs/tmp"
@@ -246,4 +268,16 @@ init_swarm() {
     local host=$1
     docker -H "$host" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2477 \
         --data-path-port 4799 >/dev/null
+}
+
+# The second engine joins the swarm as a worker on 127.0.0.2 (also loopback: swarm's
+# fixed gossip port 7946 is bound per address, so both fit in one namespace), and is
+# drained at once, so the other tests' tasks all stay on the first node.
+join_second_node() {
+    local manager=$1 worker=$2 token id
+    token=$(docker -H "$manager" swarm join-token -q worker)
+    docker -H "$worker" swarm join --token "$token" --advertise-addr 127.0.0.2 \
+        --listen-addr 127.0.0.2:2477 --data-path-addr 127.0.0.2 127.0.0.1:2477 >/dev/null
+    id=$(docker -H "$worker" info -f '{{.Swarm.NodeID}}')
+    docker -H "$manager" node update --availability drain "$id" >/dev/null
 }

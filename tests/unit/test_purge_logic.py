@@ -87,3 +87,12 @@ def test_summary_of_stop_only_and_empty() -> None:
     )
     assert report.summary() == "scaled to 0: 1 service; killed: 1 container; 0 failed"
     assert PurgeReport(PurgeOptions("bob")).summary() == "nothing owned by 'bob' on this engine"
+
+
+def test_node_only_leaves_swarm_objects_to_a_manager() -> None:
+    opts = PurgeOptions("bob", everything=True, node_only=True)
+    assert opts.kinds == ("container", "volume", "network")
+    assert PurgeOptions.from_json(opts.as_json()) == opts
+    assert opts.command_line() == "purge --user bob --all --node-only"
+    with pytest.raises(ValueError, match='"node_only" must be true or false'):
+        PurgeOptions.from_json({"user": "bob", "node_only": "yes"})
