@@ -21,6 +21,7 @@ from prometheus_client import (
 from dockergate.audit.record import RequestRecord
 
 if TYPE_CHECKING:
+    from dockergate.admin.usage import ObjectCounts
     from dockergate.server import Gate
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
@@ -73,3 +74,35 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def render_object_counts(counts: ObjectCounts | None) -> bytes:
+    """``dockergate_user_objects{user,kind}`` and ``dockergate_user_containers_running``,
+    counted from the daemon at scrape time (owner labels live on the daemon, not in the
+    gate), plus ``dockergate_user_objects_up``: 0 when the daemon could not be asked."""
+    registry = CollectorRegistry(auto_describe=False)
+    up = Gauge(
+        "dockergate_user_objects_up",
+        "1 if the per-user object counts below were read from the daemon at this scrape.",
+        registry=registry,
+    )
+    up.set(1 if counts is not None else 0)
+    if counts is not None:
+        objects = Gauge(
+            "dockergate_user_objects",
+            "Objects carrying each owner label on this engine, by kind (swarm kinds only "
+            "on managers).",
+            ["user", "kind"],
+            registry=registry,
+        )
+        running = Gauge(
+            "dockergate_user_containers_running",
+            "Running containers (service tasks included) of each owner on this engine.",
+            ["user"],
+            registry=registry,
+        )
+        for user, kinds in sorted(counts.by_user.items()):
+            for kind in counts.kinds:
+                objects.labels(user, kind).set(kinds.get(kind, 0))
+            running.labels(user).set(counts.running.get(user, 0))
+    return generate_latest(registry)

@@ -186,3 +186,62 @@ async def collect_usage(
         if name in rows:
             rows[name].last_activity = at
     return sorted(rows.values(), key=lambda r: (not r.registered, r.user))
+
+
+# -- object counts for the metrics endpoint -------------------------------------------------
+
+OBJECT_LISTS = {
+    "container": "/containers/json?all=1&filters={}",
+    "service": "/services?filters={}",
+    "volume": "/volumes?filters={}",
+    "network": "/networks?filters={}",
+    "secret": "/secrets?filters={}",
+    "config": "/configs?filters={}",
+}
+
+
+@dataclass
+class ObjectCounts:
+    """What every owner label holds on this engine, by kind; ``running`` counts the
+    running containers. Kinds the engine has no list for (services, secrets and
+    configs on a non-manager) are absent, not zero."""
+
+    by_user: dict[str, dict[str, int]]
+    running: dict[str, int]
+    kinds: tuple[str, ...]
+
+
+def _labels_of(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    labels = obj.get("Labels") if kind in ("container", "volume", "network") else None
+    if labels is None and kind not in ("container", "volume", "network"):
+        labels = (obj.get("Spec") or {}).get("Labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+async def count_objects(daemon: Daemon) -> ObjectCounts:
+    """One filtered list per kind (the daemon filters on the owner label's presence),
+    run concurrently. Raises ``UpstreamError`` when the daemon is unreachable."""
+    flt = quote(q.encode_filters({"label": {OWNER_LABEL: True}}), safe="")
+    kinds = tuple(OBJECT_LISTS)
+    replies = await asyncio.gather(*(daemon.get(OBJECT_LISTS[k].format(flt)) for k in kinds))
+    by_user: dict[str, dict[str, int]] = {}
+    running: dict[str, int] = {}
+    listed = []
+    for kind, reply in zip(kinds, replies, strict=True):
+        if not reply.ok:
+            continue  # 503 on a worker for swarm kinds: not known here
+        listed.append(kind)
+        data = reply.json()
+        if kind == "volume":
+            data = (data or {}).get("Volumes")
+        for obj in data or []:
+            if not isinstance(obj, dict):
+                continue
+            owner = _labels_of(kind, obj).get(OWNER_LABEL)
+            if not isinstance(owner, str) or not owner:
+                continue
+            counts = by_user.setdefault(owner, {})
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "container" and obj.get("State") == "running":
+                running[owner] = running.get(owner, 0) + 1
+    return ObjectCounts(by_user, running, tuple(listed))

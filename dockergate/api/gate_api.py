@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+from dockergate.admin.usage import ObjectCounts, count_objects
 from dockergate.api.dispatch import handles
 from dockergate.api.exchange import Exchange
+from dockergate.metrics import render_object_counts
 from dockergate.policy.quota import usage
+from dockergate.proxy.upstream import UpstreamError
+
+log = logging.getLogger(__name__)
 
 
 @handles("gate.whoami")
@@ -48,6 +55,13 @@ async def health_authenticated(ex: Exchange) -> None:
 
 @handles("gate.metrics")
 async def metrics(ex: Exchange) -> None:
-    """Prometheus text format (the route is admin-only)."""
+    """Prometheus text format (the route is admin-only): the gate's own counters, then
+    the per-user object counts read from the daemon now (they are the daemon's state,
+    so a restarted gate reports them at once)."""
     assert ex.gate is not None
-    ex.reply = (200, ex.gate.metrics.render())
+    try:
+        counts: ObjectCounts | None = await count_objects(ex.daemon)
+    except UpstreamError as exc:
+        log.warning("metrics: per-user object counts skipped: %s", exc)
+        counts = None
+    ex.reply = (200, ex.gate.metrics.render() + render_object_counts(counts))
