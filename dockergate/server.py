@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,6 +49,7 @@ class Gate:
         self.closing = False
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
         self.servers: list[asyncio.Server] = []
+        self.tls_context: ssl.SSLContext | None = None
         self.streams = 0
         self.metrics = Metrics(self)
         self.sinks: list[Callable[[RequestRecord], None]] = [self.metrics.observe]
@@ -79,6 +81,28 @@ class Gate:
             self.profiles.directory,
             ", ".join(self.profiles.profiles),
         )
+
+    def reload_server_cert(self) -> None:
+        """SIGHUP: new TLS handshakes present the server certificate now on disk (after
+        ``dockergate init --rotate-server-cert``); open connections keep theirs. The
+        pair is tried on a scratch context first, so a half-written or mismatched
+        file never leaves the listener with a certificate and a key that disagree."""
+        if self.tls_context is None:
+            return
+        cert = self.settings.pki_dir / "server-cert.pem"
+        key = self.settings.pki_dir / "server-key.pem"
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+            self.tls_context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("server certificate reload failed, keeping the previous one: %s", exc)
+            return
+        log.info("server certificate reloaded from %s", cert)
+
+    def reload(self) -> None:
+        """SIGHUP: profiles and the server certificate."""
+        self.reload_profiles()
+        self.reload_server_cert()
 
     # -- health --------------------------------------------------------------------------
     async def health(self) -> tuple[int, dict[str, Any]]:
@@ -158,6 +182,7 @@ class Gate:
             ctx = server_context(
                 s.pki_dir / "server-cert.pem", s.pki_dir / "server-key.pem", s.pki_dir / "ca.pem"
             )
+            self.tls_context = ctx
             self.servers.append(await start_tls(s.tls_listen, ctx, self.handle))
             log.info("TLS listener on %s", s.tls_listen)
         if not self.servers:
@@ -208,7 +233,7 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, gate.reload_profiles)
+    loop.add_signal_handler(signal.SIGHUP, gate.reload)
     pidfile = settings.state_dir / "dockergate.pid"
     try:
         pidfile.write_text(f"{os.getpid()}\n")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+from pathlib import Path
 
 import click
 
 from dockergate.cli import Context, pass_ctx
+from dockergate.cli.policy_cmd import PIDFILE
 from dockergate.listen.pki import CertificateAuthority
 
 ADMIN_BUNDLE = "admin"
@@ -23,6 +26,8 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
         done.append(f"created CA {ca.cert_path}")
     if ca.ensure_server_cert(list(hostnames), rotate=rotate_server_cert):
         done.append(f"issued server certificate {ca.server_cert_path}")
+        if rotate_server_cert:
+            done.append(_tell_running_gate(settings.state_dir / PIDFILE))
     admin_dir = settings.clients_dir / ADMIN_BUNDLE
     if not (admin_dir / "cert.pem").exists():
         issued = ca.issue_client(ADMIN_BUNDLE, days=3650)
@@ -32,6 +37,16 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
 
     done.extend(hooks.after_init(settings))
     return done
+
+
+def _tell_running_gate(pidfile: Path) -> str:
+    """A gate serving from this state dir re-reads its certificate on SIGHUP."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return "no running gate found (its pidfile): the next `serve` presents the new certificate"
+    return f"sent SIGHUP to dockergate (pid {pid}): new connections get the new certificate"
 
 
 @click.command()

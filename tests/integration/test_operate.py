@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,3 +104,75 @@ def test_metrics_refused_for_members(gate, unix_user):
     gate.dockergate("user", "add", "metrics-member", "--profile", "member", "--uid", str(u.uid))
     r = Raw(str(gate.socket), u.uid).request("GET", "/_dockergate/metrics")
     assert r.status == 403 and "admins only" in r.message
+
+
+def _server_cert(gate, server_hostname="localhost"):
+    """The TLS listener's certificate as a client with the admin bundle sees it, and
+    the open connection (left open: the caller checks it survives a rotation)."""
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(gate.admin_cert_dir / "ca.pem"))
+    ctx.load_cert_chain(gate.admin_cert_dir / "cert.pem", gate.admin_cert_dir / "key.pem")
+    raw = socket.create_connection(("127.0.0.1", gate.tls_port), timeout=10)
+    conn = ctx.wrap_socket(raw, server_hostname=server_hostname)
+    return conn.getpeercert(), conn
+
+
+def _ping_over(conn):
+    conn.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"OK"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_rotate_server_cert_reaches_a_running_gate(gate_factory, cli):
+    """`init --rotate-server-cert` issues a new certificate from the same CA and tells
+    the running gate (SIGHUP): new handshakes get it, open connections and every
+    issued bundle keep working; a broken certificate file is refused on reload and
+    the previous one stays in service."""
+    import time
+
+    g = gate_factory()
+    before, old_conn = _server_cert(g)
+    assert ("DNS", "rotated.example") not in before["subjectAltName"]
+    assert _ping_over(old_conn).startswith(b"HTTP/1.1 200")
+
+    r = g.dockergate("init", "--rotate-server-cert", "--hostname", "rotated.example")
+    assert "sent SIGHUP to dockergate" in r.stdout, r.stdout
+    deadline = time.monotonic() + 10
+    while True:
+        after, conn = _server_cert(g, server_hostname="rotated.example")
+        conn.close()
+        if after["serialNumber"] != before["serialNumber"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert after["serialNumber"] != before["serialNumber"]
+    assert ("DNS", "rotated.example") in after["subjectAltName"]
+    assert after["issuer"] == before["issuer"]
+    assert _ping_over(old_conn).startswith(b"HTTP/1.1 200")  # kept its session
+    old_conn.close()
+    r = cli(["version", "--format", "{{.Server.APIVersion}}"], listener="tls", gate=g)
+    assert r.returncode == 0, r.stderr  # the admin bundle issued before is still good
+
+    # A mismatched pair (another certificate's key) is refused; the listener keeps
+    # presenting the rotated certificate.
+    pki = g.state_dir / "pki"
+    key = (pki / "server-key.pem").read_bytes()
+    (pki / "server-key.pem").write_bytes((g.admin_cert_dir / "key.pem").read_bytes())
+    try:
+        size = g.log_size()
+        g.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "server certificate reload failed" not in g.log(size):
+            assert time.monotonic() < deadline, g.log(size)
+            time.sleep(0.1)
+        still, conn = _server_cert(g, server_hostname="rotated.example")
+        conn.close()
+        assert still["serialNumber"] == after["serialNumber"]
+    finally:
+        (pki / "server-key.pem").write_bytes(key)
