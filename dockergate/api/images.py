@@ -15,7 +15,7 @@ from dockergate.api.dispatch import handles, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied, apply_memory, check_image
+from dockergate.policy.checks import Denied, apply_memory, check_image, check_ulimits
 from dockergate.proxy.daemon import ref
 
 
@@ -103,6 +103,13 @@ async def _check_build(ex: Exchange) -> None:
     if res["Memory"]:
         query = q.replace(ex.query, "memory", str(res["Memory"]))
         ex.set_query(q.replace(query, "memswap", str(res.get("MemorySwap", -1))))
+    raw_ulimits = q.first(ex.query, "ulimits")
+    if raw_ulimits:
+        try:
+            ulimits = json.loads(raw_ulimits)
+        except ValueError:
+            raise Refusal(400, "build: the ulimits parameter is not JSON") from None
+        check_ulimits(profile, ulimits, "ulimits")
     shm = int(q.first(ex.query, "shmsize") or 0)
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")

@@ -13,7 +13,13 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from dockergate.policy.model import DEFAULT_CAPS, Profile, normalise_cap, parse_size
+from dockergate.policy.model import (
+    DEFAULT_CAPS,
+    UNLIMITED,
+    Profile,
+    normalise_cap,
+    parse_size,
+)
 
 NAMESPACES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 NANO = 1_000_000_000
@@ -295,6 +301,56 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
         )
 
 
+def check_oom_score_adj(profile: Profile, value: Any, field: str) -> None:
+    """A negative score makes the kernel kill the node's own processes before the
+    container's (the OOM that took a manager down killed the wrong things)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Denied(profile, "this OOM score", field, value, "a whole number")
+    if value < profile.oom_score_adj_min:
+        raise Denied(
+            profile,
+            "shielding the container from the OOM killer",
+            field,
+            value,
+            f"at least {profile.oom_score_adj_min}",
+        )
+
+
+def check_ulimits(profile: Profile, ulimits: Any, field: str) -> None:
+    """Each ulimit must be allowed by the profile, soft and hard at most its maximum
+    (Docker's -1 is unlimited, so it exceeds every finite maximum)."""
+    if profile.ulimits is None or not ulimits:
+        return
+    if not isinstance(ulimits, list):
+        raise Denied(profile, "these ulimits", field, ulimits, "a list of {Name, Soft, Hard}")
+    for i, entry in enumerate(ulimits):
+        here = f"{field}[{i}]"
+        if not isinstance(entry, dict):
+            raise Denied(profile, "these ulimits", here, entry, "{Name, Soft, Hard}")
+        name = str(entry.get("Name") or "")
+        if name not in profile.ulimits:
+            allowed = ", ".join(sorted(profile.ulimits)) or "none"
+            raise Denied(
+                profile, f"the {name or 'unnamed'} ulimit", here, name, f"allowed: {allowed}"
+            )
+        top = profile.ulimits[name]
+        if top == UNLIMITED:
+            continue
+        for part in ("Soft", "Hard"):
+            value = entry.get(part)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise Denied(profile, "these ulimits", f"{here}.{part}", value, "a whole number")
+            if value < 0 or value > top:
+                shown = "unlimited" if value < 0 else value
+                raise Denied(
+                    profile, f"this {name} ulimit", f"{here}.{part}", shown, f"at most {top}"
+                )
+
+
 def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> None:
     if host.get("Privileged") and not profile.privileged:
         raise Denied(
@@ -353,6 +409,8 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
         raise Denied(
             profile, "disabling the OOM killer", f"{prefix}.OomKillDisable", "true", "leave it on"
         )
+    check_oom_score_adj(profile, host.get("OomScoreAdj"), f"{prefix}.OomScoreAdj")
+    check_ulimits(profile, host.get("Ulimits"), f"{prefix}.Ulimits")
     log_type = str((host.get("LogConfig") or {}).get("Type") or "")
     if log_type and log_type not in profile.log_drivers:
         raise Denied(
@@ -432,6 +490,7 @@ def check_update(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> No
         raise Denied(
             profile, "swap", "MemorySwap", body["MemorySwap"], "memory and swap stay equal"
         )
+    check_ulimits(profile, body.get("Ulimits"), "Ulimits")
     apply_memory(profile, body, facts, "Memory", update=True)
     apply_cpus(profile, body, facts, "NanoCpus", update=True)
     apply_pids(profile, body, "PidsLimit", update=True)
@@ -489,6 +548,8 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
                 selinux,
                 "leave SELinux to Docker",
             )
+    check_ulimits(profile, container.get("Ulimits"), f"{prefix}.Ulimits")
+    check_oom_score_adj(profile, container.get("OomScoreAdj"), f"{prefix}.OomScoreAdj")
     for i, mount in enumerate(container.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
     if not profile.host_namespaces:

@@ -76,6 +76,17 @@ def _volumes(service: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     return binds, mounts
 
 
+def _ulimits(spec: Any) -> list[dict[str, Any]]:
+    """compose's ``ulimits: {nofile: {soft: 1, hard: 2}, nproc: 65535}`` as Docker's list."""
+    out = []
+    for name, value in (spec or {}).items() if isinstance(spec, dict) else []:
+        if isinstance(value, dict):
+            out.append({"Name": name, "Soft": value.get("soft"), "Hard": value.get("hard")})
+        else:
+            out.append({"Name": name, "Soft": value, "Hard": value})
+    return out
+
+
 def host_config(service: dict[str, Any]) -> dict[str, Any]:
     """The ``HostConfig`` ``docker compose up`` would send for a service."""
     binds, mounts = _volumes(service)
@@ -97,6 +108,8 @@ def host_config(service: dict[str, Any]) -> dict[str, Any]:
         "CgroupParent": service.get("cgroup_parent") or "",
         "Runtime": service.get("runtime") or "",
         "OomKillDisable": bool(service.get("oom_kill_disable")),
+        "OomScoreAdj": service.get("oom_score_adj"),
+        "Ulimits": _ulimits(service.get("ulimits")),
         "LogConfig": {"Type": (service.get("logging") or {}).get("driver") or ""},
         "Binds": binds,
         "Mounts": mounts,

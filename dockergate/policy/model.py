@@ -34,6 +34,36 @@ DEFAULT_CAPS = frozenset(
     }
 )
 
+UNLIMITED = -1  # a ulimit without a cap (Docker's -1 is RLIM_INFINITY)
+# The ulimits Docker knows (go-units), each with the highest hard value a profile
+# allows by default. Left out, so refused unless a profile lists them: rtprio and
+# rttime (realtime scheduling without CAP_SYS_NICE: a busy SCHED_FIFO loop starves
+# the node) and nice (raised CPU priority over everyone else's work).
+ULIMIT_NAMES = frozenset(
+    [
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ]
+)
+DEFAULT_ULIMITS: dict[str, int] = {
+    **{name: UNLIMITED for name in ULIMIT_NAMES - {"rtprio", "rttime", "nice", "nofile"}},
+    "nofile": 1 << 20,  # the kernel's default fs.nr_open
+}
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -94,6 +124,8 @@ class Profile:
     cgroup_parent: bool = False
     runtimes: tuple[str, ...] = ("runc",)
     oom_kill_disable: bool = False
+    oom_score_adj_min: int = 0  # below 0 shields a container from the OOM killer
+    ulimits: dict[str, int] | None = field(default_factory=lambda: dict(DEFAULT_ULIMITS))
     log_drivers: tuple[str, ...] = ("json-file", "local", "journald", "none")
     published_ports: tuple[tuple[int, int], ...] = ((1024, 65535),)
     registries: tuple[str, ...] = ("*",)
@@ -166,6 +198,8 @@ _SCHEMA: dict[str, Any] = {
         "cgroup_parent": bool,
         "runtimes": [str],
         "oom_kill_disable": bool,
+        "oom_score_adj_min": int,
+        "ulimits": "ulimits",
         "log_drivers": [str],
         "published_ports": [str],
         "registries": [str],
@@ -231,6 +265,8 @@ def _check(path: Path, node: yaml.Node, schema: Any, key: str) -> Any:
         if not isinstance(node, yaml.SequenceNode):
             raise PolicyError(f"{where}: expected a list")
         return [_check(path, item, schema[0], f"{key}[{i}]") for i, item in enumerate(node.value)]
+    if schema == "ulimits":
+        return _ulimits(path, node, key)
     if not isinstance(node, yaml.ScalarNode):
         raise PolicyError(f"{where}: expected a single value")
     value = yaml.load(yaml.serialize(node), Loader=yaml.SafeLoader)
@@ -263,6 +299,32 @@ def _check(path: Path, node: yaml.Node, schema: Any, key: str) -> Any:
     except ValueError as exc:
         raise PolicyError(f"{where}: {exc}") from None
     raise AssertionError(schema)
+
+
+def _ulimits(path: Path, node: yaml.Node, key: str) -> dict[str, int] | None:
+    """``any`` (no checks), or a mapping of ulimit name to the highest hard value (a
+    number or ``unlimited``); names not listed are refused."""
+    where = _where(path, node, key)
+    if isinstance(node, yaml.ScalarNode) and node.value == "any":
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        raise PolicyError(f"{where}: expected `any` or a mapping of ulimit name to its maximum")
+    out: dict[str, int] = {}
+    for k_node, v_node in node.value:
+        name = str(k_node.value)
+        here = _where(path, k_node, f"{key}.{name}")
+        if name not in ULIMIT_NAMES:
+            raise PolicyError(f"{here}: unknown ulimit; known: {', '.join(sorted(ULIMIT_NAMES))}")
+        if name in out:
+            raise PolicyError(f"{here}: duplicate key")
+        value = yaml.load(yaml.serialize(v_node), Loader=yaml.SafeLoader)
+        if value == "unlimited":
+            out[name] = UNLIMITED
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            out[name] = value
+        else:
+            raise PolicyError(f"{here}: expected a whole number >= 0 or `unlimited`")
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -338,6 +400,7 @@ class ProfileSet:
             "devices": c.get("devices"),
             "cgroup_parent": c.get("cgroup_parent"),
             "oom_kill_disable": c.get("oom_kill_disable"),
+            "oom_score_adj_min": c.get("oom_score_adj_min"),
             "containers_on_managers": c.get("on_managers"),
             "exec_privileged": d.get("exec", {}).get("privileged"),
             "exec_root": d.get("exec", {}).get("root"),
@@ -351,6 +414,8 @@ class ProfileSet:
             "quota_services": qd.get("services"),
         }
         kwargs.update({k: v for k, v in simple.items() if v is not None})
+        if "ulimits" in c:
+            kwargs["ulimits"] = c["ulimits"]
         if "device_paths" in c:
             kwargs["device_paths"] = tuple(c["device_paths"])
         if "cap_add" in c:

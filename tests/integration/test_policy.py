@@ -8,6 +8,7 @@ number through; an intern's service is kept off managers.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -179,6 +180,11 @@ def test_memory_cap_and_swap_pinned(run, direct_client):
         (["--userns", "host"], ["namespaces"]),
         (["-p", "80:80"], ["port"]),
         (["--pids-limit", "5000"], ["processes"]),
+        (["--ulimit", "rtprio=99"], ["rtprio ulimit", "allowed: "]),
+        (["--ulimit", "nice=-20"], ["nice ulimit"]),
+        (["--ulimit", "nofile=1024:-1"], ["nofile ulimit", "unlimited", "at most 1048576"]),
+        (["--ulimit", "nofile=2000000"], ["nofile ulimit", "at most 1048576"]),
+        (["--oom-score-adj", "-500"], ["OOM killer", "at least 0"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
@@ -208,11 +214,57 @@ def test_host_access_neighbours_work(run):
                 "json-file",
                 "--device",
                 "/dev/null",
+                "--ulimit",
+                "nofile=1024:4096",
+                "--ulimit",
+                "core=-1",
+                "--oom-score-adj",
+                "500",
                 "busybox",
                 "true",
             ]
         )
     )
+
+
+def test_service_and_build_ulimits(run, area, direct_client):
+    """The same ulimit rule on services (ContainerSpec.Ulimits) and legacy builds."""
+    name = f"pul-{uuid.uuid4().hex[:6]}"
+    refused(
+        run(
+            ["service", "create", "-d", "--name", name, "--ulimit", "rtprio=50", "busybox", "true"]
+        ),
+        "rtprio ulimit",
+    )
+    try:
+        ok(
+            run(
+                [
+                    "service",
+                    "create",
+                    "-d",
+                    "--name",
+                    name,
+                    "--ulimit",
+                    "nofile=4096",
+                    "busybox",
+                    "sleep",
+                    "60",
+                ]
+            )
+        )
+        spec = direct_client.services.get(name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert spec["Ulimits"] == [{"Name": "nofile", "Soft": 4096, "Hard": 4096}], spec
+    finally:
+        with contextlib.suppress(Exception):
+            direct_client.services.get(name).remove()
+    ctx = area / f"ctx-{uuid.uuid4().hex[:4]}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+    ctx.chmod(0o755)
+    env = {"DOCKER_BUILDKIT": "0"}
+    refused(run(["build", "--ulimit", "rtprio=99", str(ctx)], env=env), "rtprio ulimit")
+    ok(run(["build", "-q", "--ulimit", "nofile=4096", str(ctx)], env=env))
 
 
 def test_bind_mounts(run, area):

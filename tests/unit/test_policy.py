@@ -371,3 +371,57 @@ def test_device_allowlist(tmp_path: Path) -> None:
             check_container(profile, dev(bad), FACTS)
     with pytest.raises(Denied):
         check_container(profile, create(DeviceCgroupRules=["c 1:3 rwm"]), FACTS)
+
+
+def test_ulimits_default_allowlist(member: Profile, shipped: ProfileSet) -> None:
+    def ul(name: str, soft: int, hard: int) -> list[dict[str, object]]:
+        return [{"Name": name, "Soft": soft, "Hard": hard}]
+
+    check_container(member, create(Ulimits=ul("nofile", 1024, 1 << 20)), FACTS)
+    check_container(member, create(Ulimits=ul("core", -1, -1)), FACTS)  # unlimited allowed
+    for name in ("rtprio", "rttime", "nice"):
+        with pytest.raises(Denied, match=f"the {name} ulimit"):
+            check_container(member, create(Ulimits=ul(name, 1, 1)), FACTS)
+    with pytest.raises(Denied, match=r"nofile ulimit.*unlimited.*at most 1048576"):
+        check_container(member, create(Ulimits=ul("nofile", 1024, -1)), FACTS)
+    with pytest.raises(Denied, match="nofile ulimit"):
+        check_container(member, create(Ulimits=ul("nofile", (1 << 20) + 1, 1 << 20)), FACTS)
+    with pytest.raises(Denied, match="rtprio ulimit"):
+        check_update(member, {"Ulimits": ul("rtprio", 99, 99)}, FACTS)
+    with pytest.raises(Denied, match="rtprio ulimit"):
+        check_service(member, service(Ulimits=ul("rtprio", 99, 99)), FACTS)
+    check_container(shipped.profiles["admin"], create(Ulimits=ul("rtprio", 99, 99)), FACTS)
+
+
+def test_ulimits_and_oom_score_from_yaml(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "containers:\n  oom_score_adj_min: -100\n  ulimits: {nofile: 4096, rtprio: unlimited}\n"
+    )
+    (tmp_path / "any.yaml").write_text("containers:\n  ulimits: any\n")
+    profiles = ProfileSet(tmp_path)
+    p, anything = profiles.profiles["p"], profiles.profiles["any"]
+    assert p.ulimits == {"nofile": 4096, "rtprio": -1} and anything.ulimits is None
+    check_container(p, create(Ulimits=[{"Name": "rtprio", "Soft": 99, "Hard": 99}]), FACTS)
+    with pytest.raises(Denied, match="allowed: nofile, rtprio"):
+        check_container(p, create(Ulimits=[{"Name": "core", "Soft": 0, "Hard": 0}]), FACTS)
+    check_container(anything, create(Ulimits=[{"Name": "nice", "Soft": 1, "Hard": 1}]), FACTS)
+    check_container(p, create(OomScoreAdj=-100), FACTS)
+    with pytest.raises(Denied, match="at least -100"):
+        check_container(p, create(OomScoreAdj=-101), FACTS)
+    with pytest.raises(Denied, match="OOM killer"):
+        check_service(profiles.profiles["any"], service(OomScoreAdj=-1), FACTS)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("containers:\n  ulimits: {nofiles: 1}\n", "unknown ulimit"),
+        ("containers:\n  ulimits: {nofile: -5}\n", "whole number >= 0 or `unlimited`"),
+        ("containers:\n  ulimits: {nofile: lots}\n", "whole number >= 0 or `unlimited`"),
+        ("containers:\n  ulimits: all\n", "expected `any` or a mapping"),
+    ],
+)
+def test_ulimits_load_errors(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(PolicyError, match=message):
+        ProfileSet(tmp_path)
