@@ -98,7 +98,7 @@ async def _check_build(ex: Exchange) -> None:
         raise Denied(
             profile, "choosing the cgroup parent", "cgroupparent", parent, "leave it empty"
         )
-    res = {"Memory": int(q.first(ex.query, "memory") or 0)}
+    res = {"Memory": q.first_int(ex.query, "memory")}
     apply_memory(profile, res, await ex.daemon.facts(), "memory")
     if res["Memory"]:
         query = q.replace(ex.query, "memory", str(res["Memory"]))
@@ -110,7 +110,7 @@ async def _check_build(ex: Exchange) -> None:
         except ValueError:
             raise Refusal(400, "build: the ulimits parameter is not JSON") from None
         check_ulimits(profile, ulimits, "ulimits")
-    shm = int(q.first(ex.query, "shmsize") or 0)
+    shm = q.first_int(ex.query, "shmsize")
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")
 

@@ -51,6 +51,15 @@ def first(query: Query, key: str) -> str | None:
     return None
 
 
+def first_int(query: Query, key: str) -> int:
+    """A whole-number parameter (0 when absent). dockerd reads a malformed one as 0;
+    the gate refuses it instead of guessing what the client meant."""
+    text = (first(query, key) or "0").strip()
+    if len(text) > 20 or not text.lstrip("-").isdigit():
+        raise HTTPError(400, f"query parameter {key}={text[:40]!r} is not a whole number")
+    return int(text)
+
+
 def replace(query: Query, key: str, value: str | None) -> Query:
     """Drop every ``key`` parameter and, unless value is None, add exactly one."""
     out = [(k, v) for k, v in query if k != key]

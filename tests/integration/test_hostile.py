@@ -486,3 +486,17 @@ def test_daemon_side_fetches_refused(raw_users):
     assert r.status == 403 and "importing from a URL" in r.message
     r = raw_users["mallory"].request("POST", "/v1.41/build?remote=http://127.0.0.1:1/ctx.tar")
     assert r.status == 403 and "remote build contexts" in r.message
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["memory=abc", "shmsize=1e9", "memory=99999999999999999999999", "ulimits=not-json"],
+)
+def test_malformed_build_parameters_are_400(raw_users, query):
+    """dockerd reads a malformed number as 0; the gate answers 400 instead of guessing
+    (and never drops the connection without an answer)."""
+    r = raw_users["mallory"].request(
+        "POST", f"/v1.41/build?{query}", body=b"", ctype="application/x-tar"
+    )
+    assert r.status == 400, (r.status, r.message)
+    assert r.message.startswith("dockergate: "), r.message
