@@ -39,6 +39,12 @@ class Settings:
     # 0666 is safe: identity comes from the kernel (SO_PEERCRED), not from file modes.
     socket_mode: int = 0o666
     tls_listen: str | None = None
+    # The listener's certificate, key and the CA its clients' certificates chain to;
+    # default: the state dir's pki/ files. Set them to serve from elsewhere, e.g. the
+    # Docker secrets of deploy/dockergate-stack.yml (no CA key needed on the nodes).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     # uid 0 on the unix socket is the built-in admin unless this is turned off.
     root_is_admin: bool = True
     log_level: str = "info"
@@ -58,6 +64,18 @@ class Settings:
     @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
+
+    @property
+    def server_cert_path(self) -> Path:
+        return Path(self.tls_cert) if self.tls_cert else self.pki_dir / "server-cert.pem"
+
+    @property
+    def server_key_path(self) -> Path:
+        return Path(self.tls_key) if self.tls_key else self.pki_dir / "server-key.pem"
+
+    @property
+    def client_ca_path(self) -> Path:
+        return Path(self.tls_ca) if self.tls_ca else self.pki_dir / "ca.pem"
 
     @property
     def clients_dir(self) -> Path:

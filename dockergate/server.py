@@ -89,8 +89,7 @@ class Gate:
         file never leaves the listener with a certificate and a key that disagree."""
         if self.tls_context is None:
             return
-        cert = self.settings.pki_dir / "server-cert.pem"
-        key = self.settings.pki_dir / "server-key.pem"
+        cert, key = self.settings.server_cert_path, self.settings.server_key_path
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
             self.tls_context.load_cert_chain(cert, key)
@@ -179,9 +178,7 @@ class Gate:
             self.servers.append(await start_unix(s.socket, s.socket_mode, self.handle))
             log.info("unix listener on %s (mode %o)", s.socket, s.socket_mode)
         if s.tls_listen:
-            ctx = server_context(
-                s.pki_dir / "server-cert.pem", s.pki_dir / "server-key.pem", s.pki_dir / "ca.pem"
-            )
+            ctx = server_context(s.server_cert_path, s.server_key_path, s.client_ca_path)
             self.tls_context = ctx
             self.servers.append(await start_tls(s.tls_listen, ctx, self.handle))
             log.info("TLS listener on %s", s.tls_listen)

@@ -53,10 +53,17 @@ def serve(
     if settings.socket == "":
         settings.socket = None
     setup_logging(settings.log_level, settings.log_json)
-    if settings.tls_listen and not (settings.pki_dir / "server-cert.pem").exists():
-        raise click.ClickException(
-            f"no server certificate in {settings.pki_dir}: run `dockergate init` first"
-        )
+    if settings.tls_listen:
+        for what, path in (
+            ("server certificate", settings.server_cert_path),
+            ("server key", settings.server_key_path),
+            ("client CA certificate", settings.client_ca_path),
+        ):
+            if not path.exists():
+                raise click.ClickException(
+                    f"no {what} at {path}: run `dockergate init` first (or set tls_cert, "
+                    "tls_key and tls_ca)"
+                )
     try:
         check_schema(settings)
     except StoreError as exc:

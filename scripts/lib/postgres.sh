@@ -1,7 +1,8 @@
 # A private, throw-away PostgreSQL cluster for the store tests (source this file).
 #
 #   pg_start DIR PORT   initdb (once) and start a cluster in DIR on 127.0.0.1:PORT, with
-#                       its unix socket in DIR/sock; create role+database "dockergate";
+#                       its unix socket in DIR/sock (role dockergate by password there
+#                       too, everyone else by peer); create role+database "dockergate";
 #                       export and print DOCKERGATE_TEST_PG_URL. Idempotent: a running
 #                       cluster is reused.
 #   pg_stop DIR         stop it (the data stays; rm -rf DIR to forget it).
@@ -72,6 +73,10 @@ pg_start() {
             cat "$dir/initdb.log" >&2
             return 1
         }
+        # The dockergate role may also log in with its password over the unix socket
+        # (a gate in a container reaches the server through the mounted socket dir,
+        # as root, which peer authentication would refuse).
+        sed -i '1i local all dockergate scram-sha-256' "$data/pg_hba.conf"
     fi
     if _pg_as "$bin/pg_ctl" status -D "$data" >/dev/null 2>&1 \
         && [ "$(sed -n 4p "$data/postmaster.pid" 2>/dev/null)" != "$port" ]; then
