@@ -11,6 +11,7 @@ Order, for every request:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
@@ -19,6 +20,17 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.ownership import INSPECT, OWNER_LABEL, Resolved, resolve_owned
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied
+
+log = logging.getLogger(__name__)
+# Exceptions that mean a bug in a handler, not I/O: those end the connection as usual.
+BUG_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+)
 
 Handler = Callable[[Exchange], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {}
@@ -124,6 +136,16 @@ async def dispatch(ex: Exchange) -> None:
             await handler(ex)
         except Denied as exc:
             raise Refusal(403, exc.message, rule=f"profile {exc.profile}: {exc.rule}") from None
+        except BUG_ERRORS as exc:
+            # A handler bug must still answer (the client would otherwise see the
+            # connection drop with no word) and must never forward anything.
+            log.exception("%s: internal error in %s for %s", route.name, ex.path, who(ex))
+            raise Refusal(
+                500,
+                f"internal error in the gate while handling {route.name} "
+                f"({type(exc).__name__}); nothing was forwarded; the gate's log has details",
+                rule="internal error",
+            ) from None
         return
     if ex.admin or route.access == "public":
         return

@@ -1,0 +1,47 @@
+"""A bug in a route handler answers 500 with a dockergate message (nothing is
+forwarded) instead of dropping the client's connection without a word."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from dockergate.api import dispatch as d
+from dockergate.api.routes import Route
+from dockergate.listen.identity import Refusal
+
+
+@pytest.mark.parametrize("error", [ValueError("bad"), KeyError("k"), TypeError("t")])
+def test_handler_bug_is_a_500_refusal(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    async def broken(ex: Any) -> None:
+        raise error
+
+    monkeypatch.setitem(d.HANDLERS, "test.broken", broken)
+    ex: Any = SimpleNamespace(
+        admin=True,
+        route=Route("GET", "/test", "test.broken", None, "read"),
+        path="/test",
+        identity=SimpleNamespace(name="root", profile="admin"),
+    )
+    with pytest.raises(Refusal) as caught:
+        asyncio.run(d.dispatch(ex))
+    assert caught.value.status == 500
+    assert "internal error" in str(caught.value) and "nothing was forwarded" in str(caught.value)
+
+
+def test_io_errors_still_end_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def gone(ex: Any) -> None:
+        raise ConnectionResetError("client left")
+
+    monkeypatch.setitem(d.HANDLERS, "test.gone", gone)
+    ex: Any = SimpleNamespace(
+        admin=True,
+        route=Route("GET", "/test", "test.gone", None, "read"),
+        path="/test",
+        identity=SimpleNamespace(name="root", profile="admin"),
+    )
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(d.dispatch(ex))
