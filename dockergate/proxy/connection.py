@@ -379,7 +379,7 @@ class ClientConnection:
         http10 = req.version == "HTTP/1.0"
         if http10 and length == -1:
             client_keep = False
-        if not client_keep or resp.headers.get("connection") or resp.headers.get("keep-alive"):
+        if not client_keep or resp.field("connection") or resp.field("keep-alive"):
             headers = resp.headers.without(DROP_RESPONSE_HEADERS)
             if not client_keep:
                 headers.append(("Connection", "close"))

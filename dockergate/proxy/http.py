@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -72,22 +72,33 @@ class ClientGone(Exception):
     """The peer closed the connection between messages: not an error."""
 
 
-@dataclass(slots=True)
 class Headers:
-    """Header fields in arrival order, names as sent, with case-insensitive lookup."""
+    """Header fields in arrival order, names as sent, with case-insensitive lookup.
 
-    items: list[tuple[str, str]] = field(default_factory=list)
+    The lower-cased names are indexed once, when the head is parsed: a request's
+    headers are looked up a dozen times on its way through the gate."""
+
+    __slots__ = ("_index", "items")
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self.items: list[tuple[str, str]] = items if items is not None else []
+        index: dict[str, list[str]] = {}
+        for key, value in self.items:
+            index.setdefault(key.lower(), []).append(value)
+        self._index = index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self.items == other.items
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items!r})"
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for key, value in self.items:
-            if key.lower() == name:
-                return value
-        return default
+        values = self._index.get(name.lower())
+        return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self.items if key.lower() == name]
+        return list(self._index.get(name.lower(), ()))
 
     def tokens(self, name: str) -> set[str]:
         """Comma-separated tokens of every ``name`` field, lower-cased (e.g. Connection)."""
@@ -137,17 +148,44 @@ class Request:
         return None
 
 
-@dataclass(slots=True)
 class Response:
-    version: str
-    status: int
-    reason: str
-    headers: Headers
-    raw_head: bytes
+    """The daemon's response head. It is forwarded as is, so only the few fields the
+    gate acts on (framing, Connection) are looked up, straight in the raw bytes; the
+    full :class:`Headers` are parsed only when a head has to be rewritten."""
+
+    __slots__ = ("_headers", "_lower", "raw_head", "reason", "status", "version")
+
+    def __init__(self, version: str, status: int, reason: str, raw_head: bytes) -> None:
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.raw_head = raw_head
+        self._lower = raw_head.lower()
+        self._headers: Headers | None = None
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = _response_fields(self.raw_head)
+        return self._headers
+
+    def field(self, name: str) -> str | None:
+        """The first ``name`` field's value (``name`` lower-case), or None."""
+        key = b"\r\n" + name.encode("ascii") + b":"
+        at = self._lower.find(key)
+        if at < 0:
+            return None
+        start = at + len(key)
+        end = self._lower.find(b"\r\n", start)
+        return self.raw_head[start:end].strip(b" \t").decode("latin-1")
 
     @property
     def keep_alive(self) -> bool:
-        return _keep_alive(self.version, self.headers)
+        conn = self.field("connection")
+        tokens = {t.strip().lower() for t in conn.split(",")} if conn else set()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
 
 
 def _keep_alive(version: str, headers: Headers) -> bool:
@@ -236,24 +274,32 @@ def parse_request(raw: bytes) -> Request:
 
 def parse_response(raw: bytes) -> Response:
     """The daemon's head. Lighter than the request parser: this side is trusted for
-    syntax and the head is forwarded as is; only framing is read from it."""
-    lines = raw[:-4].split(CRLF)
-    parts = lines[0].split(b" ", 2)
+    syntax and the head is forwarded as is; only framing is read from it. A bare CR
+    or LF inside the head is still refused: it would let a confused daemon answer
+    frame the client's next response."""
+    end = raw.find(CRLF)
+    parts = raw[:end].split(b" ", 2)
     if len(parts) < 2 or not _VERSION.fullmatch(parts[0]) or not _DIGITS.fullmatch(parts[1]):
-        raise HTTPError(502, f"malformed response line from the daemon {lines[0][:80]!r}")
-    items = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or b"\n" in line or b"\r" in line:
-            raise HTTPError(502, f"malformed header from the daemon {line[:60]!r}")
-        items.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        raise HTTPError(502, f"malformed response line from the daemon {raw[:80]!r}")
+    body = raw[:-4]
+    if body.count(b"\n") != body.count(CRLF) or body.count(b"\r") != body.count(CRLF):
+        raise HTTPError(502, "bare CR or LF in the daemon's response head")
     return Response(
         parts[0].decode("ascii"),
         int(parts[1]),
         parts[2].decode("latin-1") if len(parts) > 2 else "",
-        Headers(items),
         raw,
     )
+
+
+def _response_fields(raw: bytes) -> Headers:
+    items = []
+    for line in raw[:-4].split(CRLF)[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise HTTPError(502, f"malformed header from the daemon {line[:60]!r}")
+        items.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return Headers(items)
 
 
 def render_head(start: str, headers: Iterable[tuple[str, str]]) -> bytes:
@@ -267,12 +313,12 @@ def body_length(resp: Response, request_method: str) -> int | None:
     """Content length of a response body: -1 chunked, None until close, else bytes."""
     if request_method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
         return 0
-    te = resp.headers.get("transfer-encoding")
+    te = resp.field("transfer-encoding")
     if te is not None:
         if te.strip().lower() != "chunked":
             raise HTTPError(502, f"unsupported Transfer-Encoding {te!r} from the daemon")
         return -1
-    cl = resp.headers.get("content-length")
+    cl = resp.field("content-length")
     if cl is not None:
         if not _DIGITS.fullmatch(cl.encode()):
             raise HTTPError(502, f"invalid Content-Length {cl!r} from the daemon")
