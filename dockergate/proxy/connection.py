@@ -40,6 +40,7 @@ from dockergate.proxy.http import (
     read_whole_body,
     relay_chunked_raw,
     render_head,
+    unread,
     with_length,
 )
 from dockergate.proxy.paths import normalise
@@ -91,11 +92,6 @@ LINGER_BYTES = 64 << 20
 
 class Closed(Exception):
     """The exchange cannot go on on this connection; close it."""
-
-
-def _prepend(reader: asyncio.StreamReader, data: bytes) -> None:
-    """Put bytes read ahead back in front of the reader's buffer (pipelined requests)."""
-    reader._buffer[:0] = data  # type: ignore[attr-defined]
 
 
 class ClientConnection:
@@ -463,7 +459,7 @@ class ClientConnection:
                 data = watcher.result()
                 if not data:
                     raise ConnectionResetError("client went away during a stream")
-                _prepend(self.reader, data)  # a pipelined request: keep it for later
+                unread(self.reader, data)  # a pipelined request: keep it for later
             await relay
         finally:
             # Cancelling a pending read consumes nothing; a finished one was handled above.
