@@ -171,21 +171,14 @@ def test_purge_all_nodes(
     admin_tls = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(g1.admin_cert_dir)}
     port = str(cluster["port"])
 
+    def purge_all(*flags: str, upstream: str = g1.upstream, **env: str) -> Any:
+        """`dockergate purge --user bob --all-nodes --gate-port PORT FLAGS...`"""
+        args = ["purge", "--user", bob_name, "--all-nodes", "--gate-port", port, *flags]
+        return run_dg(state, upstream, *args, **env)
+
     # A dry run on the manager's engine itself: the node list comes from it, node 2's
     # gate is found by its label and reached with the state's admin bundle.
-    r = run_dg(
-        state,
-        g1.upstream,
-        "purge",
-        "--user",
-        bob_name,
-        "--all-nodes",
-        "--gate-port",
-        port,
-        "--volumes",
-        "--dry-run",
-        "--json",
-    )
+    r = purge_all("--volumes", "--dry-run", "--json")
     assert r.returncode == 0, out(r)
     nodes = json.loads(r.stdout)["nodes"]
     assert len(nodes) == 2, r.stdout
@@ -200,20 +193,8 @@ def test_purge_all_nodes(
     assert f"cl-b2-{tag}" in owned(engine2, bob_name)["container"]  # a dry run
 
     # The purge itself, through the manager's gate over TLS.
-    r = run_dg(
-        state,
-        "unix:///nonexistent",
-        "purge",
-        "--user",
-        bob_name,
-        "--all-nodes",
-        "--gate-port",
-        port,
-        "--volumes",
-        "--yes",
-        "--host",
-        g1.tls_url,
-        **admin_tls,
+    r = purge_all(
+        "--volumes", "--yes", "--host", g1.tls_url, upstream="unix:///nonexistent", **admin_tls
     )
     assert r.returncode == 0, out(r)
     assert r.stdout.count("== node ") == 2, out(r)
@@ -224,27 +205,21 @@ def test_purge_all_nodes(
     assert f"cl-a2-{tag}" in owned(engine2, alice_name)["container"]
 
     # Again: nothing to do anywhere.
-    r = run_dg(
-        state, g1.upstream, "purge", "--user", bob_name, "--all-nodes", "--gate-port", port, "--yes"
-    )
+    r = purge_all("--yes")
     assert r.returncode == 0, out(r)
     assert r.stdout.count(f"nothing owned by '{bob_name}'") == 2, out(r)
 
     # Node 2's gate down: node 1 is still purged, node 2's failure is named, exit 1.
     as_user(bob, g1, "run", "-d", "--name", f"cl-b3-{tag}", "busybox", "sleep", "600")
     g2.stop()
-    r = run_dg(
-        state, g1.upstream, "purge", "--user", bob_name, "--all-nodes", "--gate-port", port, "--yes"
-    )
+    r = purge_all("--yes")
     assert r.returncode == 1, out(r)
     assert f"cannot reach the gate at tcp://127.0.0.2:{port}" in r.stderr, out(r)
     assert "2 node(s): 1 done, 1 with failures" in r.stderr, out(r)
     assert f"cl-b3-{tag}" not in owned(direct_client, bob_name)["container"]
     # With the gate back, the same command succeeds: repeating a purge is safe.
     g2.start()
-    r = run_dg(
-        state, g1.upstream, "purge", "--user", bob_name, "--all-nodes", "--gate-port", port, "--yes"
-    )
+    r = purge_all("--yes")
     assert r.returncode == 0, out(r)
 
 

@@ -258,10 +258,7 @@ def test_service_and_build_ulimits(run, area, direct_client):
     finally:
         with contextlib.suppress(Exception):
             direct_client.services.get(name).remove()
-    ctx = area / f"ctx-{uuid.uuid4().hex[:4]}"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
-    ctx.chmod(0o755)
+    ctx = build_context(area)
     env = {"DOCKER_BUILDKIT": "0"}
     refused(run(["build", "--ulimit", "rtprio=99", str(ctx)], env=env), "rtprio ulimit")
     ok(run(["build", "-q", "--ulimit", "nofile=4096", str(ctx)], env=env))
@@ -344,11 +341,17 @@ def test_network_driver(run, direct_client):
     ok(run(["network", "rm", name]))
 
 
-def test_legacy_build_network_refused(run, area, direct_client):
+def build_context(area: Path) -> Path:
+    """A minimal legacy-build context the members' CLI can read."""
     ctx = area / f"ctx-{uuid.uuid4().hex[:4]}"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
     ctx.chmod(0o755)
+    return ctx
+
+
+def test_legacy_build_network_refused(run, area, direct_client):
+    ctx = build_context(area)
     env = {"DOCKER_BUILDKIT": "0"}
     refused(run(["build", "--network", "host", str(ctx)], env=env), "build network")
     tag = f"poltest:{uuid.uuid4().hex[:4]}"

@@ -14,18 +14,23 @@ from dockergate.api.routes import Route
 from dockergate.listen.identity import Refusal
 
 
+def admin_exchange(route: str) -> Any:
+    """Just what dispatch reads of an admin's request to ``route``."""
+    return SimpleNamespace(
+        admin=True,
+        route=Route("GET", "/test", route, None, "read"),
+        path="/test",
+        identity=SimpleNamespace(name="root", profile="admin"),
+    )
+
+
 @pytest.mark.parametrize("error", [ValueError("bad"), KeyError("k"), TypeError("t")])
 def test_handler_bug_is_a_500_refusal(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     async def broken(ex: Any) -> None:
         raise error
 
     monkeypatch.setitem(d.HANDLERS, "test.broken", broken)
-    ex: Any = SimpleNamespace(
-        admin=True,
-        route=Route("GET", "/test", "test.broken", None, "read"),
-        path="/test",
-        identity=SimpleNamespace(name="root", profile="admin"),
-    )
+    ex = admin_exchange("test.broken")
     with pytest.raises(Refusal) as caught:
         asyncio.run(d.dispatch(ex))
     assert caught.value.status == 500
@@ -37,11 +42,6 @@ def test_io_errors_still_end_the_connection(monkeypatch: pytest.MonkeyPatch) -> 
         raise ConnectionResetError("client left")
 
     monkeypatch.setitem(d.HANDLERS, "test.gone", gone)
-    ex: Any = SimpleNamespace(
-        admin=True,
-        route=Route("GET", "/test", "test.gone", None, "read"),
-        path="/test",
-        identity=SimpleNamespace(name="root", profile="admin"),
-    )
+    ex = admin_exchange("test.gone")
     with pytest.raises(ConnectionResetError):
         asyncio.run(d.dispatch(ex))
