@@ -7,7 +7,7 @@ from dockergate.api.dispatch import handles, own_filters, owned_object
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied
+from dockergate.policy.checks import check_network
 
 
 @handles("network.list", "network.prune")
@@ -21,15 +21,7 @@ async def network_create(ex: Exchange) -> None:
     if not isinstance(body, dict):
         raise Refusal(400, "network create: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
-    driver = str(body.get("Driver") or "bridge")
-    if not ex.profile.admin and (driver not in ex.profile.network_drivers or body.get("Ingress")):
-        raise Denied(
-            ex.profile,
-            "this network driver",
-            "Driver",
-            driver,
-            f"allowed: {', '.join(ex.profile.network_drivers)}",
-        )
+    check_network(ex.profile, body)
     ex.set_json(body)
 
 

@@ -8,6 +8,7 @@ value and what is allowed. The same rules serve the gate and ``dockergate check`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import posixpath
 from dataclasses import dataclass
@@ -656,3 +657,56 @@ def service_memory(spec: dict[str, Any]) -> int:
 
 
 __all__ = ["Denied", "NodeFacts", "parse_size"]
+
+
+# -- networks ------------------------------------------------------------------------------
+
+
+def check_network(profile: Profile, body: dict[str, Any]) -> None:
+    """``POST /networks/create``: the driver, its options and any subnet the caller
+    chooses (Docker's own pools are used otherwise)."""
+    if profile.admin:
+        return
+    driver = str(body.get("Driver") or "bridge")
+    if driver not in profile.network_drivers or body.get("Ingress"):
+        raise Denied(
+            profile,
+            "this network driver",
+            "Driver",
+            "ingress" if body.get("Ingress") else driver,
+            f"allowed: {', '.join(profile.network_drivers)}",
+        )
+    for key in body.get("Options") or {}:
+        if key not in profile.network_options:
+            raise Denied(
+                profile,
+                "this network driver option",
+                f"Options.{key}",
+                body["Options"][key],
+                f"allowed: {', '.join(profile.network_options) or 'none'}",
+            )
+    ipam = body.get("IPAM") or {}
+    if str(ipam.get("Driver") or "default") != "default" or ipam.get("Options"):
+        raise Denied(
+            profile, "a custom IPAM driver or options", "IPAM", ipam, "use Docker's default IPAM"
+        )
+    for i, config in enumerate(ipam.get("Config") or []):
+        for field in ("Subnet", "IPRange", "Gateway"):
+            if (config or {}).get(field):
+                check_address(profile, str(config[field]), f"IPAM.Config[{i}].{field}")
+        for name, addr in ((config or {}).get("AuxiliaryAddresses") or {}).items():
+            check_address(profile, str(addr), f"IPAM.Config[{i}].AuxiliaryAddresses.{name}")
+
+
+def check_address(profile: Profile, text: str, field: str) -> None:
+    """A subnet, range or address must lie inside one of the profile's ranges."""
+    allowed = ", ".join(profile.network_subnets) or "none: let Docker choose the subnet"
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise Denied(profile, "this address", field, text, "a valid address or CIDR") from None
+    for cidr in profile.network_subnets:
+        outer = ipaddress.ip_network(cidr)
+        if net.version == outer.version and net.subnet_of(outer):  # type: ignore[arg-type]
+            return
+    raise Denied(profile, "choosing this subnet", field, text, f"allowed: {allowed}")

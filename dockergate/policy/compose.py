@@ -23,6 +23,7 @@ from dockergate.policy.checks import (
     apply_pids,
     check_host_config,
     check_image,
+    check_network,
     check_service,
     check_volume_driver,
 )
@@ -123,6 +124,30 @@ def host_config(service: dict[str, Any]) -> dict[str, Any]:
     return host
 
 
+def network_body(network: dict[str, Any]) -> dict[str, Any]:
+    """The ``networks/create`` body a compose/stack network becomes."""
+    ipam = network.get("ipam") or {}
+    configs = [
+        {
+            "Subnet": c.get("subnet"),
+            "IPRange": c.get("ip_range"),
+            "Gateway": c.get("gateway"),
+            "AuxiliaryAddresses": c.get("aux_addresses"),
+        }
+        for c in ipam.get("config") or []
+        if isinstance(c, dict)
+    ]
+    return {
+        "Driver": str(network.get("driver") or "overlay"),
+        "Options": network.get("driver_opts") or {},
+        "IPAM": {
+            "Driver": ipam.get("driver") or "default",
+            "Config": configs,
+            "Options": ipam.get("options") or {},
+        },
+    }
+
+
 def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> list[Violation]:
     """Every violation in one file; ``facts`` sizes shares like "25%" (unknown: no cap)."""
     if profile.admin:
@@ -162,15 +187,5 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
             run(f"volume {name}", check_volume_driver, profile, driver, options, "driver_opts")
     for name, network in (data.get("networks") or {}).items():
         if isinstance(network, dict) and not network.get("external"):
-            driver = str(network.get("driver") or "overlay")
-            if not profile.admin and driver not in profile.network_drivers:
-                found.append(
-                    Violation(
-                        str(path),
-                        f"network {name}",
-                        f"profile {profile.name!r} forbids this network driver (driver={driver}); "
-                        f"allowed: {', '.join(profile.network_drivers)}",
-                        "network driver",
-                    )
-                )
+            run(f"network {name}", check_network, profile, network_body(network))
     return found

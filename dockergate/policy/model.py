@@ -8,6 +8,7 @@ overrides key by key (mappings merge, everything else replaces).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,11 @@ class Profile:
     shared_volumes: tuple[SharedVolume, ...] = ()
     # networks
     network_drivers: tuple[str, ...] = ("bridge", "overlay")
+    # Driver options a network may set (others could adopt a host bridge by name or
+    # pick another network's VXLAN id), and the ranges a chosen subnet must lie in
+    # (a subnet over the LAN's would reroute the node's own traffic into a bridge).
+    network_options: tuple[str, ...] = ("encrypted", "com.docker.network.driver.mtu")
+    network_subnets: tuple[str, ...] = ()
     # resources
     memory: Limit = Limit()
     swap: bool = False
@@ -214,7 +220,7 @@ _SCHEMA: dict[str, Any] = {
         "volume_driver_opts": bool,
         "shared_volumes": [{"name": str, "read_only": bool}],
     },
-    "networks": {"drivers": [str]},
+    "networks": {"drivers": [str], "options": [str], "subnets": [str]},
     "resources": {
         "memory": {"default": "size", "max": "size_or_share"},
         "swap": bool,
@@ -349,6 +355,15 @@ def _ports(path: Path, values: list[str]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _subnets(path: Path, values: list[str]) -> tuple[str, ...]:
+    for text in values:
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise PolicyError(f"{path}: networks.subnets: {exc}") from None
+    return tuple(values)
+
+
 def _limit(data: dict[str, Any]) -> Limit:
     top = data.get("max")
     if isinstance(top, tuple):
@@ -443,6 +458,10 @@ class ProfileSet:
             )
         if "drivers" in d.get("networks", {}):
             kwargs["network_drivers"] = tuple(d["networks"]["drivers"])
+        if "options" in d.get("networks", {}):
+            kwargs["network_options"] = tuple(d["networks"]["options"])
+        if "subnets" in d.get("networks", {}):
+            kwargs["network_subnets"] = _subnets(path, d["networks"]["subnets"])
         if "memory" in r:
             kwargs["memory"] = _limit(r["memory"])
         if "cpus" in r:

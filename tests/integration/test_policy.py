@@ -60,6 +60,8 @@ def pgate(session_dir: Path, docker_host: str, area: Path) -> Iterator[Gate]:
               shared_volumes:
                 - name: team-common
                   read_only: true
+            networks:
+              subnets: ["10.213.0.0/16"]
             resources:
               memory: {{default: 256m, max: 1g}}
               pids: {{default: 512, max: 2048}}
@@ -339,6 +341,36 @@ def test_network_driver(run, direct_client):
     name = f"pn-{uuid.uuid4().hex[:4]}"
     ok(run(["network", "create", "-d", "overlay", "--attachable", name]))
     ok(run(["network", "rm", name]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["-o", "com.docker.network.bridge.name=docker0"], ["network driver option"]),
+        (
+            ["-d", "overlay", "-o", "com.docker.network.driver.overlay.vxlanid_list=4097"],
+            ["network driver option"],
+        ),
+        (["--subnet", "192.168.0.0/16"], ["choosing this subnet", "allowed: 10.213.0.0/16"]),
+        (["--subnet", "10.0.0.0/8"], ["choosing this subnet"]),  # wider than the range
+        (["--ipam-driver", "other"], ["IPAM"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("-") else None,
+)
+def test_network_options_and_subnets_refused(run, flags, words):
+    refused(run(["network", "create", *flags, f"pn-{uuid.uuid4().hex[:4]}"]), *words)
+
+
+def test_network_options_and_subnets_neighbours(run, direct_client):
+    name = f"pn-{uuid.uuid4().hex[:4]}"
+    flags = ["-d", "overlay", "-o", "encrypted", "--subnet", "10.213.7.0/24"]
+    ok(run(["network", "create", *flags, "--gateway", "10.213.7.1", name]))
+    try:
+        net = direct_client.networks.get(name).attrs
+        assert net["IPAM"]["Config"][0]["Subnet"] == "10.213.7.0/24", net["IPAM"]
+        assert "encrypted" in net["Options"], net["Options"]
+    finally:
+        ok(run(["network", "rm", name]))
 
 
 def build_context(area: Path) -> Path:

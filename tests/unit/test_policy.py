@@ -13,6 +13,7 @@ from dockergate.policy.checks import (
     NodeFacts,
     check_container,
     check_exec,
+    check_network,
     check_service,
     check_update,
     check_volume_driver,
@@ -424,4 +425,35 @@ def test_ulimits_and_oom_score_from_yaml(tmp_path: Path) -> None:
 def test_ulimits_load_errors(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(PolicyError, match=message):
+        ProfileSet(tmp_path)
+
+
+def test_network_rules(tmp_path: Path, shipped: ProfileSet) -> None:
+    (tmp_path / "n.yaml").write_text("networks:\n  subnets: [10.213.0.0/16, 'fd00:213::/32']\n")
+    p = ProfileSet(tmp_path).profiles["n"]
+
+    def net(**body: object) -> dict[str, object]:
+        return {"Driver": "bridge", **body}
+
+    check_network(p, net(Options={"com.docker.network.driver.mtu": "1400"}))
+    check_network(p, net(IPAM={"Config": [{"Subnet": "10.213.1.0/24", "Gateway": "10.213.1.1"}]}))
+    check_network(p, net(IPAM={"Config": [{"Subnet": "fd00:213:1::/48"}]}))
+    for body, words in [
+        (net(Options={"com.docker.network.bridge.name": "docker0"}), "driver option"),
+        (net(IPAM={"Config": [{"Subnet": "10.213.1.0/24", "Gateway": "10.9.0.1"}]}), "subnet"),
+        (net(IPAM={"Config": [{"Subnet": "10.213.1.0/24", "IPRange": "10.0.0.0/24"}]}), "subnet"),
+        (net(IPAM={"Config": [{"AuxiliaryAddresses": {"h": "192.168.1.1"}}]}), "subnet"),
+        (net(IPAM={"Config": [{"Subnet": "not-a-net"}]}), "valid address"),
+        (net(IPAM={"Driver": "foo"}), "IPAM"),
+        (net(IPAM={"Options": {"x": "y"}}), "IPAM"),
+        (net(Ingress=True), "ingress"),
+    ]:
+        with pytest.raises(Denied, match=words):
+            check_network(p, body)
+    member = shipped.profiles["member"]
+    with pytest.raises(Denied, match="let Docker choose"):
+        check_network(member, net(IPAM={"Config": [{"Subnet": "10.213.1.0/24"}]}))
+    check_network(shipped.profiles["admin"], net(Options={"anything": "goes"}))
+    (tmp_path / "bad.yaml").write_text("networks:\n  subnets: [10.213.0.1/16]\n")
+    with pytest.raises(PolicyError, match=r"networks\.subnets"):
         ProfileSet(tmp_path)
