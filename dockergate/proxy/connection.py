@@ -304,7 +304,16 @@ class ClientConnection:
         return True
 
     def _upstream_head(self, ex: Exchange, extra: list[tuple[str, str]]) -> bytes:
-        headers = ex.req.headers.without(DROP_REQUEST_HEADERS)
+        req = ex.req
+        if (
+            not extra
+            and not req.has_body
+            and ex.target == req.target
+            and req.version == "HTTP/1.1"
+            and not req.headers.has_any(DROP_REQUEST_HEADERS)
+        ):
+            return req.raw_head  # nothing to drop, add or rewrite: the validated bytes
+        headers = req.headers.without(DROP_REQUEST_HEADERS)
         headers.extend(extra)
         return render_head(f"{ex.req.method} {ex.target} HTTP/1.1", headers)
 

@@ -100,6 +100,10 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         return list(self._index.get(name.lower(), ()))
 
+    def has_any(self, names: frozenset[str]) -> bool:
+        """Whether a field named in ``names`` (lower-case) is present."""
+        return not names.isdisjoint(self._index)
+
     def tokens(self, name: str) -> set[str]:
         """Comma-separated tokens of every ``name`` field, lower-cased (e.g. Connection)."""
         out: set[str] = set()
@@ -121,6 +125,7 @@ class Request:
     content_length: int | None  # None with chunked
     chunked: bool
     body_read: bool = False  # the body was consumed (inspected) already
+    raw_head: bytes = b""  # as received (and validated): forwarded as is when nothing changes
 
     @property
     def has_body(self) -> bool:
@@ -269,6 +274,7 @@ def parse_request(raw: bytes) -> Request:
         headers,
         content_length,
         chunked,
+        raw_head=raw,
     )
 
 

@@ -9,6 +9,7 @@ authorised again.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 
@@ -18,8 +19,10 @@ _VERSION_PREFIX = re.compile(r"^/v[0-9]+(?:\.[0-9]+)*(?=/|$)")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise(path: str) -> tuple[str, str | None]:
-    """Return (normalised path, API version or None) for a request path."""
+    """Return (normalised path, API version or None) for a request path (cached: a
+    client repeats the same few paths; errors are not cached)."""
     if _BAD_ESCAPE.search(path):
         raise HTTPError(400, "invalid percent-escape in the request path")
     decoded = decode_path(path)
