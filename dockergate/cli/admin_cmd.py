@@ -227,6 +227,8 @@ def _cluster_targets(
         except GateClientError as exc:
             raise click.ClickException(str(exc)) from exc
         targets.append(PurgeTarget(g.describe(), g.url, client, node_only=True))
+    if not targets or targets[0].client is not entry:  # its node was not listed: still first
+        targets.insert(0, PurgeTarget(f"this engine {entry_where}", entry_where, entry))
     return targets
 
 
