@@ -8,6 +8,7 @@ value and what is allowed. The same rules serve the gate and ``dockergate check`
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
 import posixpath
@@ -123,11 +124,28 @@ def resolve_host_path(path: str) -> str:
     return os.path.realpath(posixpath.normpath(path))
 
 
+# True while ``dockergate check`` reads files on an admin's machine, where the team's
+# bind paths need not exist; the gate itself must see them (see check_bind).
+OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("offline", default=False)
+
+
 def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> None:
     real = resolve_host_path(source)
     for rule in profile.binds:
         base = resolve_host_path(rule.path)
         if real == base or real.startswith(base.rstrip("/") + "/"):
+            if not OFFLINE.get() and not os.path.isdir(base):
+                # Symlinks below the allowed path are resolved in the gate's own file
+                # system; if it cannot see that tree (a gate in a container without
+                # it), a link planted there (data/x -> /) would pass unseen.
+                raise Denied(
+                    profile,
+                    "bind-mounting a path the gate cannot see",
+                    field,
+                    source,
+                    f"the gate has no {rule.path} to check symlinks in: mount it into the "
+                    "gate at the same path (read-only) or create it",
+                )
             if rule.read_only and not read_only:
                 raise Denied(
                     profile,

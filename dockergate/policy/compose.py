@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dockergate.policy.checks import (
+    OFFLINE,
     Denied,
     NodeFacts,
     apply_cpus,
@@ -160,10 +161,13 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
     facts = facts or NodeFacts()
 
     def run(where: str, check: Callable[..., None], *args: Any) -> None:
+        offline = OFFLINE.set(True)  # the team's bind paths need not exist here
         try:
             check(*args)
         except Denied as exc:
             found.append(Violation(str(path), where, exc.message, exc.rule))
+        finally:
+            OFFLINE.reset(offline)
 
     for name, service in (data.get("services") or {}).items():
         if not isinstance(service, dict):

@@ -57,6 +57,7 @@ def pgate(session_dir: Path, docker_host: str, area: Path) -> Iterator[Gate]:
                 - path: {area / "data"}
                 - path: {area / "common"}
                   read_only: true
+                - path: {area / "not-on-this-host"}
               shared_volumes:
                 - name: team-common
                   read_only: true
@@ -287,6 +288,17 @@ def test_bind_mounts(run, area):
             ["run", "--rm", "--mount", f"type=bind,src={common},dst=/c,readonly", "busybox", "true"]
         )
     )
+
+
+def test_bind_root_the_gate_cannot_see_is_refused(run, area):
+    """An allowed root missing from the gate's file system (a gate in a container
+    without it) cannot be checked for symlinks: refused with what to mount."""
+    refused(
+        run(["run", "--rm", "-v", f"{area}/not-on-this-host/x:/x", "busybox", "true"]),
+        "cannot see",
+        "mount it into the gate",
+    )
+    ok(run(["run", "--rm", "-v", f"{area}/data/sub:/x", "busybox", "true"]))
 
 
 def test_volume_options_refused_plain_volume_works(run, direct_client):

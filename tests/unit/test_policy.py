@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockergate.policy.checks import (
+    OFFLINE,
     Denied,
     NodeFacts,
     check_container,
@@ -457,3 +458,20 @@ def test_network_rules(tmp_path: Path, shipped: ProfileSet) -> None:
     (tmp_path / "bad.yaml").write_text("networks:\n  subnets: [10.213.0.1/16]\n")
     with pytest.raises(PolicyError, match=r"networks\.subnets"):
         ProfileSet(tmp_path)
+
+
+def test_bind_root_the_gate_cannot_see(tmp_path: Path) -> None:
+    """A gate that cannot see an allowed bind root cannot check the symlinks below it
+    (a containerised gate without the host's tree): refused, except offline."""
+    missing = tmp_path / "not-mounted-here"
+    (tmp_path / "m.yaml").write_text(f"mounts:\n  binds:\n    - path: {missing}\n")
+    profile = ProfileSet(tmp_path).profiles["m"]
+    with pytest.raises(Denied, match="cannot see"):
+        check_container(profile, create(Binds=[f"{missing}/x:/x"]), FACTS)
+    token = OFFLINE.set(True)
+    try:
+        check_container(profile, create(Binds=[f"{missing}/x:/x"]), FACTS)
+    finally:
+        OFFLINE.reset(token)
+    missing.mkdir()
+    check_container(profile, create(Binds=[f"{missing}/x:/x"]), FACTS)
