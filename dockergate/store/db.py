@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -133,8 +133,8 @@ def engine_for(settings: Settings, *, create: bool = False) -> Engine:
 
 def unavailable(exc: BaseException, url: str) -> StoreUnavailable:
     """Wrap a driver error as one line that names the database."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = text[0] if text else type(exc).__name__
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = lines[0] if lines else type(exc).__name__
     where = describe_url(url)
     hint = ""
     parsed = normalise_url(url)
@@ -189,6 +189,9 @@ def current_revision(engine: Engine) -> str | None:
     return None if rev is None else str(rev)
 
 
+MIGRATION_LOCK = 0x646F636B67617465  # "dockgate": the advisory lock key of migrations
+
+
 def upgrade(settings: Settings, target: str = "head") -> tuple[str | None, str]:
     """Bring the schema to ``target``; return (revision before, revision after)."""
     from alembic import command
@@ -198,6 +201,10 @@ def upgrade(settings: Settings, target: str = "head") -> tuple[str | None, str]:
     try:
         before = current_revision(engine)
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Gates starting together on several nodes (the stack's `db upgrade
+                # && serve`) take turns; the later ones find the schema at head.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             command.upgrade(alembic_config(url, conn), target)
         after = current_revision(engine)
     except SQLAlchemyError as exc:

@@ -273,3 +273,14 @@ def test_stack_task_is_global_healthy_and_labelled(
                 break
         time.sleep(1)
     assert status == "healthy"
+
+
+def test_stack_needs_the_shared_store(cli: Any) -> None:
+    """Without DOCKERGATE_DB the file does not deploy (each node would otherwise keep
+    users of its own), and the error says what to set."""
+    r = cli(
+        ["stack", "config", "-c", str(ROOT / "deploy" / "dockergate-stack.yml")],
+        listener="direct",
+        env={"DOCKERGATE_PKI": "/nonexistent"},
+    )
+    assert r.returncode != 0 and "set DOCKERGATE_DB" in r.stderr, describe(r)

@@ -31,6 +31,7 @@ from dockergate.store.db import (
 )
 from dockergate.store.models import CERT, TOKEN, Base
 from dockergate.store.repository import Store
+from tests.unit.conftest import PG_URL, reset_postgres
 
 
 @pytest.fixture
@@ -345,3 +346,20 @@ def test_schema_version_is_recorded(settings: Settings) -> None:
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="DOCKERGATE_TEST_PG_URL not set")
+def test_concurrent_upgrades_take_turns(tmp_path: Path) -> None:
+    """Gates starting together on several nodes all run `db upgrade` on the shared
+    PostgreSQL: every one succeeds and the schema ends at head once."""
+    import concurrent.futures
+
+    assert PG_URL
+    reset_postgres(PG_URL)
+
+    def one(i: int) -> tuple[str | None, str]:
+        return upgrade(Settings(state_dir=tmp_path / f"s{i}", db=PG_URL))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert all(after == head_revision() for _before, after in results), results
