@@ -25,6 +25,7 @@ import pytest
 
 from dockergate.config import Settings
 from dockergate.store.repository import Store
+from tests import helpers
 from tests.helpers import UnixUser, dockergate_argv, read_response
 
 pytestmark = pytest.mark.timeout(300)
@@ -82,14 +83,8 @@ def owned(client: Any, user: str) -> dict[str, set[str]]:
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
+    """tests.helpers.wait_until, polling every 0.25 s (the audit writer batches)."""
+    return helpers.wait_until(predicate, timeout, interval=0.25, what=what)
 
 
 def audit_json(gate: Any, *args: str) -> list[dict[str, Any]]:
