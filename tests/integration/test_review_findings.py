@@ -1,0 +1,477 @@
+"""Security review findings (branch ``review``): each test asserts the *secure*
+behaviour and FAILS on the code as reviewed. They use their own gate with a small
+test profile (an allowed bind root in a temp dir, a 512m memory quota, 2 CPUs,
+ports 8000-8999, no exec as root, one shared volume) and raw requests as members.
+
+Nothing here fixes the product; see the review report for where each fix belongs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Gate, new_gate
+from tests.integration.test_hostile import Raw, Reply
+
+pytestmark = pytest.mark.timeout(180)
+
+MIB = 1 << 20
+
+
+def _rand() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def area() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="dgt-rev-"))
+    d.chmod(0o755)
+    (d / "data").mkdir()
+    (d / "secret").mkdir()
+    (d / "secret" / "flag").write_text("REVIEW-FLAG-outside-the-allowed-bind-root\n")
+    for p in (d / "data", d / "secret"):
+        p.chmod(0o755)
+    (d / "secret" / "flag").chmod(0o644)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_name() -> str:
+    return f"dgt-review-shared-{_rand()}"
+
+
+@pytest.fixture(scope="module")
+def rgate(session_dir: Path, docker_host: str, area: Path, shared_name: str) -> Iterator[Gate]:
+    policies = area / "policies"
+    policies.mkdir()
+    (policies / "admin.yaml").write_text("admin: true\n")
+    (policies / "member.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            description: review member
+            containers:
+              published_ports: ["8000-8999"]
+            exec:
+              root: false
+            mounts:
+              binds:
+                - path: {area / "data"}
+              shared_volumes:
+                - name: {shared_name}
+                  read_only: true
+            resources:
+              memory: {{default: 64m, max: 256m}}
+              cpus: {{max: 2}}
+            quota:
+              memory: 512m
+            """
+        )
+    )
+    (policies / "intern.yaml").write_text(
+        textwrap.dedent(
+            """
+            description: review intern
+            extends: member
+            containers:
+              on_managers: false
+            """
+        )
+    )
+    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
+    g.init()
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture(scope="module")
+def users(rgate: Gate, unix_user) -> dict[str, Raw]:
+    out = {}
+    for short, profile in (("mallory", "member"), ("victim", "member"), ("pintern", "intern")):
+        u = unix_user(short)
+        name = f"rv-{short}"
+        rgate.dockergate("user", "add", name, "--profile", profile, "--uid", str(u.uid))
+        out[short] = Raw(str(rgate.socket), u.uid)
+    return out
+
+
+@pytest.fixture
+def cleanup(direct_client) -> Iterator[list[tuple[str, str]]]:
+    """Append (kind, id-or-name); removed directly on the daemon after the test."""
+    items: list[tuple[str, str]] = []
+    yield items
+    for kind, ref in reversed(items):
+        with contextlib.suppress(Exception):
+            if kind == "container":
+                direct_client.containers.get(ref).remove(force=True)
+            elif kind == "network":
+                direct_client.networks.get(ref).remove()
+            elif kind == "volume":
+                direct_client.volumes.get(ref).remove(force=True)
+            elif kind == "service":
+                direct_client.services.get(ref).remove()
+            elif kind == "image":
+                direct_client.images.remove(ref, force=True)
+
+
+def create(raw: Raw, body: dict, name: str | None = None) -> Reply:
+    q = f"?name={name}" if name else ""
+    return raw.request("POST", f"/v1.41/containers/create{q}", body)
+
+
+def created(raw: Raw, body: dict, cleanup, name: str | None = None) -> str:
+    r = create(raw, body, name)
+    assert r.status == 201, (r.status, r.body)
+    cid = json.loads(r.body)["Id"]
+    cleanup.append(("container", cid))
+    return cid
+
+
+def start(raw: Raw, cid: str) -> Reply:
+    return raw.request("POST", f"/v1.41/containers/{cid}/start")
+
+
+def context_tar(dockerfile: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build(raw: Raw, query: str, dockerfile: str) -> Reply:
+    return raw.request(
+        "POST", f"/v1.41/build?{query}", context_tar(dockerfile), ctype="application/x-tar"
+    )
+
+
+def network(raw: Raw, name: str, cleanup) -> str:
+    r = raw.request("POST", "/v1.41/networks/create", {"Name": name, "Driver": "bridge"})
+    assert r.status == 201, (r.status, r.body)
+    nid = json.loads(r.body)["Id"]
+    cleanup.append(("network", nid))
+    return nid
+
+
+# --------------------------------------------------------------- host access
+
+
+def test_seccomp_null_profile_refused(users):
+    """``seccomp=null`` decodes to an empty profile, which dockerd reads as
+    'seccomp disabled' (setupSeccomp: no default action and no syscalls). The gate
+    only refuses 'unconfined' and values starting with '{'."""
+    r = create(
+        users["mallory"],
+        {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"SecurityOpt": ["seccomp=null"]}},
+    )
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_bind_source_swapped_for_symlink_after_create(users, area, cleanup, direct_client):
+    """The bind source is realpath-checked at create; the daemon follows symlinks when
+    it mounts at *start*. Replacing the checked directory by a symlink in between
+    (the user owns it) mounts anything on the host."""
+    src = area / "data" / f"x-{_rand()}"
+    src.mkdir()
+    cid = created(
+        users["mallory"],
+        {"Image": "busybox", "Cmd": ["cat", "/h/flag"], "HostConfig": {"Binds": [f"{src}:/h"]}},
+        cleanup,
+    )
+    src.rmdir()
+    os.symlink(area / "secret", src)
+    r = start(users["mallory"], cid)
+    if r.status == 204:
+        direct_client.containers.get(cid).wait(timeout=30)
+        logs = direct_client.containers.get(cid).logs().decode()
+        assert "REVIEW-FLAG" not in logs, "read a file outside the allowed bind root"
+
+
+# --------------------------------------------------------------- shared images
+
+
+@pytest.fixture
+def victim_tag(direct_client) -> Iterator[str]:
+    """An existing tag (made by an admin) that members must not move."""
+    repo = f"dgt-review-victim-{_rand()}"
+    direct_client.images.get("busybox:latest").tag(repo, "v1")
+    yield repo
+    with contextlib.suppress(Exception):
+        direct_client.images.remove(f"{repo}:v1", force=True)
+
+
+def test_tag_cannot_move_existing_tag_with_repo_holding_the_tag(users, victim_tag):
+    normal = users["mallory"].request(
+        "POST", f"/v1.41/images/busybox:latest/tag?repo={victim_tag}&tag=v1"
+    )
+    assert normal.status == 403, normal.body  # handled: the plain form is refused
+    r = users["mallory"].request("POST", f"/v1.41/images/busybox:latest/tag?repo={victim_tag}:v1")
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_commit_cannot_move_existing_tag(users, victim_tag, cleanup):
+    cid = created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    r = users["mallory"].request(
+        "POST", f"/v1.41/commit?container={cid}&repo={victim_tag}&tag=v1", {}
+    )
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_import_cannot_move_existing_tag(users, victim_tag):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("evil")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    r = users["mallory"].request(
+        "POST",
+        f"/v1.41/images/create?fromSrc=-&repo={victim_tag}&tag=v1",
+        buf.getvalue(),
+        ctype="application/x-tar",
+    )
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_build_cannot_move_existing_tag(users, victim_tag):
+    r = build(users["mallory"], f"t={victim_tag}:v1", "FROM busybox\nLABEL x=y\n")
+    assert r.status == 403, (r.status, r.body[-300:])
+
+
+def test_build_container_of_other_user_not_owned_through_base_image_label(
+    users, direct_client, cleanup
+):
+    """Built images carry ``dockergate.owner``; a legacy build's RUN containers inherit
+    the base image's labels, so the base image's author owns (sees, execs into,
+    copies from) other users' build containers."""
+    base = f"dgt-review-base-{_rand()}"
+    r = build(users["mallory"], f"t={base}:1", "FROM busybox\nRUN true\n")
+    assert r.status == 200, r.body[-300:]
+    cleanup.append(("image", f"{base}:1"))
+    marker = f"MARK{_rand()}"
+    done = threading.Event()
+
+    def victim_build() -> None:
+        try:
+            build(users["victim"], "nocache=1", f"FROM {base}:1\nRUN sleep 12 && echo {marker}\n")
+        finally:
+            done.set()
+
+    t = threading.Thread(target=victim_build, daemon=True)
+    t.start()
+    seen = []
+    deadline = time.time() + 20
+    while time.time() < deadline and not done.is_set():
+        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
+        seen = [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
+        if seen:
+            break
+        time.sleep(0.5)
+    t.join(60)
+    assert not seen, f"mallory sees the victim's build container: {seen[0]['Id'][:12]}"
+
+
+# --------------------------------------------------------------- networks
+
+
+def test_network_name_with_colon_is_owner_checked(users, cleanup):
+    name = f"v:net-{_rand()}"
+    network(users["victim"], name, cleanup)
+    r = create(
+        users["mallory"], {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": name}}
+    )
+    if r.status == 201:
+        cleanup.append(("container", json.loads(r.body)["Id"]))
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_endpoint_network_id_cannot_point_at_another_users_network(users, cleanup):
+    """dockerd's getNetworkID prefers EndpointSettings.NetworkID over the key (and
+    over the connect path's network) for user-defined networks."""
+    own = f"rv-own-{_rand()}"
+    network(users["mallory"], own, cleanup)
+    theirs = network(users["victim"], f"rv-theirs-{_rand()}", cleanup)
+    r = create(
+        users["mallory"],
+        {
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "HostConfig": {"NetworkMode": own},
+            "NetworkingConfig": {"EndpointsConfig": {own: {"NetworkID": theirs}}},
+        },
+    )
+    if r.status == 201:
+        cleanup.append(("container", json.loads(r.body)["Id"]))
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_network_connect_network_id_cannot_point_at_another_users_network(
+    users, cleanup, direct_client
+):
+    own = f"rv-own-{_rand()}"
+    network(users["mallory"], own, cleanup)
+    theirs = network(users["victim"], f"rv-theirs-{_rand()}", cleanup)
+    cid = created(
+        users["mallory"],
+        {"Image": "busybox", "Cmd": ["sleep", "60"], "HostConfig": {"NetworkMode": own}},
+        cleanup,
+    )
+    assert start(users["mallory"], cid).status == 204
+    r = users["mallory"].request(
+        "POST",
+        f"/v1.41/networks/{own}/connect",
+        {"Container": cid, "EndpointConfig": {"NetworkID": theirs}},
+    )
+    attached = direct_client.networks.get(theirs).attrs.get("Containers") or {}
+    assert r.status == 403 and cid not in attached, (r.status, r.body, list(attached))
+
+
+def test_build_cannot_join_another_users_network(users, cleanup):
+    theirs = network(users["victim"], f"rv-theirs-{_rand()}", cleanup)
+    r = build(users["mallory"], f"networkmode={theirs}&nocache=1", "FROM busybox\nRUN true\n")
+    assert r.status == 403, (r.status, r.body[-300:])
+
+
+# --------------------------------------------------------------- volumes
+
+
+def test_shared_volume_name_cannot_be_squatted(users, shared_name, cleanup, direct_client):
+    """A profile's shared volume that does not exist yet is created by the gate with
+    the first user's owner label: that user then owns (and can fill or delete) the
+    volume every other member mounts as 'shared'."""
+    cleanup.append(("volume", shared_name))
+    r = create(
+        users["mallory"],
+        {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": [f"{shared_name}:/s:ro"]}},
+    )
+    if r.status == 201:
+        cleanup.append(("container", json.loads(r.body)["Id"]))
+    labels: dict[str, str] = {}
+    with contextlib.suppress(Exception):
+        labels = direct_client.volumes.get(shared_name).attrs.get("Labels") or {}
+    assert labels.get("dockergate.owner") != "rv-mallory", labels
+
+
+# --------------------------------------------------------------- quotas and caps
+
+
+def _run_with_memory(raw: Raw, cleanup, mib: int) -> str:
+    cid = created(
+        raw,
+        {"Image": "busybox", "Cmd": ["sleep", "120"], "HostConfig": {"Memory": mib * MIB}},
+        cleanup,
+    )
+    assert start(raw, cid).status == 204
+    return cid
+
+
+def test_quota_applies_when_restarting_a_stopped_container(users, cleanup, direct_client):
+    m = users["victim"]
+    c1 = _run_with_memory(m, cleanup, 256)
+    _run_with_memory(m, cleanup, 256)  # 512m of 512m used
+    direct_client.containers.get(c1).stop(timeout=0)
+    _run_with_memory(m, cleanup, 256)  # allowed: c1 is stopped
+    r = start(m, c1)  # would make 768m
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_quota_applies_to_docker_update(users, cleanup):
+    m = users["victim"]
+    _run_with_memory(m, cleanup, 256)
+    _run_with_memory(m, cleanup, 200)
+    c3 = _run_with_memory(m, cleanup, 32)  # 488m of 512m
+    r = m.request(
+        "POST",
+        f"/v1.41/containers/{c3}/update",
+        {"Memory": 256 * MIB, "MemorySwap": 256 * MIB},
+    )
+    assert r.status == 403, (r.status, r.body)  # would make 712m
+
+
+def test_quota_counts_replicated_job_concurrency(users, cleanup):
+    name = f"rv-job-{_rand()}"
+    cleanup.append(("service", name))
+    r = users["mallory"].request(
+        "POST",
+        "/v1.41/services/create",
+        {
+            "Name": name,
+            "Mode": {"ReplicatedJob": {"MaxConcurrent": 10, "TotalCompletions": 10}},
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": "busybox", "Command": ["true"]},
+                "Resources": {"Limits": {"MemoryBytes": 256 * MIB}},
+            },
+        },
+    )
+    assert r.status == 403, (r.status, r.body)  # 10 x 256m at once, quota 512m
+
+
+def test_cpu_cap_not_bypassed_by_update_against_a_small_period(users, cleanup, direct_client):
+    m = users["mallory"]
+    cid = created(
+        m,
+        {
+            "Image": "busybox",
+            "Cmd": ["sleep", "60"],
+            "HostConfig": {"CpuPeriod": 1000, "CpuQuota": 2000},  # 2 CPUs: the cap
+        },
+        cleanup,
+    )
+    r = m.request("POST", f"/v1.41/containers/{cid}/update", {"CpuQuota": 200000})
+    host = direct_client.containers.get(cid).attrs["HostConfig"]
+    cpus = host["CpuQuota"] / host["CpuPeriod"] if host["CpuQuota"] > 0 else 0
+    assert r.status == 403 and cpus <= 2, (r.status, cpus)
+
+
+def test_publish_all_ports_respects_the_port_range(users, cleanup):
+    r = create(
+        users["mallory"],
+        {
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {"PublishAllPorts": True, "PortBindings": {"81/tcp": [{"HostPort": ""}]}},
+        },
+    )
+    if r.status == 201:
+        cleanup.append(("container", json.loads(r.body)["Id"]))
+    assert r.status == 403, (r.status, r.body)  # random host ports: outside 8000-8999
+
+
+# --------------------------------------------------------------- exec and placement
+
+
+def test_exec_root_refused_in_numeric_forms(users, cleanup):
+    m = users["mallory"]
+    cid = created(m, {"Image": "busybox", "Cmd": ["sleep", "60"], "User": "1000"}, cleanup)
+    assert start(m, cid).status == 204
+    neighbour = m.request("POST", f"/v1.41/containers/{cid}/exec", {"Cmd": ["id"], "User": "0"})
+    assert neighbour.status == 403
+    for user in ("00", "+0", "0000:0"):
+        r = m.request("POST", f"/v1.41/containers/{cid}/exec", {"Cmd": ["id"], "User": user})
+        assert r.status == 403, (user, r.status, r.body)
+
+
+def test_no_containers_on_managers_also_covers_build_steps(users):
+    neighbour = create(users["pintern"], {"Image": "busybox", "Cmd": ["true"]})
+    assert neighbour.status == 403
+    r = build(users["pintern"], "nocache=1", "FROM busybox\nRUN echo on-the-manager\n")
+    assert r.status == 403, (r.status, r.body[-300:])
