@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -226,6 +227,10 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     audit = AuditWriter.for_settings(settings)  # the audit log, written off the request path
     gate.sinks.append(audit)
     audit.start()
+    # Start-up leaves ~90,000 long-lived objects (SQLAlchemy, click, the schema tables);
+    # a full collection walks them all, a 20-50 ms stall of every request in flight.
+    # Frozen, the collector only walks what requests allocate.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

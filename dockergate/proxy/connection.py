@@ -44,6 +44,7 @@ from dockergate.proxy.http import (
     with_length,
 )
 from dockergate.proxy.paths import normalise
+from dockergate.proxy.splice import splice_streams
 from dockergate.proxy.upstream import UpstreamConn, UpstreamError, buffered
 
 if TYPE_CHECKING:
@@ -409,17 +410,18 @@ class ClientConnection:
                         w.write(data)
                         await w.drain()
             elif length == -1:
-                w.write(head)
                 if http10:
+                    w.write(head)
                     async for data in iter_body(conn.reader, None, True):
                         w.write(data)
                         await w.drain()
                 elif ex.event_filter is not None and resp.status == 200:
+                    w.write(head)
                     await self._watching_client(relay_events(conn.reader, w, ex.event_filter))
                 elif ex.route is not None and ex.route.name in FINITE_ROUTES:
-                    await relay_chunked_raw(conn.reader, w)  # ends by itself: no watcher
+                    await relay_chunked_raw(conn.reader, w, head)  # ends by itself: no watcher
                 else:
-                    await self._watching_client(relay_chunked_raw(conn.reader, w))
+                    await self._watching_client(relay_chunked_raw(conn.reader, w, head))
             else:  # delimited by the daemon closing the connection
                 w.write(head)
                 async for data in iter_body(conn.reader, None, False):
@@ -507,7 +509,8 @@ class ClientConnection:
         self.writer.write(raw)  # the daemon's 101 head, byte for byte
         await self.writer.drain()
         with self.gate.track_stream():
-            await pump(self.reader, self.writer, conn.reader, conn.writer)
+            if not await splice_streams(self.reader, self.writer, conn.reader, conn.writer):
+                await pump(self.reader, self.writer, conn.reader, conn.writer)  # TLS on a side
         conn.close()
         raise Closed()
 

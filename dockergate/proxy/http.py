@@ -486,19 +486,32 @@ class ChunkScanner:
         return n, False
 
 
-async def relay_chunked_raw(reader: asyncio.StreamReader, writer: Writer) -> None:
+async def relay_chunked_raw(
+    reader: asyncio.StreamReader, writer: Writer, head: bytes = b""
+) -> None:
     """Pass a chunked body through byte for byte, writing whatever has arrived at once.
 
     Used for responses: a stream's chunk boundaries (docker-py yields one item per
     chunk) and its timing survive, and nothing waits for a chunk to complete. Bytes
-    after the body's end stay in the reader for the next response."""
+    after the body's end stay in the reader for the next response.
+
+    ``head`` (the response head) shares the first write with the body bytes that came
+    with it: one syscall and one wake-up of the client fewer per answer. If no body
+    byte is there yet, the head goes out alone at once: a quiet stream (``logs -f``,
+    ``events``) must not hold back its head."""
+    if head and not reader._buffer:  # type: ignore[attr-defined]
+        writer.write(head)
+        head = b""
     scanner = ChunkScanner()
     while True:
         data = await reader.read(READ_SIZE)
         if not data:
             raise HTTPError(502, "daemon closed the stream in the middle of a chunked body")
         used, done = scanner.feed(data)
-        writer.write(data if used == len(data) else data[:used])
+        out = data if used == len(data) else data[:used]
+        if head:
+            out, head = head + out, b""
+        writer.write(out)
         await writer.drain()
         if done:
             unread(reader, data[used:])
