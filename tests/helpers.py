@@ -627,3 +627,17 @@ def describe(r: subprocess.CompletedProcess[str]) -> str:
     """For assertion messages: the command, its exit code and its output."""
     cmd = r.args if isinstance(r.args, str) else shlex.join(str(a) for a in r.args)
     return f"`{cmd}` exited {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
+
+
+@contextlib.contextmanager
+def nosymfollow(path: Path) -> Iterator[Path]:
+    """``path`` bind-mounted on itself with ``nosymfollow`` (as an admin would mount a
+    bind root the gate lets users bind below), unmounted afterwards. Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting nosymfollow needs root")
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,nosymfollow", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from dockergate.api import query as q
-from dockergate.api.dispatch import handles, own_filters, owned_object, who
+from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
 from dockergate.api.exchange import Exchange
-from dockergate.api.labels import stamp, stamp_volume_mounts
-from dockergate.api.ownership import OWNER_LABEL, NotFound, resolve, resolve_owned
+from dockergate.api.images import check_changes, check_new_tag
+from dockergate.api.labels import image_labels, stamp, stamp_volume_mounts
+from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve, resolve_owned
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
     Denied,
@@ -23,7 +24,7 @@ from dockergate.policy.checks import (
     check_exec,
     check_update,
 )
-from dockergate.policy.quota import check_container_quota, user_lock
+from dockergate.policy.quota import check_container_quota, check_memory_quota, user_lock
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
@@ -54,11 +55,16 @@ async def container_create(ex: Exchange) -> None:
 @handles("container.update")
 async def container_update(ex: Exchange) -> None:
     """``docker update``: the owner's, and no raising limits past the profile's caps."""
-    await owned_object(ex)
+    found = await owned_object(ex)
     body = await ex.read_json("container.update")
     if not isinstance(body, dict):
         raise Refusal(400, "container update: body must be a JSON object")
-    check_update(ex.profile, body, await ex.daemon.facts())
+    check_update(ex.profile, body, await ex.daemon.facts(), found.obj.get("HostConfig") or {})
+    if body.get("Memory") and not ex.admin:
+        await ex.hold(user_lock(ex.identity.name))
+        await check_memory_quota(
+            ex.daemon, ex.profile, ex.identity.name, found.id, int(body["Memory"])
+        )
     ex.set_json(body)
 
 
@@ -76,16 +82,16 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
                 ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}"
             )
     network_mode = str(host.get("NetworkMode") or "")
-    if network_mode and ":" not in network_mode and network_mode not in BUILTIN_NETWORKS:
-        await referenced_owned(
-            ex, "network", network_mode, f"HostConfig.NetworkMode={network_mode}"
-        )
+    # Like dockerd (NetworkMode.IsUserDefined): everything but the built-in modes and
+    # "container:<x>" names a network, "a:b" included.
+    if network_mode and not network_mode.startswith("container:"):
+        await network_usable(ex, network_mode, f"HostConfig.NetworkMode={network_mode}")
     for link in host.get("Links") or []:
         name = str(link).split(":", 1)[0].lstrip("/")
         await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
-    for name in networking.get("EndpointsConfig") or {}:
-        if name not in BUILTIN_NETWORKS:
-            await referenced_owned(ex, "network", name, f"NetworkingConfig.EndpointsConfig.{name}")
+    for name, endpoint in (networking.get("EndpointsConfig") or {}).items():
+        await network_usable(ex, str(name), f"NetworkingConfig.EndpointsConfig.{name}")
+        await endpoint_network_usable(ex, endpoint, f"NetworkingConfig.EndpointsConfig.{name}")
     for bind in host.get("Binds") or []:
         source, _dest, read_only = bind_options(str(bind))
         if source and not source.startswith("/"):
@@ -99,16 +105,22 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
                 )
 
 
-async def referenced_owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
-    """An object named inside a body (``field``) must be the caller's: 403 otherwise."""
-    try:
-        await resolve_owned(ex.daemon, ex.identity, kind, reference)
-    except NotFound:
-        raise Refusal(
-            403,
-            f"{who(ex)} may not use {kind} {reference!r} ({field}): it does not exist or "
-            "belongs to someone else",
-        ) from None
+async def network_usable(ex: Exchange, reference: str, field: str) -> None:
+    """A network a container joins: a built-in one, or the caller's."""
+    if ex.admin or reference in BUILTIN_NETWORKS:
+        return
+    found = await resolve(ex.daemon, "network", reference)
+    if found is not None and found.obj.get("Name") in BUILTIN_NETWORKS:
+        return  # the bridge, host or none network by its ID
+    await referenced_owned(ex, "network", reference, field)
+
+
+async def endpoint_network_usable(ex: Exchange, endpoint: Any, field: str) -> None:
+    """dockerd attaches an endpoint to its ``NetworkID`` when one is given, whatever
+    network the key or the connect path names: that network must be usable too."""
+    if isinstance(endpoint, dict) and endpoint.get("NetworkID"):
+        network_id = str(endpoint["NetworkID"])
+        await network_usable(ex, network_id, f"{field}.NetworkID={network_id}")
 
 
 async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) -> None:
@@ -125,7 +137,21 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
                     name,
                     f"mount {name} read-only (:ro / readonly)",
                 )
+            if await resolve(ex.daemon, "volume", name) is None:
+                # Mounting it would create it, labelled as this user's: the first
+                # user would own (fill, delete) what everyone mounts as shared.
+                raise Refusal(
+                    403,
+                    f"shared volume {name!r} ({field}) does not exist yet; an admin "
+                    f"creates it: docker volume create {name}",
+                )
             return
+    if name in ex.shared_volume_names:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not mount volume {name!r} ({field}): it is a shared volume "
+            f"of another profile",
+        )
     if not profile.own_volumes:
         allowed = ", ".join(v.name for v in profile.shared_volumes) or "none"
         raise Denied(
@@ -160,12 +186,28 @@ async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
 async def container_start(ex: Exchange) -> None:
     """Start takes no body since API 1.24, but dockerd 20.10 still applies a HostConfig
     sent with it (privileged, binds...): a non-admin's start must carry none."""
-    await owned_object(ex)
+    found = await owned_object(ex)
     if ex.req.has_body and not ex.admin:
         raise Refusal(
             400,
             "container start: a request body (a HostConfig) is not accepted; set options at create",
         )
+    await check_started(ex, found)
+
+
+@handles("container.restart")
+async def container_restart(ex: Exchange) -> None:
+    await check_started(ex, await owned_object(ex))
+
+
+async def check_started(ex: Exchange, found: Resolved) -> None:
+    """A stopped container holds no memory for the quota; started again, it must fit.
+    The user's lock is held until the start is forwarded, as for a create."""
+    if ex.admin or ex.profile.quota_memory is None:
+        return
+    await ex.hold(user_lock(ex.identity.name))
+    memory = int((found.obj.get("HostConfig") or {}).get("Memory") or 0)
+    await check_memory_quota(ex.daemon, ex.profile, ex.identity.name, found.id, memory)
 
 
 @handles("exec.start")
@@ -195,4 +237,15 @@ async def commit(ex: Exchange) -> None:
     if not container:
         raise Refusal(400, "commit: the container parameter is required")
     found = await resolve_owned(ex.daemon, ex.identity, "container", container)
+    await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+    check_changes(ex)
     ex.set_query(q.replace(ex.query, "container", found.id))
+    # The body (a container config merged over the container's) carries the image's
+    # labels: the author, and an empty owner label over the container's own.
+    config: Any = await ex.read_json("image.commit") if ex.req.has_body else None
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise Refusal(400, "commit: body must be a JSON object")
+    config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
+    ex.set_json(config)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from urllib.parse import quote
 
 from dockergate.api import query as q
 from dockergate.api.exchange import Exchange
-from dockergate.api.ownership import INSPECT, OWNER_LABEL, Resolved, resolve_owned
+from dockergate.api.ownership import INSPECT, OWNER_LABEL, NotFound, Resolved, resolve_owned
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied
 
@@ -85,14 +86,39 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
     return found
 
 
+async def referenced_owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
+    """An object named inside a body (``field``) must be the caller's: 403 otherwise."""
+    try:
+        await resolve_owned(ex.daemon, ex.identity, kind, reference)
+    except NotFound:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not use {kind} {reference!r} ({field}): it does not exist or "
+            "belongs to someone else",
+        ) from None
+
+
 def own_filters(ex: Exchange) -> None:
     """Push the caller's owner label into ``filters``: the daemon filters lists and
     prunes for us. One ``filters`` parameter is forwarded, the one checked here."""
     if ex.admin:
         return
-    filters = q.parse_filters(q.first(ex.query, "filters"))
-    merged = q.with_label(filters, f"{OWNER_LABEL}={ex.identity.name}")
-    ex.set_query(q.replace(ex.query, "filters", q.encode_filters(merged)))
+    query, encoded = owner_filtered(ex.req.query, ex.identity.name)
+    ex.set_query(list(query), encoded)
+
+
+@lru_cache(maxsize=1024)
+def owner_filtered(raw_query: str, owner: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """The query with the owner's label filter merged in, and its encoding.
+
+    A pure function of the client's query string and the owner: a client polling
+    ``docker ps`` sends the same string every time, so the parse, merge and both
+    encodings are done once (malformed queries raise and are not cached)."""
+    query = q.parse_query(raw_query)
+    filters = q.parse_filters(q.first(query, "filters"))
+    merged = q.with_label(filters, f"{OWNER_LABEL}={owner}")
+    query = q.replace(query, "filters", q.encode_filters(merged))
+    return tuple(query), q.encode(query)
 
 
 FORM_METHODS = frozenset({"POST", "PUT", "PATCH"})

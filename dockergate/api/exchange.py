@@ -64,15 +64,24 @@ class Exchange:
         return self.identity.admin
 
     @property
+    def shared_volume_names(self) -> frozenset[str]:
+        """Shared volume names of every profile (of the caller's, without a gate)."""
+        if self.gate is not None:
+            return self.gate.profiles.shared_volume_names
+        return frozenset(v.name for v in self.profile.shared_volumes)
+
+    @property
     def query(self) -> q.Query:
         if self._query is None:
             self._query = q.parse_query(self.req.query)
         return self._query
 
-    def set_query(self, query: q.Query) -> None:
+    def set_query(self, query: q.Query, encoded: str | None = None) -> None:
+        """Forward ``query`` (``encoded``: its encoding, when the caller has it)."""
         self._query = query
         path = self.target.split("?", 1)[0]
-        encoded = q.encode(query)
+        if encoded is None:
+            encoded = q.encode(query)
         self.target = f"{path}?{encoded}" if encoded else path
 
     def forward_to(self, path: str) -> None:

@@ -1,7 +1,10 @@
 """Images are shared: everyone lists and uses them; overwriting or deleting is for admins.
 
-Builds are stamped with the owner label through the ``labels`` build parameter,
-which is applied after the Dockerfile's own ``LABEL`` lines and so overrides them.
+Overwriting includes moving a tag: every way a user can name an image (tag, commit,
+import, build ``t``) is checked against the tags that exist, and ``docker load``,
+whose tags come from inside the archive, is for admins. Builds and commits are
+labelled with their author (``dockergate.built-by``) and an empty owner label, which
+the ``labels`` build parameter applies after the Dockerfile's own ``LABEL`` lines.
 BuildKit (``/grpc``, ``/session``) speaks opaque gRPC the gate cannot inspect, so
 non-admins are pointed at the classic builder.
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 import json
 
 from dockergate.api import query as q
-from dockergate.api.dispatch import handles, who
+from dockergate.api.dispatch import handles, referenced_owned, who
 from dockergate.api.exchange import Exchange
-from dockergate.api.labels import stamp
+from dockergate.api.labels import image_labels
+from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied, apply_memory, check_image, check_ulimits
 from dockergate.proxy.daemon import ref
@@ -27,7 +31,6 @@ from dockergate.proxy.daemon import ref
     "image.get_all",
     "image.search",
     "image.distribution",
-    "image.load",
     "image.build_cancel",
 )
 async def shared_images(ex: Exchange) -> None:
@@ -48,6 +51,21 @@ async def image_create(ex: Exchange) -> None:
     image = q.first(ex.query, "fromImage")
     if image:
         check_image(ex.profile, image, "fromImage")
+    if source == "-":  # an import names its image with repo and tag
+        await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+        check_changes(ex)
+
+
+@handles("image.load")
+async def image_load(ex: Exchange) -> None:
+    if ex.admin:
+        return
+    raise Refusal(
+        403,
+        f"{who(ex)} may not docker load: the tags come from inside the archive, so a load "
+        "can replace any shared image; push it to the team registry and pull it, or ask "
+        "an admin",
+    )
 
 
 @handles("image.tag")
@@ -55,17 +73,60 @@ async def image_tag(ex: Exchange) -> None:
     """Tagging is allowed unless it would move an existing tag (someone else's image)."""
     if ex.admin:
         return
-    repo = q.first(ex.query, "repo") or ""
-    tag = q.first(ex.query, "tag") or "latest"
+    await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+
+
+def tag_reference(repo: str, tag: str) -> str:
+    """The tag dockerd creates for ``repo`` and ``tag`` (its ``TagImage`` and
+    ``RepoTagReference``): ``tag`` replaces one written in ``repo``, and no tag at all
+    means ``latest``. A tag is what follows the last ``:`` after the last ``/`` (a
+    registry's port is not one)."""
+    if "@" in repo:
+        raise Refusal(403, f"naming an image by digest ({repo!r}) is for admins")
+    name, own = repo, ""
+    colon = repo.rfind(":")
+    if colon > repo.rfind("/"):
+        name, own = repo[:colon], repo[colon + 1 :]
+    return f"{name}:{tag or own or 'latest'}"
+
+
+async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
+    """A name a user gives an image must be new, or name an image that user built or
+    committed: moving a tag replaces the image everyone else runs under it
+    (``busybox:latest``), while rebuilding one's own ``-t app:dev`` is the daily loop."""
     if not repo:
         return
-    existing = await ex.daemon.get(f"/images/{ref(f'{repo}:{tag}')}/json")
-    if existing.ok:
-        raise Refusal(
-            403,
-            f"{who(ex)} may not re-tag {repo}:{tag}: that tag exists and moving it "
-            "is for admins; choose a new tag",
-        )
+    reference = tag_reference(repo, tag)
+    existing = await ex.daemon.get(f"/images/{ref(reference)}/json")
+    if not existing.ok:
+        return
+    image = existing.json()
+    labels = ((image or {}).get("Config") or {}).get("Labels") or {}
+    if ex.identity.name in (labels.get(BUILT_BY_LABEL), labels.get(OWNER_LABEL)):
+        return
+    raise Refusal(
+        403,
+        f"{who(ex)} may not name an image {reference}: that tag exists on an image "
+        "you did not build, and moving it is for admins; choose a new tag",
+    )
+
+
+CHANGE_LABELS = ("LABEL", "ONBUILD")
+
+
+def check_changes(ex: Exchange) -> None:
+    r"""``changes`` (Dockerfile lines applied by commit and import) must not write the
+    gate's labels; lines that could spell them indirectly (``$`` substitution, ``\``
+    escapes) are refused too."""
+    for change in q.every(ex.query, "changes"):
+        instruction = change.strip().split(None, 1)[0].upper() if change.strip() else ""
+        text = change.lower()
+        if instruction in CHANGE_LABELS and ("dockergate" in text or "$" in text or "\\" in text):
+            raise Refusal(
+                403,
+                f"{who(ex)} may not set labels under dockergate.* (or spelt with $ or \\) "
+                f"through changes: {change[:80]!r}",
+            )
 
 
 @handles("image.build")
@@ -78,7 +139,9 @@ async def build(ex: Exchange) -> None:
     profile = ex.profile
     if not profile.admin:
         await _check_build(ex)
-    stamped = stamp(labels, ex.identity.name)
+        for name in q.every(ex.query, "t"):
+            await check_new_tag(ex, name, "")
+    stamped = image_labels(labels, ex.identity.name)
     ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
 
 
@@ -90,16 +153,29 @@ async def _check_build(ex: Exchange) -> None:
         raise Denied(
             profile, "remote build contexts", "remote", remote, "send the context from the client"
         )
-    network = (q.first(ex.query, "networkmode") or "").lower()
-    if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
+    network = q.first(ex.query, "networkmode") or ""
+    if (network.lower() == "host" and not profile.host_namespaces) or network.lower().startswith(
+        "container:"
+    ):
         raise Denied(profile, "this build network", "networkmode", network, "use the default")
+    if network.lower() not in ("", "default", "bridge", "none", "host"):
+        await referenced_owned(ex, "network", network, f"networkmode={network}")
     parent = q.first(ex.query, "cgroupparent")
     if parent and not profile.cgroup_parent:
         raise Denied(
             profile, "choosing the cgroup parent", "cgroupparent", parent, "leave it empty"
         )
+    facts = await ex.daemon.facts()
+    if not profile.containers_on_managers and facts.manager:
+        raise Denied(
+            profile,
+            "building on a Swarm manager (each RUN step is a container)",
+            "engine",
+            "manager",
+            "build on a worker node",
+        )
     res = {"Memory": q.first_int(ex.query, "memory")}
-    apply_memory(profile, res, await ex.daemon.facts(), "memory")
+    apply_memory(profile, res, facts, "memory")
     if res["Memory"]:
         query = q.replace(ex.query, "memory", str(res["Memory"]))
         ex.set_query(q.replace(query, "memswap", str(res.get("MemorySwap", -1))))

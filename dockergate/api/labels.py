@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockergate.api.ownership import OWNER_LABEL, RESERVED_PREFIX
+from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL, RESERVED_PREFIX
 from dockergate.listen.identity import Refusal
 
 
@@ -33,3 +33,18 @@ def stamp_volume_mounts(mounts: Any, owner: str | None) -> None:
             options = mount.get("VolumeOptions") or {}
             mount["VolumeOptions"] = options
             options["Labels"] = stamp(options.get("Labels"), owner)
+
+
+def image_labels(labels: Any, author: str) -> dict[str, str]:
+    """Labels for an image a user builds or commits: the author under ``built-by``, and
+    the owner label present but empty.
+
+    An image's labels are inherited by every container made from it, the builder's
+    own RUN containers included, which the gate never sees created. An owner label on
+    an image would make its author the owner of other users' build containers; the
+    empty value (no user has an empty name) overrides any the base image or the
+    Dockerfile set."""
+    out = stamp(labels, None)
+    out[OWNER_LABEL] = ""
+    out[BUILT_BY_LABEL] = author
+    return out

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dockergate.api.containers import referenced_owned
-from dockergate.api.dispatch import handles, own_filters, owned_object
+from dockergate.api.containers import endpoint_network_usable
+from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
@@ -35,4 +35,5 @@ async def network_connect(ex: Exchange) -> None:
     container = str(body.get("Container") or "")
     if not ex.admin and container:
         await referenced_owned(ex, "container", container, f"Container={container}")
+    await endpoint_network_usable(ex, body.get("EndpointConfig"), "EndpointConfig")
     ex.set_json(body)

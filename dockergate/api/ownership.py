@@ -17,6 +17,7 @@ from dockergate.listen.identity import Identity, Refusal
 from dockergate.proxy.daemon import API_PREFIX, Daemon, DaemonReply, ref
 
 OWNER_LABEL = "dockergate.owner"
+BUILT_BY_LABEL = "dockergate.built-by"  # on images: who built or committed it (no ownership)
 RESERVED_PREFIX = "dockergate."
 
 # Kinds a non-admin can own; the inspect call that resolves a reference to each.

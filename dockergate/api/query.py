@@ -51,6 +51,11 @@ def first(query: Query, key: str) -> str | None:
     return None
 
 
+def every(query: Query, key: str) -> list[str]:
+    """Every value of a repeated parameter (Go's ``Form[key]``: ``t``, ``changes``)."""
+    return [v for k, v in query if k == key]
+
+
 def first_int(query: Query, key: str) -> int:
     """A whole-number parameter (0 when absent). dockerd reads a malformed one as 0;
     the gate refuses it instead of guessing what the client meant."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockergate.api.containers import referenced_owned, volume_usable
-from dockergate.api.dispatch import handles, own_filters, owned_object, who
+from dockergate.api.containers import volume_usable
+from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.listen.identity import Refusal

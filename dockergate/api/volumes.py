@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockergate.api.dispatch import handles, own_filters
+from dockergate.api.dispatch import handles, own_filters, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
@@ -21,6 +21,13 @@ async def volume_create(ex: Exchange) -> None:
         raise Refusal(400, "volume create: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     if not ex.profile.admin:
+        name = str(body.get("Name") or "")
+        if name in ex.shared_volume_names:
+            raise Refusal(
+                403,
+                f"{who(ex)} may not create volume {name!r}: it is a shared volume of a "
+                "profile, created by an admin",
+            )
         driver = str(body.get("Driver") or "")
         check_volume_driver(ex.profile, driver, body.get("DriverOpts"), "DriverOpts")
     ex.set_json(body)

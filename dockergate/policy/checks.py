@@ -78,8 +78,11 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
         key = key.strip().lower()
         value = value.strip()
         bad = (
-            (key in ("seccomp", "apparmor") and value.lower() == "unconfined")
-            or (key == "seccomp" and value.startswith("{"))
+            (key == "apparmor" and value.lower() == "unconfined")
+            # The CLI inlines a profile file's content: "{...}" replaces the default
+            # filter, and "null" (an empty profile) makes dockerd run with none at all.
+            or (key == "seccomp" and value.lower() != "builtin")
+            or (key == "writable-cgroups" and value.lower() not in ("false", "0"))
             or (
                 key == "label"
                 and (value.lower() == "disable" or value.split(":")[0] in ("user", "role"))
@@ -154,6 +157,18 @@ def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> No
                     source,
                     f"mount {rule.path} read-only (:ro / readonly)",
                 )
+            follows = None if OFFLINE.get() or real == base else follows_symlinks(base, real)
+            if follows is not None:
+                raise Denied(
+                    profile,
+                    "bind-mounting below an allowed path whose mount follows symlinks",
+                    field,
+                    source,
+                    f"bind {rule.path} itself, or have an admin mount it nosymfollow "
+                    f"(mount --bind {follows} {follows} && mount -o remount,bind,nosymfollow "
+                    f"{follows}): a directory below it can be swapped for a symlink "
+                    "between this check and the container's start",
+                )
             return
     allowed = ", ".join(f"{r.path}{' (ro)' if r.read_only else ''}" for r in profile.binds)
     raise Denied(
@@ -163,6 +178,31 @@ def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> No
         source,
         f"allowed below: {allowed}" if allowed else "use a named volume instead",
     )
+
+
+ST_NOSYMFOLLOW = getattr(os, "ST_NOSYMFOLLOW", 0x2000)  # Linux 5.10's MS_NOSYMFOLLOW
+
+
+def follows_symlinks(base: str, real: str) -> str | None:
+    """The first directory from ``base`` down to ``real``'s parent on a mount that
+    follows symlinks, or None.
+
+    The gate resolves a bind source when the container is created; dockerd resolves
+    it again at every start. Whoever can write below ``base`` (the user, or any of
+    their containers with a writable bind there) can swap a directory on the way for
+    a symlink to ``/`` in between. On a ``nosymfollow`` mount the kernel refuses to
+    follow it, so the mount fails instead."""
+    parts = real[len(base) :].strip("/").split("/")[:-1]
+    path = base
+    for part in ["", *parts]:
+        path = os.path.join(path, part) if part else path
+        try:
+            flags = os.statvfs(path).f_flag
+        except OSError:
+            break  # not there yet: dockerd creates it, as root, at start
+        if not flags & ST_NOSYMFOLLOW:
+            return path
+    return None
 
 
 def bind_options(spec: str) -> tuple[str, str, bool]:
@@ -196,26 +236,59 @@ def check_volume_driver(
         )
 
 
+# Where the engine picks a host port when none is given: the kernel's ephemeral range
+# for containers (dockerd's port allocator), 30000-32767 for Swarm's ingress.
+SWARM_DYNAMIC_PORTS = (30000, 32767)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def check_any_port(profile: Profile, dynamic: tuple[int, int], field: str, value: str) -> None:
+    """A port the engine chooses may be any of ``dynamic``: all of them must be allowed."""
+    lo, hi = dynamic
+    if not any(a <= lo and hi <= b for a, b in profile.published_ports):
+        raise Denied(
+            profile,
+            "publishing on a port the engine picks",
+            field,
+            value,
+            f"give a host port in {_ranges(profile)} (the engine picks from {lo}-{hi})",
+        )
+
+
+def _ranges(profile: Profile) -> str:
+    return ", ".join(f"{a}-{b}" for a, b in profile.published_ports) or "none"
+
+
 def check_ports(profile: Profile, bindings: dict[str, Any] | None, field: str) -> None:
     for container_port, entries in (bindings or {}).items():
         for entry in entries or []:
-            host = str((entry or {}).get("HostPort") or "")
+            host = str((entry or {}).get("HostPort") or "").strip()
             if not host:
+                check_any_port(profile, ephemeral_ports(), field, f"(any)->{container_port}")
                 continue
             lo, _, hi = host.partition("-")
             try:
                 ports = range(int(lo), int(hi or lo) + 1)
             except ValueError:
-                continue
+                raise Denied(
+                    profile, "this host port", field, host, "a port number or range"
+                ) from None
             for port in (ports[0], ports[-1]) if ports else ():
                 if not profile.allows_port(port):
-                    allowed = ", ".join(f"{a}-{b}" for a, b in profile.published_ports) or "none"
                     raise Denied(
                         profile,
                         "publishing this host port",
                         field,
                         f"{host}->{container_port}",
-                        f"allowed host ports: {allowed}",
+                        f"allowed host ports: {_ranges(profile)}",
                     )
 
 
@@ -448,6 +521,8 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
     for i, mount in enumerate(host.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
     check_ports(profile, host.get("PortBindings"), f"{prefix}.PortBindings")
+    if host.get("PublishAllPorts"):
+        check_any_port(profile, ephemeral_ports(), f"{prefix}.PublishAllPorts", "true")
 
 
 def check_devices(profile: Profile, devices: list[Any], field: str) -> None:
@@ -488,8 +563,11 @@ def check_mount(profile: Profile, mount: Any, field: str) -> None:
         )
 
 
-def check_update(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> None:
-    """``POST /containers/{id}/update``: no raising limits past the caps."""
+def check_update(
+    profile: Profile, body: dict[str, Any], facts: NodeFacts, current: dict[str, Any]
+) -> None:
+    """``POST /containers/{id}/update``: no raising limits past the caps. ``current`` is
+    the container's HostConfig: a new ``CpuQuota`` counts against its ``CpuPeriod``."""
     if profile.admin:
         return
     if not profile.devices:
@@ -511,6 +589,9 @@ def check_update(profile: Profile, body: dict[str, Any], facts: NodeFacts) -> No
         )
     check_ulimits(profile, body.get("Ulimits"), "Ulimits")
     apply_memory(profile, body, facts, "Memory", update=True)
+    cpu = {k: body[k] if k in body else current.get(k) for k in ("CpuQuota", "CpuPeriod")}
+    if not body.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
+        apply_cpus(profile, cpu, facts, "CpuQuota", update=True)
     apply_cpus(profile, body, facts, "NanoCpus", update=True)
     apply_pids(profile, body, "PidsLimit", update=True)
 
@@ -521,8 +602,20 @@ def check_exec(profile: Profile, body: dict[str, Any]) -> None:
     if body.get("Privileged") and not profile.exec_privileged:
         raise Denied(profile, "privileged exec", "Privileged", "true", "drop --privileged")
     user = str(body.get("User") or "")
-    if not profile.exec_root and user.split(":")[0] in ("root", "0"):
+    if not profile.exec_root and is_root_user(user):
         raise Denied(profile, "exec as root", "User", user, "exec as the container's own user")
+
+
+def is_root_user(user: str) -> bool:
+    """``root``, or a uid runc reads as 0: Go's Atoi takes signs and leading zeros
+    (``+0``, ``00``, ``-0``, ``0000:0``)."""
+    name = user.split(":", 1)[0].strip()
+    if name == "root":
+        return True
+    try:
+        return int(name, 10) == 0
+    except ValueError:
+        return False
 
 
 # -- services ------------------------------------------------------------------------------
@@ -595,14 +688,12 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
         raise Denied(profile, "this runtime", "TaskTemplate.Runtime", runtime, "use the default")
     for port in (spec.get("EndpointSpec") or {}).get("Ports") or []:
         published = int((port or {}).get("PublishedPort") or 0)
-        if published and not profile.allows_port(published):
-            allowed = ", ".join(f"{a}-{b}" for a, b in profile.published_ports) or "none"
+        field = "EndpointSpec.Ports.PublishedPort"
+        if not published:
+            check_any_port(profile, SWARM_DYNAMIC_PORTS, field, "(any)")
+        elif not profile.allows_port(published):
             raise Denied(
-                profile,
-                "publishing this port",
-                "EndpointSpec.Ports.PublishedPort",
-                published,
-                f"allowed: {allowed}",
+                profile, "publishing this port", field, published, f"allowed: {_ranges(profile)}"
             )
     resources = template.get("Resources")
     if not isinstance(resources, dict):
@@ -664,14 +755,23 @@ def keep_off_managers(profile: Profile, template: dict[str, Any]) -> None:
     placement["Constraints"] = constraints
 
 
-def service_memory(spec: dict[str, Any]) -> int:
-    """Memory a service reserves for quotas: replicas times its memory limit."""
-    limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
+def service_tasks(spec: dict[str, Any], nodes: int = 1) -> int:
+    """How many of a service's tasks can run at once: its replicas, a job's
+    ``MaxConcurrent`` (else its completions), one per node for global modes."""
     mode = spec.get("Mode") or {}
-    replicas = int(
-        ((mode.get("Replicated") or {}).get("Replicas")) or (0 if "Global" in mode else 1)
-    )
-    return replicas * int(limits.get("MemoryBytes") or 0)
+    if "Global" in mode or "GlobalJob" in mode:
+        return max(nodes, 1)
+    if "ReplicatedJob" in mode:
+        job = mode.get("ReplicatedJob") or {}
+        return int(job.get("MaxConcurrent") or job.get("TotalCompletions") or 1)
+    replicas = (mode.get("Replicated") or {}).get("Replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def service_memory(spec: dict[str, Any], nodes: int = 1) -> int:
+    """Memory a service reserves for quotas: tasks at once times its memory limit."""
+    limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
+    return service_tasks(spec, nodes) * int(limits.get("MemoryBytes") or 0)
 
 
 __all__ = ["Denied", "NodeFacts", "parse_size"]

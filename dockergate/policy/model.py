@@ -384,6 +384,11 @@ class ProfileSet:
         for name in self.raw:
             self.profiles[name] = self._build(name, [])
 
+    @property
+    def shared_volume_names(self) -> frozenset[str]:
+        """Names any profile shares: no user may create or own a volume by them."""
+        return frozenset(v.name for p in self.profiles.values() for v in p.shared_volumes)
+
     def _resolved(self, name: str, chain: list[str]) -> dict[str, Any]:
         if name in chain:
             raise PolicyError(f"{self.directory}/{name}.yaml: extends loop {' -> '.join(chain)}")

@@ -43,8 +43,18 @@ async def _services(daemon: Daemon, user: str) -> list[dict[str, Any]]:
     return [s for s in reply.json() or [] if isinstance(s, dict)]
 
 
-async def _container_memory(daemon: Daemon, containers: list[dict[str, Any]]) -> int:
-    """Memory limits of containers that are not task containers (services count those)."""
+async def _nodes(daemon: Daemon) -> int:
+    """Swarm nodes a global service runs a task on (1 when not a manager)."""
+    reply = await daemon.get("/nodes")
+    nodes = reply.json() if reply.ok else None
+    return len(nodes) if isinstance(nodes, list) and nodes else 1
+
+
+async def _container_memory(
+    daemon: Daemon, containers: list[dict[str, Any]], exclude: str | None = None
+) -> int:
+    """Memory limits of containers that are not task containers (services count those),
+    ``exclude`` left out (a container being started or updated is counted as asked)."""
 
     async def one(cid: str) -> int:
         reply = await daemon.get(f"/containers/{cid}/json")
@@ -57,22 +67,25 @@ async def _container_memory(daemon: Daemon, containers: list[dict[str, Any]]) ->
         for c in containers
         if "com.docker.swarm.service.id" not in (c.get("Labels") or {})
         and str(c.get("State")) not in ("exited", "dead")
+        and c["Id"] != exclude
     ]
     return sum(await asyncio.gather(*(one(cid) for cid in plain)))
 
 
-async def usage(daemon: Daemon, user: str) -> dict[str, Any]:
+async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[str, Any]:
     containers = await _containers(daemon, user)
     services = await _services(daemon, user)
+    nodes = await _nodes(daemon) if services else 1
     return {
         "containers": len(
             [c for c in containers if "com.docker.swarm.service.id" not in (c.get("Labels") or {})]
         ),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
-        "memory": await _container_memory(daemon, containers)
-        + sum(service_memory(s.get("Spec") or {}) for s in services),
+        "memory": await _container_memory(daemon, containers, exclude)
+        + sum(service_memory(s.get("Spec") or {}, nodes) for s in services),
         "service_specs": services,
+        "nodes": nodes,
     }
 
 
@@ -110,11 +123,23 @@ async def check_service_quota(
             f"{len(others)} of {profile.quota_services} used",
             "remove a service or ask an admin",
         )
-    current = sum(service_memory(s.get("Spec") or {}) for s in others)
+    nodes = used["nodes"] if used["service_specs"] else await _nodes(daemon)
+    current = sum(service_memory(s.get("Spec") or {}, nodes) for s in others)
     container_mem = used["memory"] - sum(
-        service_memory(s.get("Spec") or {}) for s in used["service_specs"]
+        service_memory(s.get("Spec") or {}, nodes) for s in used["service_specs"]
     )
-    _check_memory(profile, container_mem + current, service_memory(spec))
+    _check_memory(profile, container_mem + current, service_memory(spec, nodes))
+
+
+async def check_memory_quota(
+    daemon: Daemon, profile: Profile, user: str, container_id: str, memory: int
+) -> None:
+    """A container about to hold ``memory`` (a start, a restart, an update): the rest
+    of the user's usage plus that must fit in the memory quota."""
+    if profile.admin or profile.quota_memory is None:
+        return
+    used = await usage(daemon, user, exclude=container_id)
+    _check_memory(profile, used["memory"], memory)
 
 
 def _check_memory(profile: Profile, used: int, wanted: int) -> None:

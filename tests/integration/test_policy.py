@@ -21,7 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.helpers import Gate, dockergate_argv, new_gate
+from tests.helpers import Gate, dockergate_argv, new_gate, nosymfollow
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,10 +33,14 @@ def area() -> Iterator[Path]:
     """Host paths the test profiles allow (world-readable: the daemon mounts them)."""
     d = Path(tempfile.mkdtemp(prefix="dgt-pol-"))
     d.chmod(0o755)
-    for sub in ("data/sub", "common"):
+    for sub in ("data/sub", "common", "plain/sub"):
         (d / sub).mkdir(parents=True)
     os.symlink("/", d / "data" / "root-link")
-    yield d
+    # Binds below data/ and common/ are allowed only on nosymfollow mounts (a directory
+    # swapped for a symlink between create and start must not be followed); plain/
+    # is an allowed root an admin did not mount that way.
+    with nosymfollow(d / "data"), nosymfollow(d / "common"):
+        yield d
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,7 @@ def pgate(session_dir: Path, docker_host: str, area: Path) -> Iterator[Gate]:
                 - path: {area / "common"}
                   read_only: true
                 - path: {area / "not-on-this-host"}
+                - path: {area / "plain"}
               shared_volumes:
                 - name: team-common
                   read_only: true
@@ -301,6 +306,18 @@ def test_bind_root_the_gate_cannot_see_is_refused(run, area):
     ok(run(["run", "--rm", "-v", f"{area}/data/sub:/x", "busybox", "true"]))
 
 
+def test_bind_below_a_root_that_follows_symlinks_is_refused(run, area):
+    """Below an allowed root not mounted nosymfollow, a directory could be swapped for a
+    symlink to / between create and start: refused, with the mount that makes it safe;
+    the root itself is fine."""
+    refused(
+        run(["run", "--rm", "-v", f"{area}/plain/sub:/x", "busybox", "true"]),
+        "follows symlinks",
+        "nosymfollow",
+    )
+    ok(run(["run", "--rm", "-v", f"{area}/plain:/x", "busybox", "true"]))
+
+
 def test_volume_options_refused_plain_volume_works(run, direct_client):
     name = f"polv-{uuid.uuid4().hex[:6]}"
     refused(
@@ -400,7 +417,10 @@ def test_legacy_build_network_refused(run, area, direct_client):
     refused(run(["build", "--network", "host", str(ctx)], env=env), "build network")
     tag = f"poltest:{uuid.uuid4().hex[:4]}"
     ok(run(["build", "-q", "-t", tag, str(ctx)], env=env))
-    assert direct_client.images.get(tag).labels["dockergate.owner"] == "p-member"
+    labels = direct_client.images.get(tag).labels
+    # The author is recorded; the owner label is empty, so the builder's RUN containers
+    # made from this image (which inherit its labels) belong to nobody.
+    assert labels["dockergate.built-by"] == "p-member" and labels["dockergate.owner"] == ""
     direct_client.images.remove(tag)
 
 

@@ -1,9 +1,9 @@
-"""Security review findings (branch ``review``): each test asserts the *secure*
-behaviour and FAILS on the code as reviewed. They use their own gate with a small
-test profile (an allowed bind root in a temp dir, a 512m memory quota, 2 CPUs,
-ports 8000-8999, no exec as root, one shared volume) and raw requests as members.
+"""Findings of a security review, each with the legitimate neighbour that must keep
+working. Every attack here succeeded before the fixes that came with these tests.
 
-Nothing here fixes the product; see the review report for where each fix belongs.
+They use their own gate with a small test profile (an allowed bind root mounted
+nosymfollow in a temp dir, a 512m memory quota, 2 CPUs, ports 8000-8999, no exec as
+root, one shared volume) and raw requests as members.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate, new_gate, nosymfollow
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,7 +46,8 @@ def area() -> Iterator[Path]:
     for p in (d / "data", d / "secret"):
         p.chmod(0o755)
     (d / "secret" / "flag").chmod(0o644)
-    yield d
+    with nosymfollow(d / "data"):  # as the gate requires for binds below a root
+        yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -475,3 +476,99 @@ def test_no_containers_on_managers_also_covers_build_steps(users):
     assert neighbour.status == 403
     r = build(users["pintern"], "nocache=1", "FROM busybox\nRUN echo on-the-manager\n")
     assert r.status == 403, (r.status, r.body[-300:])
+
+
+# --------------------------------------------------------------- the neighbours
+
+
+def test_rebuilding_and_retagging_ones_own_image_works(users, cleanup):
+    m = users["mallory"]
+    name = f"dgt-review-own-{_rand()}"
+    for _ in range(2):  # the second build moves the tag of mallory's own first build
+        r = build(m, f"t={name}:dev&nocache=1", "FROM busybox\nRUN true\n")
+        assert r.status == 200 and b"errorDetail" not in r.body, r.body[-300:]
+    cleanup.append(("image", f"{name}:dev"))
+    r = m.request("POST", f"/v1.41/images/{name}:dev/tag?repo={name}&tag=v1")
+    assert r.status == 201, (r.status, r.body)
+    cleanup.append(("image", f"{name}:v1"))
+    victim = users["victim"].request("POST", f"/v1.41/images/busybox:latest/tag?repo={name}:dev")
+    assert victim.status == 403, (victim.status, victim.body)  # not the victim's build
+
+
+def test_commit_to_a_new_tag_with_harmless_changes_works(users, cleanup, direct_client):
+    m = users["mallory"]
+    cid = created(m, {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    name = f"dgt-review-commit-{_rand()}"
+    r = m.request(
+        "POST",
+        f"/v1.41/commit?container={cid}&repo={name}&tag=v1&changes=ENV%20A%3Db"
+        "&changes=LABEL%20team%3Dml",
+        {"Labels": {"dockergate.owner": "rv-victim", "x": "y"}},
+    )
+    assert r.status == 201, (r.status, r.body)
+    cleanup.append(("image", f"{name}:v1"))
+    labels = direct_client.images.get(f"{name}:v1").labels
+    assert labels["dockergate.owner"] == "" and labels["dockergate.built-by"] == "rv-mallory"
+    assert labels["x"] == "y" and labels["team"] == "ml"
+    refused = m.request(
+        "POST",
+        f"/v1.41/commit?container={cid}&repo={name}&tag=v2&changes=LABEL%20dockergate.owner%3Dx",
+    )
+    assert refused.status == 403, (refused.status, refused.body)
+
+
+def test_own_networks_by_any_name_and_id_work(users, cleanup):
+    m = users["mallory"]
+    name = f"m:net-{_rand()}"
+    nid = network(m, name, cleanup)
+    body = {
+        "Image": "busybox",
+        "Cmd": ["true"],
+        "HostConfig": {"NetworkMode": name},
+        "NetworkingConfig": {"EndpointsConfig": {name: {"NetworkID": nid}}},
+    }
+    created(m, body, cleanup)
+    created(
+        m, {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"}}, cleanup
+    )
+
+
+def test_shared_volume_made_by_an_admin_mounts_read_only(
+    users, shared_name, cleanup, direct_client
+):
+    direct_client.volumes.create(shared_name)
+    cleanup.append(("volume", shared_name))
+    created(
+        users["mallory"],
+        {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": [f"{shared_name}:/s:ro"]}},
+        cleanup,
+    )
+    r = users["mallory"].request("POST", "/v1.41/volumes/create", {"Name": shared_name})
+    assert r.status == 403, (r.status, r.body)
+
+
+def test_restart_and_update_within_the_quota_work(users, cleanup):
+    m = users["victim"]
+    c1 = _run_with_memory(m, cleanup, 128)
+    assert m.request("POST", f"/v1.41/containers/{c1}/restart?t=0").status == 204
+    r = m.request(
+        "POST", f"/v1.41/containers/{c1}/update", {"Memory": 192 * MIB, "MemorySwap": 192 * MIB}
+    )
+    assert r.status == 200, (r.status, r.body)
+
+
+def test_docker_load_is_for_admins(users):
+    r = users["mallory"].request("POST", "/v1.41/images/load", b"", ctype="application/x-tar")
+    assert r.status == 403 and b"registry" in r.body, (r.status, r.body)
+
+
+def test_no_new_privileges_works(users, cleanup):
+    created(
+        users["mallory"],
+        {
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "HostConfig": {"SecurityOpt": ["no-new-privileges"]},
+        },
+        cleanup,
+    )

@@ -4,6 +4,7 @@ the real CLI; these pin the edge cases of each rule and its legitimate neighbour
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from dockergate.policy.checks import (
     check_service,
     check_update,
     check_volume_driver,
+    is_root_user,
+    service_memory,
 )
 from dockergate.policy.compose import check_file
 from dockergate.policy.model import (
@@ -27,6 +30,7 @@ from dockergate.policy.model import (
     parse_size,
     shipped_policies_dir,
 )
+from tests.helpers import nosymfollow
 
 FACTS = NodeFacts(mem_total=16 << 30, ncpu=8, manager=False)
 
@@ -37,9 +41,14 @@ def shipped() -> ProfileSet:
 
 
 @pytest.fixture()
-def member(tmp_path: Path) -> Profile:
+def member(tmp_path: Path) -> Iterator[Profile]:
     data = tmp_path / "data"
     data.mkdir()
+    with nosymfollow(data):
+        yield _member(tmp_path, data)
+
+
+def _member(tmp_path: Path, data: Path) -> Profile:
     (tmp_path / "common").mkdir()
     (tmp_path / "m.yaml").write_text(
         f"""
@@ -192,7 +201,7 @@ def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
             {"Type": "tmpfs", "Target": "/t"},
             {"Type": "volume", "Source": "v2", "Target": "/v2"},
         ],
-        "PortBindings": {"80/tcp": [{"HostPort": "8080"}], "81/tcp": [{"HostPort": ""}]},
+        "PortBindings": {"80/tcp": [{"HostPort": "8080"}], "81/tcp": [{"HostPort": "8081"}]},
         "LogConfig": {"Type": "json-file"},
         "Memory": 1 << 30,
     }
@@ -249,13 +258,13 @@ def test_admin_unrestricted(shipped: ProfileSet) -> None:
 
 
 def test_update_caps(member: Profile) -> None:
-    check_update(member, {"Memory": 1 << 30}, FACTS)
+    check_update(member, {"Memory": 1 << 30}, FACTS, {})
     with pytest.raises(Denied):
-        check_update(member, {"Memory": 20 << 30}, FACTS)
+        check_update(member, {"Memory": 20 << 30}, FACTS, {})
     with pytest.raises(Denied):
-        check_update(member, {"PidsLimit": 100000}, FACTS)
+        check_update(member, {"PidsLimit": 100000}, FACTS, {})
     with pytest.raises(Denied):
-        check_update(member, {"MemorySwap": -1}, FACTS)
+        check_update(member, {"MemorySwap": -1}, FACTS, {})
 
 
 def test_exec(member: Profile, shipped: ProfileSet) -> None:
@@ -389,7 +398,7 @@ def test_ulimits_default_allowlist(member: Profile, shipped: ProfileSet) -> None
     with pytest.raises(Denied, match="nofile ulimit"):
         check_container(member, create(Ulimits=ul("nofile", (1 << 20) + 1, 1 << 20)), FACTS)
     with pytest.raises(Denied, match="rtprio ulimit"):
-        check_update(member, {"Ulimits": ul("rtprio", 99, 99)}, FACTS)
+        check_update(member, {"Ulimits": ul("rtprio", 99, 99)}, FACTS, {})
     with pytest.raises(Denied, match="rtprio ulimit"):
         check_service(member, service(Ulimits=ul("rtprio", 99, 99)), FACTS)
     check_container(shipped.profiles["admin"], create(Ulimits=ul("rtprio", 99, 99)), FACTS)
@@ -474,4 +483,77 @@ def test_bind_root_the_gate_cannot_see(tmp_path: Path) -> None:
     finally:
         OFFLINE.reset(token)
     missing.mkdir()
-    check_container(profile, create(Binds=[f"{missing}/x:/x"]), FACTS)
+    with nosymfollow(missing):
+        check_container(profile, create(Binds=[f"{missing}/x:/x"]), FACTS)
+
+
+def test_bind_below_a_root_that_follows_symlinks(tmp_path: Path) -> None:
+    """Below an allowed root, a directory can be swapped for a symlink between the
+    check and the start: only a nosymfollow mount makes that fail. The root itself
+    (whose parent only an admin can change) is fine on any mount."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    profile = _member(tmp_path, data)
+    check_container(profile, create(Binds=[f"{data}:/d"]), FACTS)
+    with pytest.raises(Denied, match="nosymfollow"):
+        check_container(profile, create(Binds=[f"{data}/sub:/d"]), FACTS)
+    with nosymfollow(data):
+        check_container(profile, create(Binds=[f"{data}/sub:/d"]), FACTS)
+        check_container(profile, create(Binds=[f"{data}/not/yet:/d"]), FACTS)
+
+
+def test_ports_the_engine_picks(member: Profile, tmp_path: Path) -> None:
+    """An empty HostPort or PublishAllPorts gets a port from the engine's dynamic range:
+    refused unless the profile allows all of it (the default 1024-65535 does)."""
+    for host in (
+        {"PortBindings": {"81/tcp": [{"HostPort": ""}]}},
+        {"PublishAllPorts": True},
+    ):
+        with pytest.raises(Denied, match="engine picks"):
+            check_container(member, create(**host), FACTS)
+    (tmp_path / "open.yaml").write_text("description: default ports\n")
+    open_profile = ProfileSet(tmp_path).get("open")
+    assert open_profile is not None
+    check_container(open_profile, create(PublishAllPorts=True), FACTS)
+    with pytest.raises(Denied, match="engine picks"):
+        check_service(
+            member,
+            {
+                "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
+                "EndpointSpec": {"Ports": [{"TargetPort": 80}]},
+            },
+            FACTS,
+        )
+    check_service(
+        member,
+        {
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
+            "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]},
+        },
+        FACTS,
+    )
+
+
+def test_update_cpu_quota_counts_against_the_containers_period(member: Profile) -> None:
+    with pytest.raises(Denied, match="CPUs"):
+        check_update(member, {"CpuQuota": 200_000}, FACTS, {"CpuPeriod": 1000, "CpuQuota": 2000})
+    check_update(member, {"CpuQuota": 4000}, FACTS, {"CpuPeriod": 1000, "CpuQuota": 2000})
+
+
+@pytest.mark.parametrize("user", ["0", "00", "+0", "-0", "0000:0", "root", "root:root"])
+def test_exec_as_root_in_every_spelling(user: str) -> None:
+    assert is_root_user(user)
+
+
+@pytest.mark.parametrize("user", ["", "1000", "1000:0", "postgres", "nobody:0", "10"])
+def test_exec_as_others(user: str) -> None:
+    assert not is_root_user(user)
+
+
+def test_service_memory_counts_tasks_at_once() -> None:
+    limits = {"TaskTemplate": {"Resources": {"Limits": {"MemoryBytes": 1 << 30}}}}
+    job = {"ReplicatedJob": {"MaxConcurrent": 10, "TotalCompletions": 50}}
+    assert service_memory({**limits, "Mode": job}) == 10 << 30
+    assert service_memory({**limits, "Mode": {"Global": {}}}, nodes=3) == 3 << 30
+    assert service_memory({**limits, "Mode": {"Replicated": {"Replicas": 0}}}) == 0
+    assert service_memory(limits) == 1 << 30
