@@ -15,17 +15,19 @@ import time
 
 import pytest
 
-from tests.integration.test_review_findings import (  # noqa: F401 - fixtures
-    _rand,
-    area,
-    build,
-    cleanup,
-    create,
-    created,
-    rgate,
-    shared_name,
-    start,
-    users,
+from tests.integration import test_review_findings as first_round
+
+# The first round's gate, profile, users and cleanup (module-scoped: a gate of our own).
+area = first_round.area
+shared_name = first_round.shared_name
+rgate = first_round.rgate
+users = first_round.users
+cleanup = first_round.cleanup
+_rand, build, created, start = (
+    first_round._rand,
+    first_round.build,
+    first_round.created,
+    first_round.start,
 )
 
 pytestmark = pytest.mark.timeout(180)
