@@ -8,6 +8,7 @@ networks), and the re-encoded body is what the daemon receives.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dockergate.api import query as q
@@ -15,7 +16,14 @@ from dockergate.api.dispatch import handles, own_filters, owned_object, referenc
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import check_changes, check_new_tag
 from dockergate.api.labels import image_labels, stamp, stamp_volume_mounts
-from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve, resolve_owned
+from dockergate.api.ownership import (
+    OWNER_LABEL,
+    Resolved,
+    image_claim,
+    imprinted,
+    resolve,
+    resolve_owned,
+)
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
     Denied,
@@ -33,6 +41,26 @@ BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 @handles("container.list", "container.prune")
 async def container_list(ex: Exchange) -> None:
     own_filters(ex)
+    if ex.admin or ex.route_name != "container.list":
+        return
+    daemon, user = ex.daemon, ex.identity.name
+
+    async def mine(body: bytes) -> bytes:
+        """Drop containers whose owner label their image may have put there (the
+        classic builder's RUN containers under an ONBUILD LABEL trigger)."""
+        items = json.loads(body)
+        if not isinstance(items, list):
+            return body
+        claims = {
+            image: await image_claim(daemon, image)
+            for image in {str(c.get("ImageID") or "") for c in items if isinstance(c, dict)}
+        }
+        kept = [
+            c for c in items if not imprinted(claims.get(str(c.get("ImageID") or ""), ""), user)
+        ]
+        return body if len(kept) == len(items) else json.dumps(kept).encode()
+
+    ex.response_filter = mine
 
 
 @handles("container.create")
@@ -41,6 +69,7 @@ async def container_create(ex: Exchange) -> None:
     if not isinstance(body, dict):
         raise Refusal(400, "container create: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
+    await name_free(ex)
     host = body.get("HostConfig") or {}
     stamp_volume_mounts(host.get("Mounts"), ex.identity.name)
     await check_references(ex, host, body.get("NetworkingConfig") or {})
@@ -50,6 +79,21 @@ async def container_create(ex: Exchange) -> None:
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await precreate_bind_volumes(ex, body.get("HostConfig") or {})
     ex.set_json(body)
+
+
+async def name_free(ex: Exchange) -> None:
+    """dockerd's conflict answer names the container holding a name by its full ID:
+    for someone else's container, say only that the name is taken."""
+    name = (q.first(ex.query, "name") or "").lstrip("/")
+    if ex.admin or not name:
+        return
+    found = await resolve(ex.daemon, "container", name)
+    if (
+        found is not None
+        and found.obj.get("Name") == f"/{name}"
+        and found.owner != ex.identity.name
+    ):
+        raise Refusal(409, f"the container name {name!r} is already in use; choose another")
 
 
 @handles("container.update")
@@ -220,11 +264,11 @@ async def exec_start(ex: Exchange) -> None:
 
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
-    await owned_object(ex)
+    found = await owned_object(ex)
     body = await ex.read_json("exec.create")
     if not isinstance(body, dict):
         raise Refusal(400, "exec create: body must be a JSON object")
-    check_exec(ex.profile, body)
+    check_exec(ex.profile, body, str((found.obj.get("Config") or {}).get("User") or ""))
     ex.set_json(body)
 
 

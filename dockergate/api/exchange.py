@@ -28,7 +28,7 @@ ADMIN_PROFILE = Profile("admin", admin=True)
 # are far smaller. A larger body on an inspected route is refused, never passed.
 INSPECT_CAP = 4 << 20
 
-ResponseFilter = Callable[[bytes], bytes]
+ResponseFilter = Callable[[bytes], Awaitable[bytes]]  # a whole JSON answer -> what goes out
 EventFilter = Callable[[dict[str, Any]], Awaitable[bool]]
 
 

@@ -154,11 +154,10 @@ async def _check_build(ex: Exchange) -> None:
             profile, "remote build contexts", "remote", remote, "send the context from the client"
         )
     network = q.first(ex.query, "networkmode") or ""
-    if (network.lower() == "host" and not profile.host_namespaces) or network.lower().startswith(
-        "container:"
-    ):
+    # Exact spellings, as dockerd reads them: "Host" or "BRIDGE" name networks.
+    if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
         raise Denied(profile, "this build network", "networkmode", network, "use the default")
-    if network.lower() not in ("", "default", "bridge", "none", "host"):
+    if network not in ("", "default", "bridge", "none", "host"):
         await referenced_owned(ex, "network", network, f"networkmode={network}")
     parent = q.first(ex.query, "cgroupparent")
     if parent and not profile.cgroup_parent:

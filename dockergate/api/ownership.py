@@ -99,6 +99,48 @@ def may_touch(identity: Identity, owner: str | None) -> bool:
     return identity.admin or (owner is not None and owner == identity.name)
 
 
+# -- owner labels that came from an image -------------------------------------------
+# A container inherits its image's labels, and the classic builder makes its RUN
+# containers from whatever the base image or one of its ONBUILD triggers
+# (``ONBUILD LABEL dockergate.owner=me``) labelled: such a label does not make an
+# owner. Images built or committed through the gate carry an empty owner label, but
+# registry images and ONBUILD triggers are written by anyone. What an image can
+# imprint is its "claim": its own non-empty owner label, or "*" (anyone) when an
+# ONBUILD trigger could write the label. An image never changes: claims are cached
+# by image ID.
+ANYONE = "*"
+_claims: dict[str, str] = {}
+
+
+def claim_of(image: dict[str, Any]) -> str:
+    config = image.get("Config") or {}
+    owner = str((config.get("Labels") or {}).get(OWNER_LABEL) or "")
+    for trigger in config.get("OnBuild") or []:
+        text = str(trigger).strip().lower()
+        writes_label = text.startswith("label") or text.startswith("onbuild")
+        if writes_label and ("dockergate" in text or "$" in text or "\\" in text):
+            return ANYONE
+    return owner
+
+
+async def image_claim(daemon: Daemon, image_id: str) -> str:
+    """The owner name an image imprints on containers made from it ("" for none)."""
+    if image_id not in _claims:
+        reply = await daemon.get(f"/images/{ref(image_id)}/json")
+        obj = reply.json() if reply.ok else None
+        if not isinstance(obj, dict):
+            return ""  # not cached: the image may appear (a build in progress)
+        if len(_claims) > 20_000:
+            _claims.clear()
+        _claims[image_id] = claim_of(obj)
+    return _claims[image_id]
+
+
+def imprinted(claim: str, owner: str) -> bool:
+    """Whether an owner label could have come from an image with this claim."""
+    return bool(claim) and claim in (owner, ANYONE)
+
+
 async def resolve(
     daemon: Daemon, kind: str, reference: str, *, api: str = API_PREFIX, query: str = ""
 ) -> Resolved | None:
@@ -117,7 +159,11 @@ async def resolve(
         container = await resolve(daemon, "container", str(obj.get("ContainerID", "")))
         owner = container.owner if container else None
         return Resolved(kind, id_of(kind, obj), owner, obj)
-    return Resolved(kind, id_of(kind, obj), owner_of(kind, obj), obj, reply)
+    owner = owner_of(kind, obj)
+    image = str(obj.get("Image") or "")
+    if kind == "container" and owner and imprinted(await image_claim(daemon, image), owner):
+        owner = None  # the label may have come with the image: nobody's (admins')
+    return Resolved(kind, id_of(kind, obj), owner, obj, reply)
 
 
 async def resolve_owned(

@@ -7,8 +7,10 @@ any node carry it too. Updates replace the whole spec, so they are stamped again
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from dockergate.api import query as q
 from dockergate.api.containers import volume_usable
 from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
 from dockergate.api.exchange import Exchange
@@ -32,6 +34,16 @@ async def service_create(ex: Exchange) -> None:
 async def service_update(ex: Exchange) -> None:
     found = await owned_object(ex)
     await _service_spec(ex, "service.update", found.owner, found.id)
+    if q.first(ex.query, "rollback") == "previous" and not ex.admin:
+        # Swarm then applies the service's PreviousSpec and ignores the body: that
+        # spec is what must pass the profile and the quota now.
+        previous = found.obj.get("PreviousSpec")
+        if isinstance(previous, dict):
+            previous = copy.deepcopy(previous)
+            template = previous.get("TaskTemplate") or {}
+            await _check_references(ex, previous, template, template.get("ContainerSpec") or {})
+            check_service(ex.profile, previous, await ex.daemon.facts())
+            await check_service_quota(ex.daemon, ex.profile, ex.identity.name, previous, found.id)
 
 
 async def _service_spec(

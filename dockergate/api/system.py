@@ -94,7 +94,7 @@ async def disk_usage(ex: Exchange) -> None:
         return
     user = ex.identity.name
 
-    def only_own(body: bytes) -> bytes:
+    async def only_own(body: bytes) -> bytes:
         data = json.loads(body)
         data["Containers"] = [
             c

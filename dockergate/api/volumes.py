@@ -5,6 +5,7 @@ from __future__ import annotations
 from dockergate.api.dispatch import handles, own_filters, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
+from dockergate.api.ownership import resolve
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_volume_driver
 
@@ -30,4 +31,10 @@ async def volume_create(ex: Exchange) -> None:
             )
         driver = str(body.get("Driver") or "")
         check_volume_driver(ex.profile, driver, body.get("DriverOpts"), "DriverOpts")
+        if name:
+            # dockerd answers a create of an existing name with that volume (labels,
+            # mountpoint): someone else's must not come back.
+            existing = await resolve(ex.daemon, "volume", name)
+            if existing is not None and existing.owner != ex.identity.name:
+                raise Refusal(409, f"a volume named {name!r} already exists; choose another name")
     ex.set_json(body)

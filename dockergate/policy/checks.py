@@ -350,11 +350,14 @@ def container_cpus(res: dict[str, Any]) -> float:
 def apply_cpus(
     profile: Profile, res: dict[str, Any], facts: NodeFacts, field: str, *, update: bool = False
 ) -> None:
+    cap = _cap_max(profile, profile.cpus.max, profile.cpus.max_share, facts.ncpu)
+    if cap and int(res.get("CpuQuota") or 0) < 0:
+        # A negative quota is "no limit" to the kernel (and to docker update).
+        raise Denied(profile, "an unlimited CPU quota", field, res["CpuQuota"], f"at most {cap:g}")
     cpus = container_cpus(res)
     if cpus <= 0 and not update and profile.cpus.default:
         res["NanoCpus"] = int(profile.cpus.default * NANO)
         cpus = profile.cpus.default
-    cap = _cap_max(profile, profile.cpus.max, profile.cpus.max_share, facts.ncpu)
     if cap and cpus > cap:
         raise Denied(profile, "this many CPUs", field, f"{cpus:g}", f"at most {cap:g}")
 
@@ -537,10 +540,23 @@ def check_devices(profile: Profile, devices: list[Any], field: str) -> None:
             raise Denied(profile, "this host device", field, source, f"allowed: {listed}")
 
 
+MOUNT_TYPES = ("bind", "volume", "tmpfs")
+
+
 def check_mount(profile: Profile, mount: Any, field: str) -> None:
     if not isinstance(mount, dict):
         return
-    kind = str(mount.get("Type") or "volume")
+    kind = mount.get("Type")
+    if kind not in MOUNT_TYPES:
+        # Swarm upper-cases the type and reads an empty or unknown one as a bind:
+        # only the exact spellings are let through, each checked as what it is.
+        raise Denied(
+            profile,
+            "this mount type",
+            f"{field}.Type",
+            kind,
+            f"give Type exactly: {', '.join(MOUNT_TYPES)}",
+        )
     if kind == "bind":
         check_bind(
             profile, str(mount.get("Source") or ""), bool(mount.get("ReadOnly")), f"{field}.Source"
@@ -552,14 +568,6 @@ def check_mount(profile: Profile, mount: Any, field: str) -> None:
             str(driver_config.get("Name") or ""),
             driver_config.get("Options"),
             f"{field}.VolumeOptions.DriverConfig",
-        )
-    elif kind not in ("tmpfs",):
-        raise Denied(
-            profile,
-            "this mount type",
-            f"{field}.Type",
-            kind,
-            "use volume, tmpfs or an allowed bind",
         )
 
 
@@ -596,14 +604,26 @@ def check_update(
     apply_pids(profile, body, "PidsLimit", update=True)
 
 
-def check_exec(profile: Profile, body: dict[str, Any]) -> None:
+def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "") -> None:
+    """``docker exec``: no --privileged, and with ``exec.root: false`` no root. A user
+    *name* is looked up in the image's own /etc/passwd, which the image's author
+    wrote (``toor:x:0:0``): only the container's own user or a numeric uid passes."""
     if profile.admin:
         return
     if body.get("Privileged") and not profile.exec_privileged:
         raise Denied(profile, "privileged exec", "Privileged", "true", "drop --privileged")
     user = str(body.get("User") or "")
-    if not profile.exec_root and is_root_user(user):
-        raise Denied(profile, "exec as root", "User", user, "exec as the container's own user")
+    if profile.exec_root or not user or user == container_user:
+        return
+    name = user.split(":", 1)[0].strip()
+    if is_root_user(user) or not name.isdigit():
+        raise Denied(
+            profile,
+            "exec as root",
+            "User",
+            user,
+            "exec as the container's own user, or as a numeric uid other than 0",
+        )
 
 
 def is_root_user(user: str) -> bool:

@@ -452,7 +452,7 @@ class ClientConnection:
         else:
             conn.close()
         close = [] if ex.req.keep_alive else [("Connection", "close")]
-        self.writer.write(with_length(resp, ex.response_filter(raw), close))
+        self.writer.write(with_length(resp, await ex.response_filter(raw), close))
         await self.writer.drain()
         return ex.req.keep_alive
 

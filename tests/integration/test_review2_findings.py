@@ -1,5 +1,6 @@
 """Findings of the second security review round (bypasses of the first round's fixes
-and new ones). Each test asserts the secure behaviour and fails on 76e64a9.
+and new ones), each with the legitimate neighbour. Every attack here succeeded on
+76e64a9.
 
 They reuse the first round's gate and profile (tests/integration/test_review_findings.py:
 an allowed bind root mounted nosymfollow, a 512m memory quota, 2 CPUs, no exec as
@@ -235,3 +236,76 @@ def test_exec_root_refused_through_a_uid0_alias_in_the_image(users, cleanup):
         code = json.loads(m.request("GET", f"/v1.41/exec/{eid}/json").body)["ExitCode"]
         assert code != 0, "exec ran as uid 0"
     assert r.status == 403, (r.status, r.body)
+
+
+# --------------------------------------------------------------- the neighbours
+
+
+def test_service_mounts_of_exact_types_work(users, cleanup, area):
+    m = users["mallory"]
+    status, body = _service(
+        m,
+        {
+            "Name": f"rv2-mounts-{_rand()}",
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "busybox",
+                    "Command": ["true"],
+                    "Mounts": [
+                        {"Type": "volume", "Source": f"rv2v-{_rand()}", "Target": "/v"},
+                        {"Type": "tmpfs", "Target": "/t"},
+                        {"Type": "bind", "Source": str(area / "data"), "Target": "/d"},
+                    ],
+                }
+            },
+        },
+        cleanup,
+    )
+    assert status == 201, body
+
+
+def test_rollback_within_the_quota_works(users, cleanup):
+    m = users["victim"]
+    name = f"rv2-rb-ok-{_rand()}"
+    spec = {
+        "Name": name,
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": "busybox", "Command": ["sleep", "120"]},
+            "Resources": {"Limits": {"MemoryBytes": 32 * MIB}},
+        },
+    }
+    assert _service(m, spec, cleanup)[0] == 201
+    current = json.loads(m.request("GET", f"/v1.41/services/{name}").body)
+    r = m.request(
+        "POST", f"/v1.41/services/{name}/update?version={current['Version']['Index']}", spec
+    )
+    assert r.status == 200, (r.status, r.body)
+    current = json.loads(m.request("GET", f"/v1.41/services/{name}").body)
+    r = m.request(
+        "POST",
+        f"/v1.41/services/{name}/update?version={current['Version']['Index']}&rollback=previous",
+        current["Spec"],
+    )
+    assert r.status == 200, (r.status, r.body)
+
+
+def test_own_volume_create_again_and_exec_as_a_uid_or_the_containers_user_work(users, cleanup):
+    m = users["mallory"]
+    name = f"rv2-own-{_rand()}"
+    cleanup.append(("volume", name))
+    for _ in range(2):  # creating one's own volume again is idempotent, as on dockerd
+        assert m.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
+    cid = created(m, {"Image": "busybox", "Cmd": ["sleep", "60"], "User": "nobody"}, cleanup)
+    assert start(m, cid).status == 204
+    for user in ("1000", "1000:1000", "nobody", ""):
+        r = m.request("POST", f"/v1.41/containers/{cid}/exec", {"Cmd": ["id"], "User": user})
+        assert r.status == 201, (user, r.status, r.body)
+
+
+def test_container_name_taken_by_another_user_does_not_leak_its_id(users, cleanup):
+    name = f"rv2-name-{_rand()}"
+    created(users["victim"], {"Image": "busybox", "Cmd": ["true"]}, cleanup, name=name)
+    r = first_round.create(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, name)
+    assert r.status == 409 and b"already in use" in r.body, (r.status, r.body)
+    assert b"by container" not in r.body, r.body
+    created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup, name=name + "-m")

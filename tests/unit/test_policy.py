@@ -557,3 +557,21 @@ def test_service_memory_counts_tasks_at_once() -> None:
     assert service_memory({**limits, "Mode": {"Global": {}}}, nodes=3) == 3 << 30
     assert service_memory({**limits, "Mode": {"Replicated": {"Replicas": 0}}}) == 0
     assert service_memory(limits) == 1 << 30
+
+
+def test_what_an_image_imprints_on_its_containers() -> None:
+    """An owner label a container may have got from its image (or, under the classic
+    builder, from an ONBUILD LABEL trigger) makes no owner."""
+    from dockergate.api.ownership import ANYONE, claim_of, imprinted
+
+    def image(labels: dict[str, str] | None = None, onbuild: list[str] | None = None) -> dict:
+        return {"Config": {"Labels": labels, "OnBuild": onbuild}}
+
+    assert claim_of(image()) == ""
+    assert claim_of(image({"dockergate.owner": ""})) == ""  # built through the gate
+    assert claim_of(image({"dockergate.owner": "mallory"})) == "mallory"
+    assert claim_of(image(onbuild=["LABEL dockergate.owner=mallory"])) == ANYONE
+    assert claim_of(image(onbuild=["label a.b=${X}"])) == ANYONE
+    assert claim_of(image(onbuild=["RUN echo $HOME", "COPY . /app"])) == ""
+    assert imprinted("mallory", "mallory") and imprinted(ANYONE, "victim")
+    assert not imprinted("", "victim") and not imprinted("mallory", "victim")
