@@ -9,6 +9,7 @@ networks), and the re-encoded body is what the daemon receives.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from dockergate.api import query as q
@@ -38,6 +39,9 @@ NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode",
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 
 
+IMAGE_ID = re.compile(rb'"ImageID":"(sha256:[0-9a-f]{64})"')
+
+
 @handles("container.list", "container.prune")
 async def container_list(ex: Exchange) -> None:
     own_filters(ex)
@@ -48,13 +52,18 @@ async def container_list(ex: Exchange) -> None:
     async def mine(body: bytes) -> bytes:
         """Drop containers whose owner label their image may have put there (the
         classic builder's RUN containers under an ONBUILD LABEL trigger)."""
+        # Every image ID in the answer, found without parsing it (a label can only add
+        # matches, never hide one): usually none claims anything, and the daemon's
+        # bytes go out as they are.
+        claims = {
+            image.decode(): await image_claim(daemon, image.decode())
+            for image in set(IMAGE_ID.findall(body))
+        }
+        if not any(imprinted(claim, user) for claim in claims.values()):
+            return body
         items = json.loads(body)
         if not isinstance(items, list):
             return body
-        claims = {
-            image: await image_claim(daemon, image)
-            for image in {str(c.get("ImageID") or "") for c in items if isinstance(c, dict)}
-        }
         kept = [
             c for c in items if not imprinted(claims.get(str(c.get("ImageID") or ""), ""), user)
         ]
