@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 
 import pytest
@@ -85,27 +84,7 @@ def test_service_mount_without_a_type_is_checked_as_a_bind(
 
 
 def _victim_build_seen_by_mallory(users, base: str) -> list[dict]:
-    marker = f"MARK{_rand()}"
-    done = threading.Event()
-
-    def victim_build() -> None:
-        try:
-            build(users["victim"], "nocache=1", f"FROM {base}\nRUN sleep 10 && echo {marker}\n")
-        finally:
-            done.set()
-
-    t = threading.Thread(target=victim_build, daemon=True)
-    t.start()
-    seen: list[dict] = []
-    deadline = time.time() + 20
-    while time.time() < deadline and not done.is_set():
-        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
-        seen = [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
-        if seen:
-            break
-        time.sleep(0.5)
-    t.join(60)
-    return seen
+    return first_round.victim_build_seen_by_mallory(users, base, sleep=10)
 
 
 def test_onbuild_label_does_not_claim_other_users_build_containers(users, cleanup):

@@ -257,6 +257,34 @@ def test_build_cannot_move_existing_tag(users, victim_tag):
     assert r.status == 403, (r.status, r.body[-300:])
 
 
+def victim_build_seen_by_mallory(users, base: str, sleep: int) -> list[dict]:
+    """Run the victim's classic build FROM ``base`` (a RUN step of ``sleep`` seconds)
+    and return the build containers mallory's container list shows meanwhile."""
+    marker = f"MARK{_rand()}"
+    done = threading.Event()
+
+    def victim_build() -> None:
+        try:
+            build(
+                users["victim"], "nocache=1", f"FROM {base}\nRUN sleep {sleep} && echo {marker}\n"
+            )
+        finally:
+            done.set()
+
+    t = threading.Thread(target=victim_build, daemon=True)
+    t.start()
+    seen: list[dict] = []
+    deadline = time.time() + 20
+    while time.time() < deadline and not done.is_set():
+        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
+        seen = [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
+        if seen:
+            break
+        time.sleep(0.5)
+    t.join(60)
+    return seen
+
+
 def test_build_container_of_other_user_not_owned_through_base_image_label(
     users, direct_client, cleanup
 ):
@@ -267,26 +295,7 @@ def test_build_container_of_other_user_not_owned_through_base_image_label(
     r = build(users["mallory"], f"t={base}:1", "FROM busybox\nRUN true\n")
     assert r.status == 200, r.body[-300:]
     cleanup.append(("image", f"{base}:1"))
-    marker = f"MARK{_rand()}"
-    done = threading.Event()
-
-    def victim_build() -> None:
-        try:
-            build(users["victim"], "nocache=1", f"FROM {base}:1\nRUN sleep 12 && echo {marker}\n")
-        finally:
-            done.set()
-
-    t = threading.Thread(target=victim_build, daemon=True)
-    t.start()
-    seen = []
-    deadline = time.time() + 20
-    while time.time() < deadline and not done.is_set():
-        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
-        seen = [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
-        if seen:
-            break
-        time.sleep(0.5)
-    t.join(60)
+    seen = victim_build_seen_by_mallory(users, f"{base}:1", sleep=12)
     assert not seen, f"mallory sees the victim's build container: {seen[0]['Id'][:12]}"
 
 
