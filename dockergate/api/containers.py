@@ -105,6 +105,14 @@ async def name_free(ex: Exchange) -> None:
         raise Refusal(409, f"the container name {name!r} is already in use; choose another")
 
 
+@handles("container.rename")
+async def container_rename(ex: Exchange) -> None:
+    """The owner's; and a name another user holds is only said to be taken (dockerd's
+    conflict answer would name that container's full ID)."""
+    await owned_object(ex)
+    await name_free(ex)
+
+
 @handles("container.update")
 async def container_update(ex: Exchange) -> None:
     """``docker update``: the owner's, and no raising limits past the profile's caps."""

@@ -10,6 +10,7 @@ users do not leak.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,7 @@ def may_touch(identity: Identity, owner: str | None) -> bool:
 # ONBUILD trigger could write the label. An image never changes: claims are cached
 # by image ID.
 ANYONE = "*"
+IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{64}")
 _claims: dict[str, str] = {}
 
 
@@ -123,17 +125,24 @@ def claim_of(image: dict[str, Any]) -> str:
     return owner
 
 
-async def image_claim(daemon: Daemon, image_id: str) -> str:
-    """The owner name an image imprints on containers made from it ("" for none)."""
-    if image_id not in _claims:
-        reply = await daemon.get(f"/images/{ref(image_id)}/json")
-        obj = reply.json() if reply.ok else None
-        if not isinstance(obj, dict):
-            return ""  # not cached: the image may appear (a build in progress)
+async def image_claim(daemon: Daemon, image: str) -> str:
+    """The owner name an image imprints on containers made from it ("" for none).
+
+    Cached by image ID only (an image never changes); a name is looked up each time,
+    since a tag can move to another image."""
+    claim = _claims.get(image)
+    if claim is not None:
+        return claim
+    reply = await daemon.get(f"/images/{ref(image)}/json")
+    obj = reply.json() if reply.ok else None
+    if not isinstance(obj, dict):
+        return ""  # not cached: the image may appear (a build in progress)
+    claim = claim_of(obj)
+    if IMAGE_ID.fullmatch(image):
         if len(_claims) > 20_000:
             _claims.clear()
-        _claims[image_id] = claim_of(obj)
-    return _claims[image_id]
+        _claims[image] = claim
+    return claim
 
 
 def imprinted(claim: str, owner: str) -> bool:

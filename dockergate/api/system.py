@@ -16,7 +16,14 @@ from urllib.parse import quote
 from dockergate.api import query as q
 from dockergate.api.dispatch import handles
 from dockergate.api.exchange import Exchange
-from dockergate.api.ownership import OWNER_LABEL, NotFound, id_of, resolve
+from dockergate.api.ownership import (
+    OWNER_LABEL,
+    NotFound,
+    id_of,
+    image_claim,
+    imprinted,
+    resolve,
+)
 from dockergate.proxy.daemon import Daemon
 
 SHARED_EVENT_TYPES = frozenset({"image", "builder"})
@@ -65,7 +72,12 @@ class EventOwnership:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
         if kind == "container":
-            return bool(attributes.get(OWNER_LABEL) == self.user)
+            # As for container lists: an owner label the image could have put there
+            # (a build's RUN containers) is no owner.
+            if attributes.get(OWNER_LABEL) != self.user:
+                return False
+            image = str(attributes.get("image") or "")
+            return not (image and imprinted(await image_claim(self.daemon, image), self.user))
         if kind in SHARED_EVENT_TYPES:
             return True
         lookup = LOOKUP_TYPES.get(kind)
@@ -100,6 +112,7 @@ async def disk_usage(ex: Exchange) -> None:
             c
             for c in data.get("Containers") or []
             if (c.get("Labels") or {}).get(OWNER_LABEL) == user
+            and not imprinted(await image_claim(ex.daemon, str(c.get("ImageID") or "")), user)
         ]
         data["Volumes"] = [
             v for v in data.get("Volumes") or [] if (v.get("Labels") or {}).get(OWNER_LABEL) == user
