@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockergate.api import query as q
 from dockergate.api.routes import Route
@@ -32,6 +32,23 @@ ResponseFilter = Callable[[bytes], Awaitable[bytes]]  # a whole JSON answer -> w
 EventFilter = Callable[[dict[str, Any]], Awaitable[bool]]
 
 
+class BodyCheck(Protocol):
+    """A streamed body the gate reads as it passes (a build context): forwarded as it
+    arrives, except what would let the daemon act on it, held until :meth:`finish`."""
+
+    @property
+    def complete(self) -> bool:
+        """The daemon could act on what it has been sent so far plus the last piece
+        fed: hold everything from that piece on."""
+        ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    async def finish(self) -> None:
+        """The whole body has been fed; raise :class:`Refusal` to cut it off."""
+        ...
+
+
 @dataclass(slots=True)
 class Exchange:
     req: Request
@@ -46,6 +63,7 @@ class Exchange:
     body: bytes | None = None  # the checked, re-encoded body when the route is inspected
     response_filter: ResponseFilter | None = None  # whole JSON answers (lists)
     event_filter: EventFilter | None = None  # line-delimited JSON streams (events)
+    body_check: BodyCheck | None = None  # a streamed body read on its way (build context)
     profile: Profile = ADMIN_PROFILE
     gate: Gate | None = None
     object_id: str | None = None  # for the audit log

@@ -11,16 +11,23 @@ non-admins are pointed at the classic builder.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 
+from dockergate.api import dockerfile
 from dockergate.api import query as q
-from dockergate.api.dispatch import handles, referenced_owned, who
+from dockergate.api.buildcontext import ContextScanner, wanted_paths
+from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import image_labels
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied, apply_memory, check_image, check_ulimits
 from dockergate.proxy.daemon import ref
+
+log = logging.getLogger(__name__)
 
 
 @handles(
@@ -141,6 +148,7 @@ async def build(ex: Exchange) -> None:
         await _check_build(ex)
         for name in q.every(ex.query, "t"):
             await check_new_tag(ex, name, "")
+        ex.body_check = BuildContextCheck(ex)
     stamped = image_labels(labels, ex.identity.name)
     ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
 
@@ -152,6 +160,14 @@ async def _check_build(ex: Exchange) -> None:
     if remote:
         raise Denied(
             profile, "remote build contexts", "remote", remote, "send the context from the client"
+        )
+    pull = (q.first(ex.query, "pull") or "").strip().lower()
+    if pull not in ("", "0", "no", "false", "none"):
+        raise Refusal(
+            403,
+            f"{who(ex)} may not build with --pull: the gate reads the base image's ONBUILD "
+            "triggers before the build, so the base must already be here; docker pull it, "
+            "then build without --pull",
         )
     network = q.first(ex.query, "networkmode") or ""
     # Exact spellings, as dockerd reads them: "Host" or "BRIDGE" name networks.
@@ -188,6 +204,100 @@ async def _check_build(ex: Exchange) -> None:
     shm = q.first_int(ex.query, "shmsize")
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")
+
+
+class BuildContextCheck:
+    """Reads a non-admin classic build's context on its way to dockerd (see
+    :mod:`dockergate.api.buildcontext`) and checks its Dockerfile before dockerd may
+    finish reading the archive."""
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.scanner = ContextScanner(wanted_paths(q.first(ex.query, "dockerfile")))
+
+    @property
+    def complete(self) -> bool:
+        return self.scanner.ended
+
+    def feed(self, data: bytes) -> None:
+        with self._refusals():
+            self.scanner.feed(data)
+
+    async def finish(self) -> None:
+        with self._refusals():
+            self.scanner.close()
+            found = self.scanner.dockerfile()
+            if found is not None:
+                await check_dockerfile(self.ex, *found)
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """Run outside :func:`dispatch` (while the body streams): word a profile rule
+        and a gate bug as dispatch does, so the client gets an answer, never a drop."""
+        try:
+            yield
+        except Denied as exc:
+            raise Refusal(403, exc.message, rule=f"profile {exc.profile}: {exc.rule}") from None
+        except BUG_ERRORS as exc:
+            log.exception("image.build: internal error reading the context for %s", who(self.ex))
+            raise Refusal(
+                500,
+                f"internal error in the gate while reading the build context "
+                f"({type(exc).__name__}); the build was cut off; the gate's log has details",
+                rule="internal error",
+            ) from None
+
+
+async def check_dockerfile(ex: Exchange, path: str, content: bytes) -> None:
+    """What a classic build makes the daemon itself fetch: ``ADD`` of a URL (from the
+    host's network, into an image the user reads), base images from outside the
+    profile's registries, and ``ADD`` triggers of a base image."""
+    raw_args = q.first(ex.query, "buildargs")
+    try:
+        instructions = dockerfile.parse(content.decode("utf-8", "surrogateescape"))
+        buildargs = json.loads(raw_args) if raw_args else {}
+        if not isinstance(buildargs, dict) or not all(
+            isinstance(v, str | None) for v in buildargs.values()
+        ):
+            raise dockerfile.DockerfileError("buildargs must map names to strings")
+        froms, copies = dockerfile.base_images(instructions, buildargs)
+    except (dockerfile.DockerfileError, ValueError) as exc:
+        raise Refusal(400, f"build: {path}: {exc}") from None
+    _refuse_url_sources(ex, instructions, f"{path} line")
+    for line, image in froms:
+        check_image(ex.profile, image, f"FROM ({path} line {line})")
+        found = await ex.daemon.get(f"/images/{ref(image)}/json")
+        if not found.ok:
+            raise Refusal(
+                403,
+                f"{who(ex)} may not build FROM {image}, which is not on this engine: "
+                f"docker pull {image} first (the gate reads a base image's ONBUILD "
+                "triggers before a build runs them)",
+            )
+        triggers = ((found.json() or {}).get("Config") or {}).get("OnBuild") or []
+        if triggers:
+            try:
+                parsed = dockerfile.parse("\n".join(str(t) for t in triggers))
+            except dockerfile.DockerfileError as exc:
+                raise Refusal(400, f"build: ONBUILD triggers of {image}: {exc}") from None
+            _refuse_url_sources(ex, parsed, f"ONBUILD trigger of {image}")
+    for line, image in copies:
+        check_image(ex.profile, image, f"COPY --from ({path} line {line})")
+
+
+def _refuse_url_sources(
+    ex: Exchange, instructions: list[dockerfile.Instruction], where: str
+) -> None:
+    for ins in instructions:
+        for source in dockerfile.url_sources(ins):
+            raise Denied(
+                ex.profile,
+                "ADD from a URL, or from a source that could expand to one (dockerd "
+                "fetches it itself, from the host's network)",
+                f"{where} {ins.line}" if where.endswith("line") else where,
+                source,
+                "COPY files from the context, or download in a RUN step",
+            )
 
 
 @handles("buildkit.session", "buildkit.grpc")

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dockergate.api.dispatch import dispatch
-from dockergate.api.exchange import EventFilter, Exchange
+from dockergate.api.exchange import BodyCheck, EventFilter, Exchange
 from dockergate.api.routes import match
 from dockergate.audit.record import RequestRecord
 from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity, Peer, Refusal
@@ -268,7 +268,7 @@ class ClientConnection:
         self.status = status
         keep = req.keep_alive and not req.headers.get("expect")
         if keep and req.has_body and not req.body_read:
-            if req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
+            if req.body_started or req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
                 keep = False
             else:
                 try:
@@ -342,11 +342,11 @@ class ClientConnection:
                     conn.writer.write(head + body)
                 else:
                     conn.writer.write(head)
-                    await self._stream_body(req, conn)
+                    await self._stream_body(req, conn, ex.body_check)
                 await conn.writer.drain()
                 raw = await read_head(conn.reader)
-            except HTTPError:
-                conn.close()
+            except (HTTPError, Refusal):
+                conn.abort()
                 raise
             except (ConnectionError, OSError, ClientGone, asyncio.IncompleteReadError) as exc:
                 conn.close()
@@ -363,17 +363,42 @@ class ClientConnection:
         self.status = response.status
         return await self.relay_response(ex, response, conn)
 
-    async def _stream_body(self, req: Request, conn: UpstreamConn) -> None:
-        """Copy a request body to the daemon as it arrives (build contexts, uploads)."""
+    async def _stream_body(self, req: Request, conn: UpstreamConn, check: BodyCheck | None) -> None:
+        """Copy a request body to the daemon as it arrives (build contexts, uploads).
+
+        With a ``check``, the last piece received is always held back (so the daemon
+        never has the whole body before the check has passed), and so is everything
+        from the piece that completes what the daemon reads (a build context's end
+        of archive). A refusal from ``check.finish`` leaves the body cut off."""
+        writer = conn.writer
+
+        def send(data: bytes) -> None:
+            if req.chunked:
+                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+            else:
+                writer.write(data)
+
+        held: list[bytes] = []
+        req.body_started = True
+        async for data in iter_body(self.reader, req.content_length, req.chunked):
+            if check is None:
+                send(data)
+                await writer.drain()
+                continue
+            check.feed(data)
+            if not check.complete and held:
+                for piece in held:
+                    send(piece)
+                held.clear()
+                await writer.drain()
+            held.append(data)
+        req.body_read = True
+        if check is not None:
+            await check.finish()
+            for piece in held:
+                send(piece)
         if req.chunked:
-            async for data in iter_body(self.reader, None, True):
-                conn.writer.write(b"%x\r\n%b\r\n" % (len(data), data))
-                await conn.writer.drain()
-            conn.writer.write(b"0\r\n\r\n")
-        else:
-            async for data in iter_body(self.reader, req.content_length, False):
-                conn.writer.write(data)
-                await conn.writer.drain()
+            writer.write(b"0\r\n\r\n")
 
     async def relay_response(self, ex: Exchange, resp: Response, conn: UpstreamConn) -> bool:
         """Relay the daemon's answer; return whether the client connection stays open."""

@@ -125,6 +125,7 @@ class Request:
     content_length: int | None  # None with chunked
     chunked: bool
     body_read: bool = False  # the body was consumed (inspected) already
+    body_started: bool = False  # part of the body was streamed on: the rest cannot be skipped
     raw_head: bytes = b""  # as received (and validated): forwarded as is when nothing changes
 
     @property

@@ -37,6 +37,16 @@ class UpstreamConn:
         with contextlib.suppress(Exception):  # closing a broken socket must not raise
             self.writer.close()
 
+    def abort(self) -> None:
+        """Reset the connection: a request cut off mid-body must not look complete."""
+        target = getattr(self.writer, "transport", self.writer)  # StreamWriter or TLSStream
+        with contextlib.suppress(Exception):
+            abort = getattr(target, "abort", None)
+            if abort is None:
+                self.writer.close()
+            else:
+                abort()
+
 
 class Upstream:
     """Where the daemon is (``unix:///path`` or ``tcp://host:port``) and a pool to it."""

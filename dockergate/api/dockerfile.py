@@ -1,0 +1,291 @@
+"""Read a Dockerfile as dockerd 20.10's classic builder parses it (BuildKit's
+``frontend/dockerfile/parser``, without heredocs), to find what a build would make
+the daemon itself fetch.
+
+Only the instruction level is parsed: parser directives (``# escape=``), comments,
+line continuations, the instruction keyword, its ``--flags`` and its arguments in
+JSON or whitespace form. Words are *not* expanded: a word with ``$``, quotes or the
+escape character could expand to anything, so where the gate needs a word's value
+(an ``ADD`` source, a ``FROM`` image) such a word is refused or resolved from plain
+build arguments only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+_S = r"[\t\n\f\r ]*"  # RE2's \s
+DIRECTIVE = re.compile(rf"^#{_S}([a-zA-Z][a-zA-Z0-9]*){_S}={_S}(.+?){_S}$")
+WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+BOM = "\ufeff"
+
+
+class DockerfileError(ValueError):
+    """The Dockerfile would not parse (dockerd would refuse it too)."""
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # lower case, as the parser compares it
+    flags: tuple[str, ...]
+    rest: str  # the arguments after the flags
+    line: int
+    escape: str
+    inner: Instruction | None = field(default=None)  # ONBUILD's instruction
+
+    def words(self) -> list[str]:
+        """Arguments as the builder gets them: a JSON string array, or whitespace-split."""
+        rest = self.rest.lstrip()
+        if rest.startswith("["):
+            try:
+                value, _ = json.JSONDecoder().raw_decode(rest)
+            except ValueError:
+                value = None
+            if isinstance(value, list):
+                if not all(isinstance(v, str) for v in value):
+                    raise DockerfileError(f"line {self.line}: JSON arguments must be strings")
+                return list(value)
+        return [w for w in WHITESPACE.split(self.rest) if w] if self.rest else []
+
+    def flag(self, name: str) -> str | None:
+        for f in self.flags:
+            key, eq, value = f.partition("=")
+            if key == f"--{name}":
+                return value if eq else ""
+        return None
+
+    def plain(self, word: str) -> bool:
+        """Whether the builder takes ``word`` as written (nothing to expand or unquote)."""
+        return not any(c in word for c in ("$", "'", '"', self.escape))
+
+
+def _is_space(c: str) -> bool:
+    return c.isspace()
+
+
+def _flags(line: str) -> tuple[str, list[str]]:
+    """BuildKit's ``extractBuilderFlags``: leading ``--name=value`` words (quotes and
+    backslashes allowed inside them); returns the rest of the line and the flags."""
+    words: list[str] = []
+    word, quote, phase, blank_ok = "", "", "spaces", False
+    pos = 0
+    n = len(line)
+    while pos <= n:
+        ch = line[pos] if pos < n else ""
+        if phase == "spaces":
+            if pos == n:
+                break
+            if _is_space(ch):
+                pos += 1
+                continue
+            if ch != "-" or pos + 1 == n or line[pos + 1] != "-":
+                return line[pos:], words
+            phase = "word"
+        if pos == n:
+            if word != "--" and (blank_ok or word):
+                words.append(word)
+            break
+        if phase == "word":
+            if _is_space(ch):
+                phase = "spaces"
+                if word == "--":
+                    return line[pos:], words
+                if blank_ok or word:
+                    words.append(word)
+                word, blank_ok = "", False
+                pos += 1
+                continue
+            if ch in ("'", '"'):
+                quote, blank_ok, phase = ch, True, "quote"
+                pos += 1
+                continue
+            if ch == "\\":
+                if pos + 1 == n:
+                    pos += 1
+                    continue
+                pos += 1
+                ch = line[pos]
+            word += ch
+            pos += 1
+            continue
+        # phase == "quote"
+        if ch == quote:
+            phase = "word"
+            pos += 1
+            continue
+        if ch == "\\":
+            if pos + 1 == n:
+                phase = "word"
+                pos += 1
+                continue
+            pos += 1
+            ch = line[pos]
+        word += ch
+        pos += 1
+    return "", words
+
+
+def _instruction(line: str, number: int, escape: str) -> Instruction:
+    parts = WHITESPACE.split(line.strip(), maxsplit=1)
+    keyword = parts[0].lower()
+    rest, flags = _flags(parts[1] if len(parts) == 2 else "")
+    inner = None
+    if keyword == "onbuild" and rest.strip():
+        inner = _instruction(rest, number, escape)
+    return Instruction(keyword, tuple(flags), rest, number, escape, inner)
+
+
+def parse(text: str) -> list[Instruction]:
+    """The instructions of a Dockerfile, with the line each starts on."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    escape = "\\"
+    directives_done = False
+    seen: set[str] = set()
+
+    def directive(line: str) -> None:
+        nonlocal escape, directives_done
+        if directives_done:
+            return
+        m = DIRECTIVE.match(line)
+        key = m.group(1).lower() if m else ""
+        if not m or key not in ("escape", "syntax"):
+            directives_done = True
+            return
+        if key in seen:
+            raise DockerfileError(f"only one {key} parser directive can be used")
+        seen.add(key)
+        if key == "escape":
+            if m.group(2) not in ("\\", "`"):
+                raise DockerfileError(f"invalid escape token {m.group(2)!r}")
+            escape = m.group(2)
+
+    def processed(raw: str, strip_left: bool) -> str:
+        token = raw.rstrip("\r\n")
+        if strip_left:
+            token = token.lstrip()
+        result = "" if token.startswith("#") else token
+        directive(token)
+        return result
+
+    def is_comment(raw: str) -> bool:
+        return raw.rstrip("\r\n").lstrip().startswith("#")
+
+    def continued(line: str) -> tuple[str, bool]:
+        m = re.search(re.escape(escape) + r"[ \t]*$", line)
+        if m:
+            return line[: m.start()], True
+        return line, False
+
+    out: list[Instruction] = []
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        if i == 0:
+            raw = raw.removeprefix(BOM)
+        i += 1
+        start = i
+        line, more = continued(processed(raw, True))
+        if not more and line == "":
+            continue
+        while more and i < len(lines):
+            raw = lines[i]
+            i += 1
+            piece = processed(raw, False)
+            if is_comment(raw) or not piece.lstrip():
+                continue
+            piece, more = continued(piece)
+            line += piece
+        if line.strip():
+            out.append(_instruction(line, start, escape))
+    return out
+
+
+# ---------------------------------------------------------------- what the daemon fetches
+
+
+def url_sources(instruction: Instruction) -> list[str]:
+    """Why an ``ADD`` (or ``ONBUILD ADD``) could make dockerd fetch a URL: sources that
+    are URLs, or that could expand to one."""
+    ins = instruction.inner if instruction.keyword == "onbuild" else instruction
+    if ins is None or ins.keyword != "add":
+        return []
+    words = ins.words()
+    problems = [w for w in words[:-1] if "://" in w or not ins.plain(w)]
+    if words and "://" in words[-1]:
+        problems.append(words[-1])
+    return problems
+
+
+def resolve(word: str, args: dict[str, str], escape: str) -> str | None:
+    """Expand ``$NAME`` and ``${NAME}`` from plain build arguments; None when the
+    word needs more than that (quotes, modifiers, escapes)."""
+    value = VARIABLE.sub(lambda m: args.get(m.group(1) or m.group(2), ""), word)
+    if any(c in value for c in ("$", "'", '"', escape)) or any(
+        c in word for c in ("'", '"', escape)
+    ):
+        return None
+    return value
+
+
+def meta_args(instructions: list[Instruction], buildargs: dict[str, str | None]) -> dict[str, str]:
+    """ARGs declared before the first FROM, with the build's ``buildargs`` applied:
+    what FROM lines may refer to. Values that are not plain are left out (a FROM
+    using them is then refused)."""
+    values: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "from":
+            break
+        if ins.keyword != "arg":
+            continue
+        for word in ins.words():
+            name, eq, default = word.partition("=")
+            given = buildargs.get(name)
+            value = given if given is not None else (default if eq else "")
+            if ins.plain(value):
+                values[name] = value
+            else:
+                values.pop(name, None)
+    return values
+
+
+def base_images(
+    instructions: list[Instruction], buildargs: dict[str, str | None]
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The images a build starts FROM and the ones it copies ``--from``, as
+    (line, reference), leaving out stage names, stage indexes and ``scratch``.
+    Raises :class:`DockerfileError` for a reference the gate cannot resolve."""
+    args = meta_args(instructions, buildargs)
+    stages: set[str] = set()
+    froms: list[tuple[int, str]] = []
+    copies: list[tuple[int, str]] = []
+    for ins in instructions:
+        if ins.keyword == "from":
+            words = ins.words()
+            if not words:
+                raise DockerfileError(f"line {ins.line}: FROM needs an image")
+            image = resolve(words[0], args, ins.escape)
+            if image is None or not image:
+                raise DockerfileError(
+                    f"line {ins.line}: FROM {words[0]!r} uses what the gate cannot resolve "
+                    "(only $NAME and ${NAME} of plain ARGs and --build-arg values)"
+                )
+            if image.lower() not in stages and image.lower() != "scratch":
+                froms.append((ins.line, image))
+            if len(words) == 3 and words[1].lower() == "as":
+                stages.add(words[2].lower())
+        elif ins.keyword == "copy":
+            source = ins.flag("from")
+            if not source:
+                continue
+            if not ins.plain(source):
+                raise DockerfileError(
+                    f"line {ins.line}: COPY --from={source!r} is not a plain name"
+                )
+            if source.lower() not in stages and not source.isdigit():
+                copies.append((ins.line, source))
+    return froms, copies

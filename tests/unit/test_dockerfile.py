@@ -1,0 +1,104 @@
+"""The Dockerfile reader splits instructions as BuildKit's parser does (directives,
+comments, continuations, flags) and names what would make dockerd fetch."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockergate.api.dockerfile import DockerfileError, base_images, parse, url_sources
+
+
+def urls(text: str) -> list[str]:
+    return [s for ins in parse(text) for s in url_sources(ins)]
+
+
+def test_instructions_continuations_and_comments() -> None:
+    text = (
+        "\ufeff# a comment\n"
+        "FROM busybox AS base\n"
+        "RUN echo a \\\n"
+        "  # a comment inside the continuation\n"
+        "\n"
+        "  && echo b\n"
+        "add --chown=1:1 a.txt /a\n"
+    )
+    ins = parse(text)
+    assert [(i.keyword, i.line) for i in ins] == [("from", 2), ("run", 3), ("add", 7)]
+    assert ins[1].rest == "echo a   && echo b"
+    assert ins[2].flags == ("--chown=1:1",) and ins[2].flag("chown") == "1:1"
+    assert ins[2].words() == ["a.txt", "/a"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM b\nADD http://169.254.169.254/latest /x\n",
+        "FROM b\nADD https://host/f /x\n",
+        "FROM b\nadd   --chown=1 http://h/f /x\n",
+        'FROM b\nADD ["http://h/f", "/x"]\n',
+        'FROM b\nADD ["\\u0068ttp://h/f", "/x"]\n',
+        "FROM b\nADD \\\n  http://h/f \\\n  /x\n",
+        "FROM b\nONBUILD ADD http://h/f /x\n",
+        "FROM b\nARG U=http://h/f\nADD $U /x\n",
+        "FROM b\nADD ${U} /x\n",
+        "FROM b\nADD h\\ttp://h/f /x\n",
+        "FROM b\nADD 'http://h/f' /x\n",
+        "# escape=`\nFROM b\nADD h`ttp://h/f /x\n",
+        "# escape=`\nFROM b\nADD `\n  http://h/f /x\n",
+    ],
+)
+def test_add_sources_that_are_or_may_become_urls(text: str) -> None:
+    assert urls(text), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM b\nADD app.tar.gz /opt/\n",
+        "FROM b\nADD --chown=1000:1000 src/ /src/\n",
+        "FROM b\nCOPY http-notes.txt /x\n",
+        "FROM b\nRUN wget http://example.org/f\n",
+        "FROM b\nADD a b c /dir/\n",
+        'FROM b\nADD ["a file", "/x"]\n',
+        "FROM b\nADD f $HOME/x\n",  # the destination may use variables
+        "# escape=`\nFROM b\nADD c:\\dir\\f /x\n",  # with ` as escape, \\ is plain
+    ],
+)
+def test_plain_sources_pass(text: str) -> None:
+    assert not urls(text), text
+
+
+def test_escape_directive_only_at_the_top() -> None:
+    assert parse("FROM b\n# escape=`\nADD a `\n b /c\n")[1].words() == ["a", "`"]
+    with pytest.raises(DockerfileError):
+        parse("# escape=x\nFROM b\n")
+
+
+def test_base_images_stages_and_args() -> None:
+    text = (
+        "ARG BASE=busybox\n"
+        "ARG TAG\n"
+        "FROM $BASE:${TAG} AS build\n"
+        "FROM build\n"
+        "FROM scratch\n"
+        "COPY --from=build /a /a\n"
+        "COPY --from=0 /a /a\n"
+        "COPY --from=registry.local/tools:1 /t /t\n"
+    )
+    froms, copies = base_images(parse(text), {"TAG": "1.36"})
+    assert froms == [(3, "busybox:1.36")]
+    assert copies == [(8, "registry.local/tools:1")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ARG B=busybox\nFROM ${B:-x}\n",
+        'FROM "busybox"\n',
+        "FROM $UNSET\n",
+        "FROM b\nCOPY --from=$X /a /a\n",
+    ],
+)
+def test_unresolvable_references_are_errors(text: str) -> None:
+    with pytest.raises(DockerfileError):
+        base_images(parse(text), {})
