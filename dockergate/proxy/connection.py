@@ -218,7 +218,11 @@ class ClientConnection:
                     self.status = int(ex.raw_reply.split(b" ", 2)[1])
                     await self._send(ex.raw_reply)
                     return req.keep_alive
-                if req.upgrade and req.upgrade.lower() in UPGRADE_PROTOCOLS:
+                if (
+                    req.upgrade
+                    and req.upgrade.lower() in UPGRADE_PROTOCOLS
+                    and (ex.route is None or ex.route.hijack)  # unknown routes: admins'
+                ):
                     keep = await self.hijack(ex)
                 else:
                     keep = await self.forward(ex)
@@ -324,6 +328,10 @@ class ClientConnection:
         framing: list[tuple[str, str]]
         if body is not None:
             framing = [("Content-Length", str(len(body)))]
+            if body and req.headers.get("content-type") is None:
+                # The gate wrote a JSON body the client did not send (commit with no
+                # config); dockerd reads a body only with this type.
+                framing.append(("Content-Type", "application/json"))
         elif req.chunked:
             framing = [("Transfer-Encoding", "chunked")]
         elif req.content_length:
