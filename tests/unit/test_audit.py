@@ -488,6 +488,9 @@ def test_audit_follow_prints_new_rows(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # A suite started in the background (``cmd &``) inherits SIGINT ignored,
+            # and Python then installs no KeyboardInterrupt handler: restore it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
         )
         try:
             assert proc.stdout is not None
