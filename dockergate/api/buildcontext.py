@@ -9,8 +9,9 @@ always the last piece received) until the Dockerfile has been checked. A refused
 build is cut off mid-archive, which dockerd reports as an unexpected EOF: nothing runs.
 
 The scanner mirrors Go's ``archive/tar`` reader and dockerd's ``Unpack``:
-  * up to two layers of gzip, bzip2 or xz (``DecompressStream``, then again in
-    ``chrootarchive.Untar``), each possibly several concatenated streams;
+  * gzip, bzip2 or xz, by magic (``DecompressStream``), possibly several
+    concatenated streams; once only: ``FromArchive`` reads the result with
+    ``tarsum`` as a tar, and unpacks tarsum's re-encoded, plain tar;
   * V7, USTAR (with its prefix) and GNU headers with the checksum checked; PAX ``x``
     records (``path``, ``linkpath``, ``size``) and GNU long names (which win over
     PAX); header-only types (links, directories, devices) carry no data whatever
@@ -36,7 +37,7 @@ BLOCK = 512
 DOCKERFILE_CAP = 1 << 20  # a Dockerfile larger than this is refused, not parsed
 SPECIAL_CAP = 1 << 20  # Go's maxSpecialFileSize for PAX and GNU long-name data
 TRAILING_CAP = 1 << 20  # bytes accepted after the end of the archive (tar padding)
-MAX_LAYERS = 2  # DecompressStream, then chrootarchive.Untar's own
+MAX_LAYERS = 1  # DecompressStream; tarsum then reads a tar, compressed or not
 
 HEADER_ONLY = frozenset(b"12345")  # hard link, symlink, char, block, directory
 FIFO = ord("6")

@@ -68,6 +68,7 @@ class Exchange:
     gate: Gate | None = None
     object_id: str | None = None  # for the audit log
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
+    on_release: list[Callable[[], None]] = field(default_factory=list)  # run then too
     # The gate's own answer (``/_dockergate/...``): (status, JSON body); nothing is forwarded.
     reply: tuple[int, Any] | None = None
     raw_reply: bytes | None = None  # a complete daemon answer the gate already holds
@@ -141,6 +142,8 @@ class Exchange:
     def release(self) -> None:
         while self.held:
             self.held.pop().release()
+        while self.on_release:
+            self.on_release.pop()()
 
     def set_json(self, obj: Any) -> None:
         from dockergate.api.body import dumps

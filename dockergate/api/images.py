@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from dockergate.api import dockerfile
 from dockergate.api import query as q
@@ -24,24 +26,95 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.labels import image_labels
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied, apply_memory, check_image, check_ulimits
+from dockergate.policy.checks import (
+    NANO,
+    Denied,
+    NodeFacts,
+    apply_cpus,
+    apply_memory,
+    check_image,
+    check_ulimits,
+)
+from dockergate.policy.quota import check_memory_quota
 from dockergate.proxy.daemon import ref
 
 log = logging.getLogger(__name__)
 
+CPU_PERIOD = 100_000  # the kernel's default CFS period, in microseconds
 
-@handles(
-    "image.list",
-    "image.inspect",
-    "image.history",
-    "image.get",
-    "image.get_all",
-    "image.search",
-    "image.distribution",
-    "image.build_cancel",
-)
-async def shared_images(ex: Exchange) -> None:
-    """Reading and pulling shared images is open to every user."""
+# Tags that member builds in progress start FROM, and tags being moved (canonical
+# reference -> requests). The gate read a base image's ONBUILD triggers; until the
+# build ends, no one may make the tag name another image (whose triggers were not
+# read). Each side registers, then checks the other, with no await in between.
+_build_bases: Counter[str] = Counter()
+_moving_tags: Counter[str] = Counter()
+
+
+def canonical(reference: str) -> str:
+    """``busybox`` -> ``docker.io/library/busybox:latest``: one spelling per tag."""
+    name, tag = reference, "latest"
+    colon = reference.rfind(":")
+    if colon > reference.rfind("/"):
+        name, tag = reference[:colon], reference[colon + 1 :]
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        domain, path = first, rest
+    else:
+        domain, path = "docker.io", name
+    if domain in ("docker.io", "index.docker.io"):
+        domain = "docker.io"
+        if "/" not in path:
+            path = f"library/{path}"
+    return f"{domain}/{path}:{tag}".lower()
+
+
+def _register(table: Counter[str], ex: Exchange, keys: list[str]) -> None:
+    table.update(keys)
+
+    def unregister() -> None:
+        table.subtract(keys)
+        for key in keys:
+            if table[key] <= 0:
+                del table[key]
+
+    ex.on_release.append(unregister)
+
+
+def pin_build_bases(ex: Exchange, references: list[str], own: frozenset[str]) -> None:
+    """``own``: the tags this build itself will write (``-t``), registered as moving."""
+    keys = [canonical(r) for r in references]
+    _register(_build_bases, ex, keys)
+    for reference, key in zip(references, keys, strict=True):
+        if _moving_tags[key] > (key in own):
+            raise Refusal(
+                409,
+                f"{who(ex)} may not build FROM {reference} now: the tag is being moved; try again",
+            )
+
+
+def check_not_a_build_base(ex: Exchange, reference: str) -> None:
+    key = canonical(reference)
+    _register(_moving_tags, ex, [key])
+    if key in _build_bases:
+        raise Refusal(
+            409,
+            f"{who(ex)} may not move the tag {reference} now: a build in progress starts "
+            "FROM it (the gate read that image's ONBUILD triggers); try again when it ends",
+        )
+
+
+@handles("image.search")
+async def image_search(ex: Exchange) -> None:
+    """``docker search host:port/term`` makes the daemon query that registry."""
+    if not ex.admin:
+        check_image(ex.profile, q.first(ex.query, "term") or "", "term")
+
+
+@handles("image.distribution")
+async def image_distribution(ex: Exchange) -> None:
+    """``/distribution/{name}/json`` makes the daemon ask the name's registry."""
+    if not ex.admin:
+        check_image(ex.profile, ex.params["name"], "distribution")
 
 
 @handles("image.create")
@@ -58,6 +131,7 @@ async def image_create(ex: Exchange) -> None:
     image = q.first(ex.query, "fromImage")
     if image:
         check_image(ex.profile, image, "fromImage")
+        await check_pull_target(ex, image, q.first(ex.query, "tag") or "")
     if source == "-":  # an import names its image with repo and tag
         await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
         check_changes(ex)
@@ -104,6 +178,7 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
     if not repo:
         return
     reference = tag_reference(repo, tag)
+    check_not_a_build_base(ex, reference)
     existing = await ex.daemon.get(f"/images/{ref(reference)}/json")
     if not existing.ok:
         return
@@ -118,6 +193,38 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
     )
 
 
+async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
+    """A pull replaces the tag it lands on. A tag naming an image another user built
+    or committed here stays theirs: pulling over it (from a registry where anyone may
+    push) would make their next ``docker run`` start someone else's code with their
+    rights. Tags of pulled images (no ``built-by``) update as they always do."""
+    if "@" in image or (tag and tag.startswith("sha256:")):
+        return  # by digest: no tag is written
+    name, own = image, ""
+    colon = image.rfind(":")
+    if colon > image.rfind("/"):
+        name, own = image[:colon], image[colon + 1 :]
+    if not (tag or own):
+        raise Refusal(
+            403,
+            f"{who(ex)} may not pull every tag of {image} (docker pull -a): each could "
+            "replace a tag another user built; pull the tags you need one by one",
+        )
+    check_not_a_build_base(ex, f"{name}:{tag or own}")
+    existing = await ex.daemon.get(f"/images/{ref(f'{name}:{tag or own}')}/json")
+    if not existing.ok:
+        return
+    labels = (((existing.json() or {}).get("Config") or {}).get("Labels")) or {}
+    author = labels.get(BUILT_BY_LABEL)
+    if author and author != ex.identity.name:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not pull {name}:{tag or own}: that tag names an image "
+            f"{author} built here, and a pull would replace it; pull under another name "
+            "or ask an admin",
+        )
+
+
 CHANGE_LABELS = ("LABEL", "ONBUILD")
 
 
@@ -126,6 +233,17 @@ def check_changes(ex: Exchange) -> None:
     gate's labels; lines that could spell them indirectly (``$`` substitution, ``\``
     escapes) are refused too."""
     for change in q.every(ex.query, "changes"):
+        try:
+            parsed = dockerfile.parse(change)
+        except dockerfile.DockerfileError as exc:
+            raise Refusal(400, f"changes: {exc}") from None
+        for ins in parsed:
+            if dockerfile.url_sources(ins):
+                raise Refusal(
+                    403,
+                    f"{who(ex)} may not add an ONBUILD ADD of a URL (or of a source that "
+                    f"could expand to one) through changes: {change[:80]!r}",
+                )
         instruction = change.strip().split(None, 1)[0].upper() if change.strip() else ""
         text = change.lower()
         if instruction in CHANGE_LABELS and ("dockergate" in text or "$" in text or "\\" in text):
@@ -146,9 +264,11 @@ async def build(ex: Exchange) -> None:
     profile = ex.profile
     if not profile.admin:
         await _check_build(ex)
-        for name in q.every(ex.query, "t"):
+        names = q.every(ex.query, "t")
+        for name in names:
             await check_new_tag(ex, name, "")
-        ex.body_check = BuildContextCheck(ex)
+        own = frozenset(canonical(tag_reference(name, "")) for name in names if name)
+        ex.body_check = BuildContextCheck(ex, own)
     stamped = image_labels(labels, ex.identity.name)
     ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
 
@@ -194,6 +314,10 @@ async def _check_build(ex: Exchange) -> None:
     if res["Memory"]:
         query = q.replace(ex.query, "memory", str(res["Memory"]))
         ex.set_query(q.replace(query, "memswap", str(res.get("MemorySwap", -1))))
+        # Build containers belong to nobody, so usage never counts them: a build
+        # may start only while its memory fits in what the quota leaves.
+        await check_memory_quota(ex.daemon, profile, ex.identity.name, "", res["Memory"])
+    _build_cpus(ex, facts)
     raw_ulimits = q.first(ex.query, "ulimits")
     if raw_ulimits:
         try:
@@ -211,8 +335,9 @@ class BuildContextCheck:
     :mod:`dockergate.api.buildcontext`) and checks its Dockerfile before dockerd may
     finish reading the archive."""
 
-    def __init__(self, ex: Exchange) -> None:
+    def __init__(self, ex: Exchange, own_tags: frozenset[str]) -> None:
         self.ex = ex
+        self.own_tags = own_tags
         self.scanner = ContextScanner(wanted_paths(q.first(ex.query, "dockerfile")))
 
     @property
@@ -228,7 +353,7 @@ class BuildContextCheck:
             self.scanner.close()
             found = self.scanner.dockerfile()
             if found is not None:
-                await check_dockerfile(self.ex, *found)
+                await check_dockerfile(self.ex, *found, self.own_tags)
 
     @contextlib.contextmanager
     def _refusals(self) -> Iterator[None]:
@@ -248,7 +373,9 @@ class BuildContextCheck:
             ) from None
 
 
-async def check_dockerfile(ex: Exchange, path: str, content: bytes) -> None:
+async def check_dockerfile(
+    ex: Exchange, path: str, content: bytes, own_tags: frozenset[str] = frozenset()
+) -> None:
     """What a classic build makes the daemon itself fetch: ``ADD`` of a URL (from the
     host's network, into an image the user reads), base images from outside the
     profile's registries, and ``ADD`` triggers of a base image."""
@@ -264,6 +391,7 @@ async def check_dockerfile(ex: Exchange, path: str, content: bytes) -> None:
     except (dockerfile.DockerfileError, ValueError) as exc:
         raise Refusal(400, f"build: {path}: {exc}") from None
     _refuse_url_sources(ex, instructions, f"{path} line")
+    pin_build_bases(ex, [image for _, image in froms], own_tags)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
         found = await ex.daemon.get(f"/images/{ref(image)}/json")
@@ -298,6 +426,19 @@ def _refuse_url_sources(
                 source,
                 "COPY files from the context, or download in a RUN step",
             )
+
+
+def _build_cpus(ex: Exchange, facts: NodeFacts) -> None:
+    """The profile's CPU default and cap, on the build's ``cpuquota``/``cpuperiod``
+    (a build has no NanoCpus; each RUN step runs with these)."""
+    cpu: dict[str, Any] = {
+        "CpuQuota": q.first_int(ex.query, "cpuquota"),
+        "CpuPeriod": q.first_int(ex.query, "cpuperiod"),
+    }
+    apply_cpus(ex.profile, cpu, facts, "cpuquota")
+    if "NanoCpus" in cpu:  # the profile's default, as a quota over the default period
+        query = q.replace(ex.query, "cpuperiod", str(CPU_PERIOD))
+        ex.set_query(q.replace(query, "cpuquota", str(cpu["NanoCpus"] * CPU_PERIOD // NANO)))
 
 
 @handles("buildkit.session", "buildkit.grpc")

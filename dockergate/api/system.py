@@ -24,6 +24,8 @@ from dockergate.api.ownership import (
     imprinted,
     resolve,
 )
+from dockergate.listen.identity import Refusal
+from dockergate.policy.checks import Denied
 from dockergate.proxy.daemon import Daemon
 
 SHARED_EVENT_TYPES = frozenset({"image", "builder"})
@@ -122,7 +124,26 @@ async def disk_usage(ex: Exchange) -> None:
     ex.response_filter = only_own
 
 
-@handles("system.info", "system.auth", "node.list", "node.inspect")
+@handles("system.auth")
+async def auth(ex: Exchange) -> None:
+    """``docker login``: the daemon contacts the server the body names, so that server
+    is held to the profile's registries; the body is read strictly and re-encoded."""
+    body = await ex.read_json("system.auth")
+    if not isinstance(body, dict):
+        raise Refusal(400, "auth: body must be a JSON object")
+    address = str(body.get("serveraddress") or "")
+    if not ex.admin and not ex.profile.allows_registry_host(address):
+        raise Denied(
+            ex.profile,
+            "logging in to this registry",
+            "serveraddress",
+            address,
+            f"allowed: {', '.join(ex.profile.registries)}",
+        )
+    ex.set_json(body)
+
+
+@handles("system.info", "node.list", "node.inspect")
 async def shared_reads(ex: Exchange) -> None:
     """Host and cluster facts every user's CLI needs (``docker info``, ``service ps``)."""
 

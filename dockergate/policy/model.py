@@ -178,6 +178,16 @@ class Profile:
             return True
         return registry_of(image) in self.registries
 
+    def allows_registry_host(self, address: str) -> bool:
+        """A registry server address as ``docker login`` sends it
+        (``https://index.docker.io/v1/``, ``registry.local:5000``)."""
+        if "*" in self.registries:
+            return True
+        host = address.split("://", 1)[-1].split("/", 1)[0].lower()
+        if host in ("", "index.docker.io", "registry-1.docker.io", "docker.io"):
+            host = "docker.io"
+        return host in self.registries
+
 
 def registry_of(image: str) -> str:
     """The registry part of an image reference, as Docker resolves it."""

@@ -1,8 +1,10 @@
 """A member's classic build: the gate reads the Dockerfile inside the context as it
 streams to dockerd and refuses, before anything runs, what would make the daemon
 fetch by itself (``ADD <url>``, base images from outside the profile's registries,
-``ADD`` triggers of a base image). Driven by the real docker CLI and docker-py.
-Each refusal sits next to the legitimate build beside it.
+``ADD`` triggers of a base image), and holds the other routes that make the daemon
+reach a registry (``search``, ``/distribution``, ``login``) to the profile's list.
+Driven by the real docker CLI and raw requests. Each refusal sits next to the
+legitimate use beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import shutil
 import tarfile
 import tempfile
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +45,12 @@ def bgate(session_dir: Path, docker_host: str, tmp_path_factory) -> Iterator[Gat
             """
             description: build-check member
             containers:
-              registries: [docker.io]
+              registries: [docker.io, "127.0.0.1:9"]
+            resources:
+              memory: {default: 64m, max: 256m}
+              cpus: {default: 1, max: 2}
+            quota:
+              memory: 400m
             """
         )
     )
@@ -57,7 +66,7 @@ def bgate(session_dir: Path, docker_host: str, tmp_path_factory) -> Iterator[Gat
 @pytest.fixture(scope="module")
 def people(bgate: Gate, unix_user):
     out = {}
-    for short, profile in (("bcann", "member"), ("bcboss", "admin")):
+    for short, profile in (("bcann", "member"), ("bcbob", "member"), ("bcboss", "admin")):
         u = unix_user(short)
         bgate.dockergate("user", "add", f"bc-{short}", "--profile", profile, "--uid", str(u.uid))
         out[short] = u
@@ -185,7 +194,7 @@ def test_admins_may_add_urls(build):
 
 def test_base_image_from_another_registry_is_refused(build):
     r = build("FROM registry.example:5000/tools:1\nRUN true\n")
-    refused(r, "images from this registry", "allowed: docker.io")
+    refused(r, "images from this registry", "allowed: docker.io, 127.0.0.1:9")
 
 
 def test_base_image_not_on_the_engine_must_be_pulled_first(build):
@@ -253,7 +262,180 @@ def test_gzip_context(bgate, people, images, dockerfile, status):
         assert b"Successfully tagged" in r.body, r.body[-300:]
 
 
+def test_an_upgrade_header_does_not_skip_the_check(bgate, people, images):
+    """``Connection: Upgrade`` on /build must not send the context down the hijack
+    path (which forwards a body it read but did not check): the build is a plain
+    request to dockerd, so the gate forwards it as one, checked."""
+    raw = Raw(str(bgate.socket), people["bcann"].uid)
+    tag = f"dgt-bc-up-{_rand()}:1"
+    images.append(tag)
+    r = raw.request(
+        "POST",
+        f"/v1.41/build?t={tag}",
+        _gzip_context("FROM busybox\nADD http://127.0.0.1:9/x /x\n"),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        ctype="application/x-tar",
+    )
+    assert r.status == 403 and b"ADD from a URL" in r.body, (r.status, r.body[-300:])
+
+
 def test_a_context_that_is_not_a_tar_is_refused(bgate, people):
     raw = Raw(str(bgate.socket), people["bcann"].uid)
     r = raw.request("POST", "/v1.41/build", b"FROM busybox\n" * 100, ctype="application/x-tar")
     assert r.status == 400 and b"build context" in r.body, (r.status, r.body)
+
+
+# ------------------------------------------------------------------ resources
+
+
+def test_build_cpu_cap_and_default(build):
+    """A build's RUN steps get the profile's CPU default as a CFS quota, and a quota
+    over the cap is refused."""
+    refused(
+        build("FROM busybox\nRUN true\n", args=["--cpu-period", "100000", "--cpu-quota", "400000"]),
+        "this many CPUs",
+    )
+    r = build(
+        "FROM busybox\nRUN cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+        "2>/dev/null; true\n"
+    )
+    ok(r)
+    assert any(line.strip() in ("100000", "100000 100000") for line in r.stdout.splitlines()), (
+        r.stdout
+    )
+
+
+def test_build_memory_counts_against_the_quota(build, cli, bgate, people, direct_client):
+    """Build containers belong to nobody, so a build may start only while its memory
+    fits in what the user's quota leaves (400m: 256m running + 64m build fits)."""
+    name = f"dgt-bc-mem-{_rand()}"
+    r = cli(
+        ["run", "-d", "--name", name, "-m", "256m", "busybox", "sleep", "120"],
+        user=people["bcann"],
+        gate=bgate,
+    )
+    ok(r)
+    try:
+        refused(build("FROM busybox\nRUN true\n", args=["-m", "200m"]), "memory quota")
+        ok(build("FROM busybox\nRUN true\n"))
+    finally:
+        direct_client.containers.get(name).remove(force=True)
+
+
+# ------------------------------------------------------------------ registry reach
+# The allowed neighbour is 127.0.0.1:9, where nothing listens: the daemon's own error
+# (not the gate's refusal) shows the request went through. No traffic leaves loopback.
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "registry.example:5000/tools"],
+        ["login", "-u", "x", "--password-stdin", "registry.example:5000"],
+    ],
+)
+def test_registry_reach_outside_the_allowlist_is_refused(cli, bgate, people, args):
+    r = cli(args, user=people["bcann"], gate=bgate, input="secret\n", timeout=60)
+    refused(r, "registry.example:5000", "allowed: docker.io, 127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "127.0.0.1:9/tools"],
+        ["login", "-u", "x", "--password-stdin", "127.0.0.1:9"],
+    ],
+)
+def test_registry_reach_inside_the_allowlist_goes_to_the_daemon(cli, bgate, people, args):
+    r = cli(args, user=people["bcann"], gate=bgate, input="secret\n", timeout=60)
+    assert r.returncode != 0 and "dockergate:" not in r.stderr, r.stderr
+
+
+def test_distribution_follows_the_allowlist(bgate, people):
+    raw = Raw(str(bgate.socket), people["bcann"].uid)
+    r = raw.request("GET", "/v1.41/distribution/registry.example:5000/tools/json")
+    assert r.status == 403 and b"images from this registry" in r.body, (r.status, r.body)
+    r = raw.request("GET", "/v1.41/distribution/127.0.0.1:9/tools/json")
+    assert r.status != 403 and b"dockergate:" not in r.body, (r.status, r.body)
+
+
+# ------------------------------------------------------------------ pulls over built tags
+
+
+def test_pull_over_another_users_built_tag_is_refused(build, cli, bgate, people, images):
+    """Bob pushing his own image to a registry under Ann's local tag and pulling it
+    would make Ann's next ``docker run`` start Bob's code with Ann's rights. Ann may
+    pull over her own tag (the daemon then fails: nothing listens on 127.0.0.1:9)."""
+    tag = f"127.0.0.1:9/dgt-bc-pull-{_rand()}:1"
+    images.append(tag)
+    r = cli(
+        ["build", "-t", tag, "-"],
+        user=people["bcann"],
+        gate=bgate,
+        env=BUILD_ENV,
+        input="FROM busybox\nRUN true\n",
+        timeout=120,
+    )
+    ok(r)
+    r = cli(["pull", tag], user=people["bcbob"], gate=bgate, timeout=60)
+    refused(r, "bc-bcann built here")
+    r = cli(["pull", tag], user=people["bcann"], gate=bgate, timeout=60)
+    assert r.returncode != 0 and "dockergate:" not in r.stderr, r.stderr
+
+
+def test_pull_of_every_tag_is_refused(cli, bgate, people):
+    r = cli(["pull", "-a", "127.0.0.1:9/dgt-bc-all"], user=people["bcbob"], gate=bgate)
+    refused(r, "docker pull -a")
+
+
+# ------------------------------------------------------------------ base images pinned
+
+
+def test_commit_change_onbuild_add_url_is_refused(cli, bgate, people, images, direct_client):
+    """``docker commit --change 'ONBUILD ADD <url> ...'`` would make such a trigger in an
+    image a member then builds FROM; refused at the commit. ONBUILD RUN is fine."""
+    name = f"dgt-bc-commit-{_rand()}"
+    ok(cli(["create", "--name", name, "busybox", "true"], user=people["bcann"], gate=bgate))
+    try:
+        for change, good in (
+            ("ONBUILD ADD http://127.0.0.1:9/x /x", False),
+            ("ONBUILD RUN echo hi", True),
+        ):
+            images.append(f"dgt-bc-commit-{_rand()}:1")
+            r = cli(
+                ["commit", "--change", change, name, images[-1]],
+                user=people["bcann"],
+                gate=bgate,
+            )
+            if good:
+                ok(r)
+            else:
+                assert r.returncode != 0 and "ONBUILD ADD of a URL" in r.stderr, r.stderr
+    finally:
+        direct_client.containers.get(name).remove(force=True)
+
+
+def test_a_build_base_cannot_be_retagged_while_the_build_runs(build, cli, bgate, people):
+    """The gate read the base's ONBUILD triggers when the build began; moving the tag
+    to another image before dockerd resolves FROM would run unread triggers. While a
+    build runs FROM ann's base, ann cannot move that tag; afterwards she can."""
+    base = build("FROM busybox\nRUN true\n")
+    ok(base)
+    other = build("FROM busybox\nRUN echo other\n")
+    ok(other)
+    done = threading.Event()
+    result = {}
+
+    def long_build() -> None:
+        result["r"] = build(f"FROM {base.tag}\nRUN sleep 6\n")
+        done.set()
+
+    t = threading.Thread(target=long_build, daemon=True)
+    t.start()
+    time.sleep(3)
+    assert not done.is_set()
+    r = cli(["tag", other.tag, base.tag], user=people["bcann"], gate=bgate)
+    assert r.returncode != 0 and "a build in progress starts FROM it" in r.stderr, r.stderr
+    t.join(60)
+    ok(result["r"])
+    ok(cli(["tag", other.tag, base.tag], user=people["bcann"], gate=bgate))

@@ -102,3 +102,36 @@ def test_base_images_stages_and_args() -> None:
 def test_unresolvable_references_are_errors(text: str) -> None:
     with pytest.raises(DockerfileError):
         base_images(parse(text), {})
+
+
+def test_canonical_references_and_build_base_pins() -> None:
+    """A tag a member build starts FROM cannot be moved until that build ends, however
+    it is spelt; the build's own -t tags do not block it."""
+    from types import SimpleNamespace
+
+    from dockergate.api import images
+    from dockergate.listen.identity import Refusal
+
+    assert images.canonical("busybox") == "docker.io/library/busybox:latest"
+    assert images.canonical("docker.io/library/busybox:latest") == images.canonical("busybox")
+    assert images.canonical("registry.local:5000/app") == "registry.local:5000/app:latest"
+    build = SimpleNamespace(on_release=[], identity=SimpleNamespace(name="ann", profile="member"))
+    tagger = SimpleNamespace(on_release=[], identity=SimpleNamespace(name="bob", profile="member"))
+    images.pin_build_bases(build, ["busybox"], frozenset())  # type: ignore[arg-type]
+    with pytest.raises(Refusal, match="a build in progress"):
+        images.check_not_a_build_base(tagger, "index.docker.io/library/busybox")  # type: ignore[arg-type]
+    for undo in build.on_release + tagger.on_release:
+        undo()
+    images.check_not_a_build_base(tagger, "busybox")  # type: ignore[arg-type]
+    own = frozenset({images.canonical("app:dev")})
+    images.pin_build_bases(build, ["app:dev"], frozenset())  # type: ignore[arg-type]
+    for undo in build.on_release:
+        undo()
+    mover = SimpleNamespace(on_release=[], identity=SimpleNamespace(name="ann", profile="member"))
+    images.check_not_a_build_base(mover, "app:dev")  # type: ignore[arg-type]
+    images.pin_build_bases(build, ["app:dev"], own)  # type: ignore[arg-type]  # its own -t
+    with pytest.raises(Refusal, match="being moved"):
+        images.pin_build_bases(build, ["app:dev"], frozenset())  # type: ignore[arg-type]
+    for undo in build.on_release + mover.on_release + tagger.on_release:
+        undo()
+    assert not images._build_bases and not images._moving_tags
