@@ -34,6 +34,8 @@ from typing import Protocol
 from dockergate.listen.identity import Refusal
 
 BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+HIGH_BYTES = bytes(range(128, 256))
 DOCKERFILE_CAP = 1 << 20  # a Dockerfile larger than this is refused, not parsed
 SPECIAL_CAP = 1 << 20  # Go's maxSpecialFileSize for PAX and GNU long-name data
 TRAILING_CAP = 1 << 20  # bytes accepted after the end of the archive (tar padding)
@@ -151,8 +153,10 @@ def _checksum_ok(block: bytes) -> bool:
         return False
     spaced = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(spaced)
-    signed = sum(b - 256 if b > 127 else b for b in spaced)
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    high = len(spaced) - len(spaced.translate(None, HIGH_BYTES))  # bytes read as negative
+    return stored == unsigned - 256 * high
 
 
 def _pax(data: bytes) -> dict[str, str]:
@@ -227,41 +231,48 @@ class ContextScanner:
     # ---------------------------------------------------------------- tar
 
     def _tar(self, data: bytes) -> None:
+        """Walk headers and skip over file data where it lies in ``data``: only a
+        header split across pieces is buffered (never file contents, except the
+        Dockerfile being captured)."""
         if self.ended:
             self._trailing += len(data)
             if self._trailing > TRAILING_CAP:
                 raise ContextError("data after the end of the archive")
             return
-        self._buf += data
-        pos = 0
-        buf = self._buf
+        pos, n = 0, len(data)
+        if self._buf:  # a header begun in an earlier piece
+            pos = min(BLOCK - len(self._buf), n)
+            self._buf += data[:pos]
+            if len(self._buf) < BLOCK:
+                return
+            block, self._buf = bytes(self._buf), bytearray()
+            self._header(block)
         while not self.ended:
             if self._skip:
-                take = min(self._skip, len(buf) - pos)
+                take = min(self._skip, n - pos)
                 if take <= 0:
                     break
                 if self._capture is not None and self._capture_left:
                     keep = min(take, self._capture_left)
-                    self._capture += buf[pos : pos + keep]
+                    self._capture += data[pos : pos + keep]
                     self._capture_left -= keep
                 pos += take
                 self._skip -= take
                 if not self._skip:
                     self._entry_done()
                 continue
-            if len(buf) - pos < BLOCK:
+            if n - pos < BLOCK:
+                self._buf += data[pos:]
+                pos = n
                 break
-            block = bytes(buf[pos : pos + BLOCK])
+            self._header(data[pos : pos + BLOCK])
             pos += BLOCK
-            self._header(block)
         if self.ended:
-            self._trailing = len(buf) - pos
-        del buf[:pos]
-        if self.ended:
+            self._trailing = n - pos
             self._buf = bytearray()
 
     def _header(self, block: bytes) -> None:
-        if block == bytes(BLOCK):
+        if block == ZERO_BLOCK:
             self.ended = True  # Go: a zero block, then EOF or a second one, ends it
             return
         if not _checksum_ok(block):

@@ -178,3 +178,20 @@ def test_eof_where_go_takes_it_as_the_end() -> None:
     for cut in (content_end - 1, 1024 + 100):
         with pytest.raises(ContextError, match="middle of an entry"):
             scan(data[:cut])
+
+
+def test_signed_checksums_are_accepted_as_go_does() -> None:
+    """Some old tars sum the header's bytes as signed chars; Go accepts either sum."""
+    info = tarfile.TarInfo("caf\u00e9/Dockerfile")
+    info.size = len(DOCKERFILE)
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT, encoding="utf-8"))
+    block[148:156] = b" " * 8
+    signed = sum(b - 256 if b > 127 else b for b in block)
+    assert signed != sum(block)
+    block[148:156] = b"%06o\0 " % signed
+    data = bytes(block) + DOCKERFILE + bytes(-len(DOCKERFILE) % 512) + bytes(1024)
+    path = "caf\u00e9/Dockerfile"
+    assert scan(data, path).dockerfile() == (path, DOCKERFILE)
+    block[148:156] = b"%06o\0 " % (signed + 1)
+    with pytest.raises(ContextError, match="checksum"):
+        scan(bytes(block) + DOCKERFILE + bytes(-len(DOCKERFILE) % 512) + bytes(1024), path)
