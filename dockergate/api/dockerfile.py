@@ -265,6 +265,11 @@ def base_images(
     copies: list[tuple[int, str]] = []
     for ins in instructions:
         if ins.keyword == "from":
+            if ins.flag("platform") is not None:
+                raise DockerfileError(
+                    f"line {ins.line}: FROM --platform makes dockerd pull that platform's "
+                    "image, whose ONBUILD triggers the gate cannot read first"
+                )
             words = ins.words()
             if not words:
                 raise DockerfileError(f"line {ins.line}: FROM needs an image")

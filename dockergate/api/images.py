@@ -289,6 +289,14 @@ async def _check_build(ex: Exchange) -> None:
             "triggers before the build, so the base must already be here; docker pull it, "
             "then build without --pull",
         )
+    platform = q.first(ex.query, "platform")
+    if platform:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not build for platform {platform!r}: dockerd would pull that "
+            "platform's base image, whose ONBUILD triggers the gate cannot read first; "
+            "build without --platform, or ask an admin",
+        )
     network = q.first(ex.query, "networkmode") or ""
     # Exact spellings, as dockerd reads them: "Host" or "BRIDGE" name networks.
     if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
@@ -387,9 +395,12 @@ async def check_dockerfile(
             isinstance(v, str | None) for v in buildargs.values()
         ):
             raise dockerfile.DockerfileError("buildargs must map names to strings")
-        froms, copies = dockerfile.base_images(instructions, buildargs)
     except (dockerfile.DockerfileError, ValueError) as exc:
         raise Refusal(400, f"build: {path}: {exc}") from None
+    try:
+        froms, copies = dockerfile.base_images(instructions, buildargs)
+    except dockerfile.DockerfileError as exc:
+        raise Refusal(403, f"{who(ex)} may not build this: {path} {exc}") from None
     _refuse_url_sources(ex, instructions, f"{path} line")
     pin_build_bases(ex, [image for _, image in froms], own_tags)
     for line, image in froms:

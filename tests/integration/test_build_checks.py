@@ -202,6 +202,13 @@ def test_base_image_not_on_the_engine_must_be_pulled_first(build):
     refused(r, "docker pull busybox:not-here-")
 
 
+def test_platform_is_refused(build):
+    """Another platform's base is pulled by dockerd even when the tag is here: its
+    ONBUILD triggers could not be read first."""
+    refused(build("FROM busybox\nRUN true\n", args=["--platform", "linux/arm64"]), "platform")
+    refused(build("FROM --platform=linux/arm64 busybox\nRUN true\n"), "FROM --platform")
+
+
 def test_pull_flag_is_refused_and_plain_build_works(build):
     refused(build("FROM busybox\nRUN true\n", args=["--pull"]), "--pull")
     ok(build("FROM busybox\nRUN true\n"))

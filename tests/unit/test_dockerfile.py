@@ -135,3 +135,9 @@ def test_canonical_references_and_build_base_pins() -> None:
     for undo in build.on_release + mover.on_release + tagger.on_release:
         undo()
     assert not images._build_bases and not images._moving_tags
+
+
+def test_from_platform_is_refused() -> None:
+    """dockerd pulls another platform's variant of a local base: its triggers unread."""
+    with pytest.raises(DockerfileError, match="platform"):
+        base_images(parse("FROM --platform=linux/arm64 busybox\n"), {})
