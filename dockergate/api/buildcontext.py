@@ -300,7 +300,9 @@ class ContextScanner:
         if typeflag == ord("S"):
             raise ContextError("sparse files are not accepted in a build context")
         linkname = _string(block[157:257])
-        pax, self._pax = self._pax, {}
+        # Go's mergePAX keeps the header's value where a PAX value is empty, and an
+        # empty GNU long name is no long name.
+        pax, self._pax = {k: v for k, v in self._pax.items() if v}, {}
         if "path" in pax:
             name = pax["path"]
         if "linkpath" in pax:
@@ -312,10 +314,11 @@ class ContextScanner:
                 raise ContextError("malformed PAX size") from None
             if size < 0:
                 raise ContextError("malformed PAX size")
-        if self._long_name is not None:
-            name, self._long_name = self._long_name, None
-        if self._long_link is not None:
-            linkname, self._long_link = self._long_link, None
+        if self._long_name:
+            name = self._long_name
+        if self._long_link:
+            linkname = self._long_link
+        self._long_name = self._long_link = None
         del linkname  # links are refused as Dockerfiles; where they point does not matter
         if typeflag == 0 and name.endswith("/"):
             raise ContextError(f"entry {name[:80]!r}: old-style file type with a '/' name")
@@ -351,6 +354,8 @@ class ContextScanner:
             kind = "link"
         else:
             kind = "other"
+        if path == "." and kind != "dir":
+            raise ContextError(f"entry {name[:80]!r} is the context's root but not a directory")
         if path != ".":
             self.kinds[path] = kind
             if kind != "dir":  # dockerd removes what was there, subtree included

@@ -29,6 +29,7 @@ BUG_ERRORS = (
     AssertionError,
     AttributeError,
     LookupError,
+    RecursionError,
     TypeError,
     ValueError,
 )

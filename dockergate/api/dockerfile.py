@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 _S = r"[\t\n\f\r ]*"  # RE2's \s
 DIRECTIVE = re.compile(rf"^#{_S}([a-zA-Z][a-zA-Z0-9]*){_S}={_S}(.+?){_S}$")
 WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+# Go's unicode.IsSpace (TrimSpace, TrimLeftFunc): Python's str.isspace() also counts
+# \x1c-\x1f, so a line of one of those would be blank to the gate and not to dockerd.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+ESCAPES = ("\\", "`")
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 BOM = "\ufeff"
 
@@ -38,12 +45,12 @@ class Instruction:
 
     def words(self) -> list[str]:
         """Arguments as the builder gets them: a JSON string array, or whitespace-split."""
-        rest = self.rest.lstrip()
+        rest = self.rest.lstrip(GO_SPACE)
         if rest.startswith("["):
             try:
                 value, _ = json.JSONDecoder().raw_decode(rest)
-            except ValueError:
-                value = None
+            except (ValueError, RecursionError):  # Go's decoder stops at depth 10000:
+                value = None  # either way, the words are then split on whitespace
             if isinstance(value, list):
                 if not all(isinstance(v, str) for v in value):
                     raise DockerfileError(f"line {self.line}: JSON arguments must be strings")
@@ -57,13 +64,16 @@ class Instruction:
                 return value if eq else ""
         return None
 
-    def plain(self, word: str) -> bool:
-        """Whether the builder takes ``word`` as written (nothing to expand or unquote)."""
-        return not any(c in word for c in ("$", "'", '"', self.escape))
+    def plain(self, word: str, *, any_escape: bool = False) -> bool:
+        """Whether the builder takes ``word`` as written (nothing to expand or unquote).
+        ``any_escape``: for words expanded in a build whose escape token is unknown
+        (ONBUILD triggers run with the child build's)."""
+        escapes = ESCAPES if any_escape else (self.escape,)
+        return not any(c in word for c in ("$", "'", '"', *escapes))
 
 
 def _is_space(c: str) -> bool:
-    return c.isspace()
+    return c in GO_SPACE
 
 
 def _flags(line: str) -> tuple[str, list[str]]:
@@ -128,13 +138,13 @@ def _flags(line: str) -> tuple[str, list[str]]:
     return "", words
 
 
-def _instruction(line: str, number: int, escape: str) -> Instruction:
-    parts = WHITESPACE.split(line.strip(), maxsplit=1)
+def _instruction(line: str, number: int, escape: str, *, nested: bool = False) -> Instruction:
+    parts = WHITESPACE.split(line.strip(GO_SPACE), maxsplit=1)
     keyword = parts[0].lower()
     rest, flags = _flags(parts[1] if len(parts) == 2 else "")
     inner = None
-    if keyword == "onbuild" and rest.strip():
-        inner = _instruction(rest, number, escape)
+    if keyword == "onbuild" and rest.strip(GO_SPACE) and not nested:  # ONBUILD ONBUILD: an error
+        inner = _instruction(rest, number, escape, nested=True)
     return Instruction(keyword, tuple(flags), rest, number, escape, inner)
 
 
@@ -167,13 +177,13 @@ def parse(text: str) -> list[Instruction]:
     def processed(raw: str, strip_left: bool) -> str:
         token = raw.rstrip("\r\n")
         if strip_left:
-            token = token.lstrip()
+            token = token.lstrip(GO_SPACE)
         result = "" if token.startswith("#") else token
         directive(token)
         return result
 
     def is_comment(raw: str) -> bool:
-        return raw.rstrip("\r\n").lstrip().startswith("#")
+        return raw.rstrip("\r\n").lstrip(GO_SPACE).startswith("#")
 
     def continued(line: str) -> tuple[str, bool]:
         m = re.search(re.escape(escape) + r"[ \t]*$", line)
@@ -196,11 +206,11 @@ def parse(text: str) -> list[Instruction]:
             raw = lines[i]
             i += 1
             piece = processed(raw, False)
-            if is_comment(raw) or not piece.lstrip():
+            if is_comment(raw) or not piece.lstrip(GO_SPACE):
                 continue
             piece, more = continued(piece)
             line += piece
-        if line.strip():
+        if line.strip(GO_SPACE):
             out.append(_instruction(line, start, escape))
     return out
 
@@ -208,35 +218,72 @@ def parse(text: str) -> list[Instruction]:
 # ---------------------------------------------------------------- what the daemon fetches
 
 
-def url_sources(instruction: Instruction) -> list[str]:
+def url_sources(instruction: Instruction, *, trigger: bool = False) -> list[str]:
     """Why an ``ADD`` (or ``ONBUILD ADD``) could make dockerd fetch a URL: sources that
-    are URLs, or that could expand to one."""
-    ins = instruction.inner if instruction.keyword == "onbuild" else instruction
+    are URLs, or that could expand to one. A trigger (``ONBUILD ADD``, a base image's
+    ``ADD``) is expanded with the escape token of the build that runs it, so both
+    escape characters count there (``trigger``)."""
+    ins: Instruction | None = instruction
+    if instruction.keyword == "onbuild":
+        ins, trigger = instruction.inner, True
     if ins is None or ins.keyword != "add":
         return []
     words = ins.words()
-    problems = [w for w in words[:-1] if "://" in w or not ins.plain(w)]
+    problems = [w for w in words[:-1] if "://" in w or not ins.plain(w, any_escape=trigger)]
     if words and "://" in words[-1]:
         problems.append(words[-1])
     return problems
 
 
-def resolve(word: str, args: dict[str, str], escape: str) -> str | None:
-    """Expand ``$NAME`` and ``${NAME}`` from plain build arguments; None when the
-    word needs more than that (quotes, modifiers, escapes)."""
-    value = VARIABLE.sub(lambda m: args.get(m.group(1) or m.group(2), ""), word)
-    if any(c in value for c in ("$", "'", '"', escape)) or any(
-        c in word for c in ("'", '"', escape)
-    ):
+def add_lines(text: str) -> list[Instruction]:
+    """Every physical line that starts with ADD or ONBUILD, joined with the lines after
+    it while a line ends in either escape character: a second reading that does not
+    depend on where the parser above puts instruction boundaries, so that a difference
+    from BuildKit's parser there cannot hide an ``ADD``."""
+    lines = text.removeprefix(BOM).split("\n")
+    out: list[Instruction] = []
+    for i, raw in enumerate(lines):
+        first = raw.strip(GO_SPACE).strip().split(None, 1)
+        if not first or first[0].lower() not in ("add", "onbuild"):
+            continue
+        joined, j = raw, i
+        while joined.rstrip(" \t\r").endswith(ESCAPES) and j + 1 < len(lines):
+            j += 1
+            joined = joined.rstrip(" \t\r")[:-1] + " " + lines[j]
+        out.append(_instruction(joined.strip(GO_SPACE).strip(), i + 1, "\\"))
+    return out
+
+
+def resolve(word: str, args: dict[str, str | None], escape: str) -> str | None:
+    """Expand ``$NAME`` and ``${NAME}`` from declared, plain build arguments; None when
+    the word needs more than that (quotes, modifiers, escapes), or names a variable
+    that is not a plain declared ARG (dockerd also knows predefined ones, such as
+    ``HTTP_PROXY``, that need no ARG line)."""
+    unknown = False
+
+    def value(m: re.Match[str]) -> str:
+        nonlocal unknown
+        found = args.get(m.group(1) or m.group(2))
+        if found is None:
+            unknown = True
+            return ""
+        return found
+
+    expanded = VARIABLE.sub(value, word)
+    if unknown or any(c in expanded for c in ("$", "'", '"', escape)):
         return None
-    return value
+    if any(c in word for c in ("'", '"', escape)):
+        return None
+    return expanded
 
 
-def meta_args(instructions: list[Instruction], buildargs: dict[str, str | None]) -> dict[str, str]:
+def meta_args(
+    instructions: list[Instruction], buildargs: dict[str, str | None]
+) -> dict[str, str | None]:
     """ARGs declared before the first FROM, with the build's ``buildargs`` applied:
-    what FROM lines may refer to. Values that are not plain are left out (a FROM
-    using them is then refused)."""
-    values: dict[str, str] = {}
+    what FROM lines may refer to. A value that is not plain maps to None (a FROM
+    using it is then refused)."""
+    values: dict[str, str | None] = {}
     for ins in instructions:
         if ins.keyword == "from":
             break
@@ -246,10 +293,7 @@ def meta_args(instructions: list[Instruction], buildargs: dict[str, str | None])
             name, eq, default = word.partition("=")
             given = buildargs.get(name)
             value = given if given is not None else (default if eq else "")
-            if ins.plain(value):
-                values[name] = value
-            else:
-                values.pop(name, None)
+            values[name] = value if ins.plain(value) and ins.plain(name) else None
     return values
 
 

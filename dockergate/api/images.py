@@ -103,6 +103,18 @@ def check_not_a_build_base(ex: Exchange, reference: str) -> None:
         )
 
 
+@handles(
+    "image.list",
+    "image.inspect",
+    "image.history",
+    "image.get",
+    "image.get_all",
+    "image.build_cancel",
+)
+async def shared_images(ex: Exchange) -> None:
+    """Reading shared images is open to every user."""
+
+
 @handles("image.search")
 async def image_search(ex: Exchange) -> None:
     """``docker search host:port/term`` makes the daemon query that registry."""
@@ -389,7 +401,8 @@ async def check_dockerfile(
     profile's registries, and ``ADD`` triggers of a base image."""
     raw_args = q.first(ex.query, "buildargs")
     try:
-        instructions = dockerfile.parse(content.decode("utf-8", "surrogateescape"))
+        text = content.decode("utf-8", "surrogateescape")
+        instructions = dockerfile.parse(text)
         buildargs = json.loads(raw_args) if raw_args else {}
         if not isinstance(buildargs, dict) or not all(
             isinstance(v, str | None) for v in buildargs.values()
@@ -402,6 +415,7 @@ async def check_dockerfile(
     except dockerfile.DockerfileError as exc:
         raise Refusal(403, f"{who(ex)} may not build this: {path} {exc}") from None
     _refuse_url_sources(ex, instructions, f"{path} line")
+    _refuse_url_sources(ex, dockerfile.add_lines(text), f"{path} line", trigger=True)
     pin_build_bases(ex, [image for _, image in froms], own_tags)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
@@ -419,16 +433,16 @@ async def check_dockerfile(
                 parsed = dockerfile.parse("\n".join(str(t) for t in triggers))
             except dockerfile.DockerfileError as exc:
                 raise Refusal(400, f"build: ONBUILD triggers of {image}: {exc}") from None
-            _refuse_url_sources(ex, parsed, f"ONBUILD trigger of {image}")
+            _refuse_url_sources(ex, parsed, f"ONBUILD trigger of {image}", trigger=True)
     for line, image in copies:
         check_image(ex.profile, image, f"COPY --from ({path} line {line})")
 
 
 def _refuse_url_sources(
-    ex: Exchange, instructions: list[dockerfile.Instruction], where: str
+    ex: Exchange, instructions: list[dockerfile.Instruction], where: str, *, trigger: bool = False
 ) -> None:
     for ins in instructions:
-        for source in dockerfile.url_sources(ins):
+        for source in dockerfile.url_sources(ins, trigger=trigger):
             raise Denied(
                 ex.profile,
                 "ADD from a URL, or from a source that could expand to one (dockerd "

@@ -363,6 +363,9 @@ class ClientConnection:
                 raise UpstreamError(
                     f"Docker daemon at {self.gate.upstream.url} closed the connection: {exc}"
                 ) from exc
+            except BaseException:
+                conn.abort()  # never leave a half-sent request on a live connection
+                raise
             break
         response = parse_response(raw)
         while 100 <= response.status < 200 and response.status != 101:

@@ -195,3 +195,23 @@ def test_signed_checksums_are_accepted_as_go_does() -> None:
     block[148:156] = b"%06o\0 " % (signed + 1)
     with pytest.raises(ContextError, match="checksum"):
         scan(bytes(block) + DOCKERFILE + bytes(-len(DOCKERFILE) % 512) + bytes(1024), path)
+
+
+def _meta(typeflag: bytes, data: bytes) -> bytes:
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = typeflag
+    info.size = len(data)
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize("meta", [_meta(b"L", b""), _meta(b"x", b"8 path=\n")])
+def test_empty_long_names_keep_the_header_name_as_go_does(meta: bytes) -> None:
+    """Go ignores an empty GNU long name and empty PAX values: the entry keeps the
+    name in its header (here the Dockerfile), and the scanner must see it there."""
+    data = meta + tar_of(("Dockerfile", DOCKERFILE), fmt=tarfile.USTAR_FORMAT)
+    assert scan(data).dockerfile() == ("Dockerfile", DOCKERFILE)
+
+
+def test_a_file_at_the_contexts_root_is_refused() -> None:
+    with pytest.raises(ContextError, match="root"):
+        scan(tar_of(("./", DOCKERFILE)))

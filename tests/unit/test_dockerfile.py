@@ -141,3 +141,36 @@ def test_from_platform_is_refused() -> None:
     """dockerd pulls another platform's variant of a local base: its triggers unread."""
     with pytest.raises(DockerfileError, match="platform"):
         base_images(parse("FROM --platform=linux/arm64 busybox\n"), {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # \x1c is whitespace to Python, not to Go: dockerd ends the RUN there
+        "FROM b\nRUN true \\\n\x1c\nADD http://h/f /x\n",
+        "FROM b\nRUN true \\\n\x1f# x\nADD http://h/f /x\n",
+        # a trigger runs with the child's escape token, which may be a backtick
+        "FROM b\nONBUILD ADD http:`/`/h/f /x\n",
+        "FROM b\nONBUILD ADD http:\\/\\/h/f /x\n",
+    ],
+)
+def test_review4_parser_differences(text: str) -> None:
+    from dockergate.api.dockerfile import add_lines
+
+    found = urls(text) + [s for ins in add_lines(text) for s in url_sources(ins, trigger=True)]
+    assert found, text
+
+
+def test_unknown_or_predefined_variables_in_from_are_refused() -> None:
+    with pytest.raises(DockerfileError):
+        base_images(parse("FROM 127.0.0.1$HTTP_PROXY/img\n"), {"HTTP_PROXY": ":9"})
+    with pytest.raises(DockerfileError):
+        base_images(parse('ARG B="x y"\nFROM $B\n'), {})
+    froms, _ = base_images(parse("ARG B\nFROM busybox$B\n"), {})
+    assert froms == [(2, "busybox")]
+
+
+def test_deep_json_and_onbuild_chains_do_not_recurse() -> None:
+    ins = parse("FROM b\nADD " + "[" * 100_000 + "\n")[1]
+    assert ins.words()  # falls back to whitespace words, as Go does past its depth cap
+    assert parse("ONBUILD " * 5000 + "ADD a b\n")[0].inner is not None
