@@ -81,3 +81,31 @@ def test_build_version_2_is_buildkit(bgate, people, images, daemon_loopback_serv
 def test_build_version_1_is_the_classic_builder(bgate, people, images):
     r = raw_build(bgate, people, images, "FROM busybox\nRUN true\n", query="&version=1")
     assert built(r), r.body[-400:]
+
+
+# --------------------------------------------------------------- carriage returns
+
+
+def test_two_carriage_returns_end_a_continuation_for_dockerd(
+    bgate, people, images, daemon_loopback_server
+):
+    """dockerd reads the Dockerfile with ``bufio.ScanLines``, which drops *one* CR
+    before the LF; the continuation regex ``\\\\[ \\t]*$`` then sees the second CR
+    after the backslash and does not continue the line (``TrimSpace`` later removes
+    the CR, and ``parseWords`` skips the trailing backslash). The gate's parser strips
+    every trailing CR (``raw.rstrip("\\r\\n")``), takes the line as continued and
+    swallows the next one into it: ``ENV X=y \\<CR><CR>`` followed by
+    ``FROM 127.0.0.1:<port>/evil:1`` is one ENV to the gate and a second stage to
+    dockerd, which pulls that image from a registry outside the profile's list (and
+    runs its ONBUILD triggers unread). The physical-line second reading
+    (``add_lines``) only looks for ADD and ONBUILD, not FROM."""
+    port, hits = daemon_loopback_server
+    df = f"FROM busybox\nENV X=y \\\r\r\nFROM 127.0.0.1:{port}/evil:1\nRUN true\n".encode()
+    r = raw_build(bgate, people, images, df)
+    assert_no_fetch(r, hits)
+
+
+def test_crlf_dockerfiles_still_work(bgate, people, images):
+    df = b"FROM busybox\r\nENV X=y \\\r\n  Z=w\r\nRUN test \"$Z\" = w\r\n"
+    r = raw_build(bgate, people, images, df)
+    assert built(r), r.body[-400:]
