@@ -150,7 +150,9 @@ def _instruction(line: str, number: int, escape: str, *, nested: bool = False) -
 
 def parse(text: str) -> list[Instruction]:
     """The instructions of a Dockerfile, with the line each starts on."""
-    lines = text.split("\n")
+    # bufio.ScanLines: split on \n and drop *one* \r; dockerd 20.10's parser trims
+    # no more (a line ending in "\\\r" after that is not continued).
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
     escape = "\\"
@@ -175,7 +177,7 @@ def parse(text: str) -> list[Instruction]:
             escape = m.group(2)
 
     def processed(raw: str, strip_left: bool) -> str:
-        token = raw.rstrip("\r\n")
+        token = raw
         if strip_left:
             token = token.lstrip(GO_SPACE)
         result = "" if token.startswith("#") else token
@@ -183,10 +185,10 @@ def parse(text: str) -> list[Instruction]:
         return result
 
     def is_comment(raw: str) -> bool:
-        return raw.rstrip("\r\n").lstrip(GO_SPACE).startswith("#")
+        return raw.lstrip(GO_SPACE).startswith("#")
 
     def continued(line: str) -> tuple[str, bool]:
-        m = re.search(re.escape(escape) + r"[ \t]*$", line)
+        m = re.search(re.escape(escape) + r"[ \t]*\Z", line)
         if m:
             return line[: m.start()], True
         return line, False
@@ -235,16 +237,16 @@ def url_sources(instruction: Instruction, *, trigger: bool = False) -> list[str]
     return problems
 
 
-def add_lines(text: str) -> list[Instruction]:
-    """Every physical line that starts with ADD or ONBUILD, joined with the lines after
-    it while a line ends in either escape character: a second reading that does not
-    depend on where the parser above puts instruction boundaries, so that a difference
-    from BuildKit's parser there cannot hide an ``ADD``."""
+def physical_lines(text: str, keywords: tuple[str, ...]) -> list[Instruction]:
+    """Every physical line whose first word is one of ``keywords``, joined with the
+    lines after it while a line ends in either escape character: a second reading
+    that does not depend on where :func:`parse` puts instruction boundaries, so that a
+    difference from BuildKit's parser there cannot hide an ``ADD`` or a ``FROM``."""
     lines = text.removeprefix(BOM).split("\n")
     out: list[Instruction] = []
     for i, raw in enumerate(lines):
         first = raw.strip(GO_SPACE).strip().split(None, 1)
-        if not first or first[0].lower() not in ("add", "onbuild"):
+        if not first or first[0].lower() not in keywords:
             continue
         joined, j = raw, i
         while joined.rstrip(" \t\r").endswith(ESCAPES) and j + 1 < len(lines):
@@ -252,6 +254,10 @@ def add_lines(text: str) -> list[Instruction]:
             joined = joined.rstrip(" \t\r")[:-1] + " " + lines[j]
         out.append(_instruction(joined.strip(GO_SPACE).strip(), i + 1, "\\"))
     return out
+
+
+def add_lines(text: str) -> list[Instruction]:
+    return physical_lines(text, ("add", "onbuild"))
 
 
 def resolve(word: str, args: dict[str, str | None], escape: str) -> str | None:
@@ -289,52 +295,71 @@ def meta_args(
             break
         if ins.keyword != "arg":
             continue
+        # dockerd splits ARG words with parseWords (quotes and escapes keep spaces in
+        # a word): on a line with either, the gate's whitespace words may hold names
+        # dockerd does not declare, so none of them resolves.
+        unsure = not ins.plain(ins.rest.replace("$", ""))
         for word in ins.words():
             name, eq, default = word.partition("=")
             given = buildargs.get(name)
             value = given if given is not None else (default if eq else "")
-            values[name] = value if ins.plain(value) and ins.plain(name) else None
+            plain = ins.plain(value) and ins.plain(name) and not unsure
+            values[name] = value if plain else None
     return values
 
 
 def base_images(
-    instructions: list[Instruction], buildargs: dict[str, str | None]
+    instructions: list[Instruction],
+    buildargs: dict[str, str | None],
+    second: list[Instruction] | None = None,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """The images a build starts FROM and the ones it copies ``--from``, as
     (line, reference), leaving out stage names, stage indexes and ``scratch``.
+    ``second``: FROM and COPY lines of :func:`physical_lines`, read the same way in
+    file order (with only the stage names defined above them).
     Raises :class:`DockerfileError` for a reference the gate cannot resolve."""
     args = meta_args(instructions, buildargs)
-    stages: set[str] = set()
     froms: list[tuple[int, str]] = []
     copies: list[tuple[int, str]] = []
-    for ins in instructions:
-        if ins.keyword == "from":
-            if ins.flag("platform") is not None:
-                raise DockerfileError(
-                    f"line {ins.line}: FROM --platform makes dockerd pull that platform's "
-                    "image, whose ONBUILD triggers the gate cannot read first"
-                )
-            words = ins.words()
-            if not words:
-                raise DockerfileError(f"line {ins.line}: FROM needs an image")
-            image = resolve(words[0], args, ins.escape)
-            if image is None or not image:
-                raise DockerfileError(
-                    f"line {ins.line}: FROM {words[0]!r} uses what the gate cannot resolve "
-                    "(only $NAME and ${NAME} of plain ARGs and --build-arg values)"
-                )
-            if image.lower() not in stages and image.lower() != "scratch":
-                froms.append((ins.line, image))
-            if len(words) == 3 and words[1].lower() == "as":
-                stages.add(words[2].lower())
-        elif ins.keyword == "copy":
-            source = ins.flag("from")
-            if not source:
-                continue
-            if not ins.plain(source):
-                raise DockerfileError(
-                    f"line {ins.line}: COPY --from={source!r} is not a plain name"
-                )
-            if source.lower() not in stages and not source.isdigit():
-                copies.append((ins.line, source))
+    for reading in (instructions, second or []):
+        stages: set[str] = set()
+        for ins in reading:
+            if ins.keyword == "from":
+                image, stage = _from(ins, args)
+                known = image.lower() in stages or image.lower() == "scratch"
+                if not known and image not in (f for _, f in froms):
+                    froms.append((ins.line, image))
+                if stage:
+                    stages.add(stage)
+            elif ins.keyword == "copy":
+                source = ins.flag("from")
+                if not source:
+                    continue
+                if not ins.plain(source):
+                    raise DockerfileError(
+                        f"line {ins.line}: COPY --from={source!r} is not a plain name"
+                    )
+                known = source.lower() in stages or source.isdigit()
+                if not known and source not in (c for _, c in copies):
+                    copies.append((ins.line, source))
     return froms, copies
+
+
+def _from(ins: Instruction, args: dict[str, str | None]) -> tuple[str, str]:
+    """A FROM's image reference, resolved, and the stage name it defines ('' if none)."""
+    if ins.flag("platform") is not None:
+        raise DockerfileError(
+            f"line {ins.line}: FROM --platform makes dockerd pull that platform's "
+            "image, whose ONBUILD triggers the gate cannot read first"
+        )
+    words = ins.words()
+    if not words:
+        raise DockerfileError(f"line {ins.line}: FROM needs an image")
+    image = resolve(words[0], args, ins.escape)
+    if not image:
+        raise DockerfileError(
+            f"line {ins.line}: FROM {words[0]!r} uses what the gate cannot resolve "
+            "(only $NAME and ${NAME} of plain ARGs and --build-arg values)"
+        )
+    stage = words[2].lower() if len(words) == 3 and words[1].lower() == "as" else ""
+    return image, stage

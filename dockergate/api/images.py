@@ -301,6 +301,13 @@ async def _check_build(ex: Exchange) -> None:
             "triggers before the build, so the base must already be here; docker pull it, "
             "then build without --pull",
         )
+    versions = [v for v in q.every(ex.query, "version") if v not in ("", "1")]
+    if versions and not profile.buildkit:
+        raise Refusal(
+            403,
+            f"profile {profile.name!r} forbids BuildKit (version={versions[0]}: its "
+            "frontends and steps cannot be inspected); build with the classic builder",
+        )
     platform = q.first(ex.query, "platform")
     if platform:
         raise Refusal(
@@ -411,7 +418,8 @@ async def check_dockerfile(
     except (dockerfile.DockerfileError, ValueError) as exc:
         raise Refusal(400, f"build: {path}: {exc}") from None
     try:
-        froms, copies = dockerfile.base_images(instructions, buildargs)
+        second = dockerfile.physical_lines(text, ("from", "copy"))
+        froms, copies = dockerfile.base_images(instructions, buildargs, second)
     except dockerfile.DockerfileError as exc:
         raise Refusal(403, f"{who(ex)} may not build this: {path} {exc}") from None
     _refuse_url_sources(ex, instructions, f"{path} line")

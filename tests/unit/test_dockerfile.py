@@ -174,3 +174,23 @@ def test_deep_json_and_onbuild_chains_do_not_recurse() -> None:
     ins = parse("FROM b\nADD " + "[" * 100_000 + "\n")[1]
     assert ins.words()  # falls back to whitespace words, as Go does past its depth cap
     assert parse("ONBUILD " * 5000 + "ADD a b\n")[0].inner is not None
+
+
+def test_review5_arg_splitting_and_carriage_returns() -> None:
+    from dockergate.api.dockerfile import physical_lines
+
+    # dockerd's parseWords keeps 'a IMG=busybox ' in one word: no IMG is declared there
+    for arg in ('ARG X="a IMG=busybox "', "ARG X=a\\ IMG=busybox"):
+        text = f"ARG IMG=127.0.0.1:9/evil:1\n{arg}\nFROM $IMG\n"
+        with pytest.raises(DockerfileError):
+            base_images(parse(text), {})
+    # "\\\r\r\n": ScanLines drops one CR; the line then does not end in the escape
+    text = "FROM busybox\nENV X=y \\\r\r\nFROM 127.0.0.1:9/evil:1\nRUN true\n"
+    assert [i.keyword for i in parse(text)] == ["from", "env", "from", "run"]
+    froms, _ = base_images(parse(text), {}, physical_lines(text, ("from", "copy")))
+    assert [f for _, f in froms] == ["busybox", "127.0.0.1:9/evil:1"]
+    # CRLF files still read as usual, continuations included
+    crlf = "FROM busybox AS b\r\nRUN echo a \\\r\n  && echo b\r\nFROM b\r\n"
+    assert [i.keyword for i in parse(crlf)] == ["from", "run", "from"]
+    froms, _ = base_images(parse(crlf), {}, physical_lines(crlf, ("from", "copy")))
+    assert [f for _, f in froms] == ["busybox"]
