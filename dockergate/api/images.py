@@ -5,8 +5,13 @@ import, build ``t``) is checked against the tags that exist, and ``docker load``
 whose tags come from inside the archive, is for admins. Builds and commits are
 labelled with their author (``dockergate.built-by``) and an empty owner label, which
 the ``labels`` build parameter applies after the Dockerfile's own ``LABEL`` lines.
-BuildKit (``/grpc``, ``/session``) speaks opaque gRPC the gate cannot inspect, so
-non-admins are pointed at the classic builder.
+BuildKit (``/grpc``, ``/session``, ``/build?version=2``) cannot be inspected, so
+non-admins are pointed at the classic builder, whose Dockerfile the gate reads from
+the context as it streams (:mod:`dockergate.api.buildcontext`,
+:mod:`dockergate.api.dockerfile`): dockerd must not fetch URLs or pull bases by
+itself for a member, nor run base-image triggers the gate has not read.
+Everything here that makes the daemon reach a registry (pull, build bases,
+search, ``/distribution``) follows the profile's ``registries``.
 """
 
 from __future__ import annotations
