@@ -9,15 +9,13 @@ network namespace (tests/integration/test_review3_findings.py).
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
 
 from tests.integration import test_build_checks as bc
-from tests.integration.test_hostile import Raw, _read_reply
 from tests.integration.test_review3_findings import daemon_loopback_server
-from tests.integration.test_review4a_findings import assert_no_fetch, built, context, raw_build
+from tests.integration.test_review4a_findings import assert_no_fetch, built, raw_build
 
 bgate, people, images, ctxdir = bc.bgate, bc.people, bc.images, bc.ctxdir
 __all__ = ["daemon_loopback_server"]
@@ -106,6 +104,6 @@ def test_two_carriage_returns_end_a_continuation_for_dockerd(
 
 
 def test_crlf_dockerfiles_still_work(bgate, people, images):
-    df = b"FROM busybox\r\nENV X=y \\\r\n  Z=w\r\nRUN test \"$Z\" = w\r\n"
+    df = b'FROM busybox\r\nENV X=y \\\r\n  Z=w\r\nRUN test "$Z" = w\r\n'
     r = raw_build(bgate, people, images, df)
     assert built(r), r.body[-400:]

@@ -154,8 +154,9 @@ def deployed(
         cli(["stack", "rm", STACK], listener="direct")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            # sparse: no inspect per listed container, which races with their removal
             left = direct_client.containers.list(
-                all=True, filters={"label": f"com.docker.stack.namespace={STACK}"}
+                all=True, sparse=True, filters={"label": f"com.docker.stack.namespace={STACK}"}
             )
             if not left:
                 break
