@@ -15,7 +15,7 @@ from typing import Any
 from dockergate.api import query as q
 from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
 from dockergate.api.exchange import Exchange
-from dockergate.api.images import check_changes, check_new_tag
+from dockergate.api.images import check_changes, check_new_tag, check_onbuild
 from dockergate.api.labels import image_labels, stamp, stamp_volume_mounts
 from dockergate.api.ownership import (
     OWNER_LABEL,
@@ -308,5 +308,9 @@ async def commit(ex: Exchange) -> None:
         config = {}
     if not isinstance(config, dict):
         raise Refusal(400, "commit: body must be a JSON object")
+    onbuild = config.get("OnBuild") or []
+    if not isinstance(onbuild, list):
+        raise Refusal(400, "commit: OnBuild must be a list")
+    check_onbuild(ex, onbuild, "OnBuild")
     config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
     ex.set_json(config)

@@ -242,6 +242,25 @@ async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
         )
 
 
+def check_onbuild(ex: Exchange, lines: list[str], where: str) -> None:
+    """Instruction lines stored as an image's triggers (commit's ``OnBuild``, changes)
+    must not ADD a URL: a build the gate does not read would run them."""
+    for line in lines:
+        text = str(line)
+        if where != "changes":
+            text = f"ONBUILD {text}"
+        try:
+            parsed = dockerfile.parse(text)
+        except dockerfile.DockerfileError as exc:
+            raise Refusal(400, f"{where}: {exc}") from None
+        if any(dockerfile.url_sources(ins) for ins in parsed):
+            raise Refusal(
+                403,
+                f"{who(ex)} may not add an ONBUILD ADD of a URL (or of a source that "
+                f"could expand to one) through {where}: {text[:80]!r}",
+            )
+
+
 CHANGE_LABELS = ("LABEL", "ONBUILD")
 
 
@@ -249,7 +268,20 @@ def check_changes(ex: Exchange) -> None:
     r"""``changes`` (Dockerfile lines applied by commit and import) must not write the
     gate's labels; lines that could spell them indirectly (``$`` substitution, ``\``
     escapes) are refused too."""
-    for change in q.every(ex.query, "changes"):
+    changes = q.every(ex.query, "changes")
+    for change in changes:
+        # dockerd joins the values with newlines into one Dockerfile: a directive
+        # (# escape=) or a trailing escape character would join them differently
+        # from how each reads alone.
+        bare = change.strip(dockerfile.GO_SPACE)
+        if bare.startswith("#") or bare.endswith(dockerfile.ESCAPES) or "\n" in change:
+            raise Refusal(
+                403,
+                f"{who(ex)} may not use comments, directives, line breaks or a trailing "
+                f"escape character in changes: {change[:80]!r}",
+            )
+    check_onbuild(ex, changes, "changes")
+    for change in changes:
         try:
             parsed = dockerfile.parse(change)
         except dockerfile.DockerfileError as exc:

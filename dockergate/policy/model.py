@@ -183,7 +183,18 @@ class Profile:
         (``https://index.docker.io/v1/``, ``registry.local:5000``)."""
         if "*" in self.registries:
             return True
-        host = address.split("://", 1)[-1].split("/", 1)[0].lower()
+        # As dockerd reads it: https:// is added unless a scheme is there, then the
+        # URL's host is used. Anything a URL parser could read another way is refused.
+        if any(c in address for c in "@?#\\ ") or any(ord(c) < 0x21 for c in address):
+            return False
+        rest = address
+        for scheme in ("https://", "http://"):
+            if address.lower().startswith(scheme):
+                rest = address[len(scheme) :]
+                break
+        host = rest.split("/", 1)[0].lower()
+        if "://" in rest:
+            return False
         if host in ("", "index.docker.io", "registry-1.docker.io", "docker.io"):
             host = "docker.io"
         return host in self.registries

@@ -43,6 +43,10 @@ pytestmark = pytest.mark.timeout(180)
 # --------------------------------------------------------------- references resolved again at start
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: dockerd looks the network name up again at start; the fix (full IDs at create, a re-check at start) is not done yet",
+)
 def test_network_reference_cannot_be_redirected_to_another_users_network(
     users, cleanup, direct_client
 ):
@@ -167,6 +171,10 @@ def test_commit_changes_cannot_join_lines_into_a_gate_label(users, cleanup, dire
 # --------------------------------------------------------------- names of other users' objects
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: dockerd resolves since/before over all containers; the fix (resolve_owned, full ID) is not done yet",
+)
 def test_container_list_since_filter_does_not_reveal_other_users_names(users, cleanup):
     """``GET /containers/json?filters={"since":[x]}`` gets the owner label pushed in,
     but dockerd first resolves ``x`` (exact ID or name) over *every* container and
