@@ -311,6 +311,6 @@ async def commit(ex: Exchange) -> None:
     onbuild = config.get("OnBuild") or []
     if not isinstance(onbuild, list):
         raise Refusal(400, "commit: OnBuild must be a list")
-    check_onbuild(ex, onbuild, "OnBuild")
+    check_onbuild(ex, [f"ONBUILD {trigger}" for trigger in onbuild], "OnBuild")
     config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
     ex.set_json(config)
