@@ -81,7 +81,7 @@ async def container_create(ex: Exchange) -> None:
     await name_free(ex)
     host = body.get("HostConfig") or {}
     stamp_volume_mounts(host.get("Mounts"), ex.identity.name)
-    await check_references(ex, host, body.get("NetworkingConfig") or {})
+    await check_references(ex, body)
     check_container(ex.profile, body, await ex.daemon.facts())
     await ex.hold(user_lock(ex.identity.name))
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
@@ -129,10 +129,12 @@ async def container_update(ex: Exchange) -> None:
     ex.set_json(body)
 
 
-async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[str, Any]) -> None:
+async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
     """Every other object a container would join or borrow must be the caller's."""
     if ex.admin:
         return
+    host = body.get("HostConfig") or {}
+    await pin_networks(ex, body)
     for entry in host.get("VolumesFrom") or []:
         name = str(entry).split(":", 1)[0]
         await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
@@ -142,17 +144,9 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
             await referenced_owned(
                 ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}"
             )
-    network_mode = str(host.get("NetworkMode") or "")
-    # Like dockerd (NetworkMode.IsUserDefined): everything but the built-in modes and
-    # "container:<x>" names a network, "a:b" included.
-    if network_mode and not network_mode.startswith("container:"):
-        await network_usable(ex, network_mode, f"HostConfig.NetworkMode={network_mode}")
     for link in host.get("Links") or []:
         name = str(link).split(":", 1)[0].lstrip("/")
         await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
-    for name, endpoint in (networking.get("EndpointsConfig") or {}).items():
-        await network_usable(ex, str(name), f"NetworkingConfig.EndpointsConfig.{name}")
-        await endpoint_network_usable(ex, endpoint, f"NetworkingConfig.EndpointsConfig.{name}")
     for bind in host.get("Binds") or []:
         source, _dest, read_only = bind_options(str(bind))
         if source and not source.startswith("/"):
@@ -166,22 +160,99 @@ async def check_references(ex: Exchange, host: dict[str, Any], networking: dict[
                 )
 
 
-async def network_usable(ex: Exchange, reference: str, field: str) -> None:
-    """A network a container joins: a built-in one, or the caller's."""
-    if ex.admin or reference in BUILTIN_NETWORKS:
+def user_defined(network: str) -> bool:
+    """dockerd's ``NetworkMode.IsUserDefined``: anything but the built-in modes and
+    ``container:<x>`` names a network ("a:b" included); empty is the default."""
+    return (
+        bool(network) and network not in BUILTIN_NETWORKS and not network.startswith("container:")
+    )
+
+
+async def pin_networks(ex: Exchange, body: dict[str, Any]) -> None:
+    """Check every network a new container joins, and pin each to its full ID.
+
+    dockerd stores the references as written and looks them up again at every start
+    (``FindNetwork``: full ID, then name, then ID prefix; an endpoint's ``NetworkID``
+    before its key). A name or prefix checked now could name another user's network
+    by then: a decoy network named after a prefix of the victim network's ID, deleted
+    before the start. So ``HostConfig.NetworkMode``, the ``EndpointsConfig`` keys and
+    their ``NetworkID`` are rewritten to the full ID of the network checked here, and
+    a container given only a ``NetworkMode`` gets its endpoint entry (dockerd would
+    store that one by the network's name)."""
+    host = body.get("HostConfig") or {}
+    networking = body.get("NetworkingConfig") or {}
+    endpoints = networking.get("EndpointsConfig") or {}
+    pinned: dict[str, Any] = {}
+    for key, endpoint in endpoints.items():
+        field = f"NetworkingConfig.EndpointsConfig.{key}"
+        if key.startswith("container:"):
+            raise Refusal(400, f"{field}: an endpoint key names a network, not a container")
+        network_id = await network_usable(ex, key, field)
+        if isinstance(endpoint, dict) and endpoint.get("NetworkID"):
+            reference = str(endpoint["NetworkID"])
+            network_id = await network_usable(ex, reference, f"{field}.NetworkID={reference}")
+        if user_defined(key) and isinstance(endpoint, dict):
+            endpoint["NetworkID"] = key = network_id
+        if key in pinned:
+            raise Refusal(400, f"{field}: names the same network as another endpoint")
+        pinned[key] = endpoint
+    mode = str(host.get("NetworkMode") or "")
+    if user_defined(mode):
+        network_id = await network_usable(ex, mode, f"HostConfig.NetworkMode={mode}")
+        host["NetworkMode"] = network_id
+        if not pinned:
+            pinned[network_id] = {"NetworkID": network_id}
+    if pinned:
+        body["NetworkingConfig"] = {**networking, "EndpointsConfig": pinned}
+
+
+async def check_stored_networks(ex: Exchange, container: dict[str, Any]) -> None:
+    """At (re)start, the networks dockerd is about to look up again (``allocateNetwork``:
+    each stored endpoint by its ``NetworkID``, else by its key; ``NetworkMode`` when
+    none is stored) must still be the caller's. Containers created through the gate
+    hold full IDs; this covers older ones and endpoints added while stopped."""
+    if ex.admin:
         return
+    mode = str((container.get("HostConfig") or {}).get("NetworkMode") or "")
+    if mode.startswith("container:"):
+        return
+    stored = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    references = [
+        str((endpoint or {}).get("NetworkID") or "") or key
+        for key, endpoint in stored.items()
+        if user_defined(key)
+    ]
+    if not stored and user_defined(mode):
+        references = [mode]
+    for reference in references:
+        await network_usable(ex, reference, f"the container's network {reference}")
+
+
+async def network_usable(ex: Exchange, reference: str, field: str) -> str:
+    """A network a container joins: a built-in one, or the caller's. Returns what to
+    pin the reference to: the full ID (a built-in name stays as it is)."""
+    if ex.admin or reference in BUILTIN_NETWORKS:
+        return reference
     found = await resolve(ex.daemon, "network", reference)
     if found is not None and found.obj.get("Name") in BUILTIN_NETWORKS:
-        return  # the bridge, host or none network by its ID
-    await referenced_owned(ex, "network", reference, field)
+        return found.id  # the bridge, host or none network by its ID
+    return (await referenced_owned(ex, "network", reference, field)).id
 
 
-async def endpoint_network_usable(ex: Exchange, endpoint: Any, field: str) -> None:
-    """dockerd attaches an endpoint to its ``NetworkID`` when one is given, whatever
-    network the key or the connect path names: that network must be usable too."""
+async def endpoint_network(ex: Exchange, network_id: str, body: dict[str, Any]) -> None:
+    """``network connect``: dockerd attaches the endpoint to its ``NetworkID`` when one
+    is given, whatever the path names, so that one must be usable too; and pinned to
+    the full ID, as a stopped container stores the endpoint by the network's name
+    (see ``pin_networks``)."""
+    endpoint = body.get("EndpointConfig")
     if isinstance(endpoint, dict) and endpoint.get("NetworkID"):
-        network_id = str(endpoint["NetworkID"])
-        await network_usable(ex, network_id, f"{field}.NetworkID={network_id}")
+        reference = str(endpoint["NetworkID"])
+        network_id = await network_usable(ex, reference, f"EndpointConfig.NetworkID={reference}")
+    if ex.admin:
+        return
+    if not isinstance(endpoint, dict):
+        endpoint = body["EndpointConfig"] = {}
+    endpoint["NetworkID"] = network_id
 
 
 async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) -> None:
@@ -262,8 +333,10 @@ async def container_restart(ex: Exchange) -> None:
 
 
 async def check_started(ex: Exchange, found: Resolved) -> None:
-    """A stopped container holds no memory for the quota; started again, it must fit.
-    The user's lock is held until the start is forwarded, as for a create."""
+    """Its networks must still be the caller's (``check_stored_networks``). A stopped
+    container holds no memory for the quota; started again, it must fit. The user's
+    lock is held until the start is forwarded, as for a create."""
+    await check_stored_networks(ex, found.obj)
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))

@@ -87,10 +87,11 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
     return found
 
 
-async def referenced_owned(ex: Exchange, kind: str, reference: str, field: str) -> None:
-    """An object named inside a body (``field``) must be the caller's: 403 otherwise."""
+async def referenced_owned(ex: Exchange, kind: str, reference: str, field: str) -> Resolved:
+    """An object named inside a body (``field``) must be the caller's: 403 otherwise.
+    Returns it, so the caller can pin the reference to its full ID."""
     try:
-        await resolve_owned(ex.daemon, ex.identity, kind, reference)
+        return await resolve_owned(ex.daemon, ex.identity, kind, reference)
     except NotFound:
         raise Refusal(
             403,

@@ -85,6 +85,34 @@ def _register(table: Counter[str], ex: Exchange, keys: list[str]) -> None:
     ex.on_release.append(unregister)
 
 
+# Networks member builds in progress run on (their ID, and "user:<name>" for the
+# builder's prunes), and removals in progress: the classic builder creates each RUN
+# container with the pinned network ID but starts it by the network's *name*, which a
+# decoy's removal in between would hand to another user's network (ID prefix).
+_build_networks: Counter[str] = Counter()
+_removing_networks: Counter[str] = Counter()
+
+
+def pin_build_network(ex: Exchange, network_id: str) -> None:
+    keys = [network_id, f"user:{ex.identity.name}"]
+    _register(_build_networks, ex, keys)
+    if any(key in _removing_networks for key in keys):
+        raise Refusal(
+            409, f"{who(ex)} may not build on network {network_id} now: it is being removed"
+        )
+
+
+def check_not_a_build_network(ex: Exchange, key: str) -> None:
+    """``key``: a network ID, or ``user:<name>`` for that user's prune."""
+    _register(_removing_networks, ex, [key])
+    if key in _build_networks:
+        raise Refusal(
+            409,
+            f"{who(ex)} may not remove that network now: a build in progress runs on it; "
+            "try again when it ends",
+        )
+
+
 def pin_build_bases(ex: Exchange, references: list[str], own: frozenset[str]) -> None:
     """``own``: the tags this build itself will write (``-t``), registered as moving."""
     keys = [canonical(r) for r in references]
@@ -344,7 +372,11 @@ async def _check_build(ex: Exchange) -> None:
     if (network == "host" and not profile.host_namespaces) or network.startswith("container:"):
         raise Denied(profile, "this build network", "networkmode", network, "use the default")
     if network not in ("", "default", "bridge", "none", "host"):
-        await referenced_owned(ex, "network", network, f"networkmode={network}")
+        # Pinned to the full ID: the classic builder looks the network up again for
+        # every RUN step, long after this check (see containers.pin_networks).
+        found = await referenced_owned(ex, "network", network, f"networkmode={network}")
+        ex.set_query(q.replace(ex.query, "networkmode", found.id))
+        pin_build_network(ex, found.id)
     parent = q.first(ex.query, "cgroupparent")
     if parent and not profile.cgroup_parent:
         raise Denied(

@@ -80,7 +80,8 @@ async def _check_references(
     for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
         target = str((attachment or {}).get("Target") or "")
         if target:
-            await referenced_owned(ex, "network", target, f"Networks.Target={target}")
+            found = await referenced_owned(ex, "network", target, f"Networks.Target={target}")
+            attachment["Target"] = found.id  # what was checked, not a name found again
     for secret in container.get("Secrets") or []:
         name = str((secret or {}).get("SecretID") or (secret or {}).get("SecretName") or "")
         await referenced_owned(ex, "secret", name, f"ContainerSpec.Secrets={name}")

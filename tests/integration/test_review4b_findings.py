@@ -43,10 +43,6 @@ pytestmark = pytest.mark.timeout(180)
 # --------------------------------------------------------------- references resolved again at start
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: dockerd looks the network name up again at start; the fix (full IDs at create, a re-check at start) is not done yet",
-)
 def test_network_reference_cannot_be_redirected_to_another_users_network(
     users, cleanup, direct_client
 ):
