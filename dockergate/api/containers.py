@@ -384,6 +384,6 @@ async def commit(ex: Exchange) -> None:
     onbuild = config.get("OnBuild") or []
     if not isinstance(onbuild, list):
         raise Refusal(400, "commit: OnBuild must be a list")
-    check_onbuild(ex, [f"ONBUILD {trigger}" for trigger in onbuild], "OnBuild")
+    check_onbuild(ex, [str(trigger) for trigger in onbuild], "OnBuild", triggers=True)
     config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
     ex.set_json(config)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _S = r"[\t\n\f\r ]*"  # RE2's \s
 DIRECTIVE = re.compile(rf"^#{_S}([a-zA-Z][a-zA-Z0-9]*){_S}={_S}(.+?){_S}$")
@@ -41,7 +41,6 @@ class Instruction:
     rest: str  # the arguments after the flags
     line: int
     escape: str
-    inner: Instruction | None = field(default=None)  # ONBUILD's instruction
 
     def words(self) -> list[str]:
         """Arguments as the builder gets them: a JSON string array, or whitespace-split."""
@@ -138,14 +137,11 @@ def _flags(line: str) -> tuple[str, list[str]]:
     return "", words
 
 
-def _instruction(line: str, number: int, escape: str, *, nested: bool = False) -> Instruction:
+def _instruction(line: str, number: int, escape: str) -> Instruction:
     parts = WHITESPACE.split(line.strip(GO_SPACE), maxsplit=1)
     keyword = parts[0].lower()
     rest, flags = _flags(parts[1] if len(parts) == 2 else "")
-    inner = None
-    if keyword == "onbuild" and rest.strip(GO_SPACE) and not nested:  # ONBUILD ONBUILD: an error
-        inner = _instruction(rest, number, escape, nested=True)
-    return Instruction(keyword, tuple(flags), rest, number, escape, inner)
+    return Instruction(keyword, tuple(flags), rest, number, escape)
 
 
 def parse(text: str) -> list[Instruction]:
@@ -220,21 +216,48 @@ def parse(text: str) -> list[Instruction]:
 # ---------------------------------------------------------------- what the daemon fetches
 
 
-def url_sources(instruction: Instruction, *, trigger: bool = False) -> list[str]:
+def url_sources(instruction: Instruction, *, trigger: bool = False, depth: int = 0) -> list[str]:
     """Why an ``ADD`` (or ``ONBUILD ADD``) could make dockerd fetch a URL: sources that
     are URLs, or that could expand to one. A trigger (``ONBUILD ADD``, a base image's
     ``ADD``) is expanded with the escape token of the build that runs it, so both
     escape characters count there (``trigger``)."""
-    ins: Instruction | None = instruction
-    if instruction.keyword == "onbuild":
-        ins, trigger = instruction.inner, True
-    if ins is None or ins.keyword != "add":
+    ins = instruction
+    if ins.keyword == "onbuild":
+        # dockerd stores the rest of the line as the trigger text (trigger_instructions).
+        # A trigger may itself be an ONBUILD (a commit's OnBuild can hold one, and the
+        # child build re-stores it); dockerd refuses a chain deeper than that.
+        if depth >= 2:
+            return [ins.rest]
+        return [
+            source
+            for inner in trigger_instructions(ins.rest)
+            for source in url_sources(inner, trigger=True, depth=depth + 1)
+        ]
+    if ins.keyword != "add":
         return []
     words = ins.words()
     problems = [w for w in words[:-1] if "://" in w or not ins.plain(w, any_escape=trigger)]
     if words and "://" in words[-1]:
         problems.append(words[-1])
     return problems
+
+
+def writes_gate_labels(instruction: Instruction, *, depth: int = 0) -> bool:
+    """Whether a ``LABEL`` (or a trigger of one) could write a ``dockergate.*`` label:
+    its text names one once quotes are gone (dockerd shell-processes label keys:
+    ``docker"gate".owner`` is ``dockergate.owner``), or holds what could spell one
+    (``$`` substitution, an escape character of either kind)."""
+    ins = instruction
+    if ins.keyword == "onbuild":
+        if depth >= 2:  # deeper than dockerd chains triggers (see url_sources)
+            return True
+        return any(
+            writes_gate_labels(inner, depth=depth + 1) for inner in trigger_instructions(ins.rest)
+        )
+    if ins.keyword != "label":
+        return False
+    text = ins.rest.replace('"', "").replace("'", "").lower()
+    return "dockergate" in text or any(c in text for c in ("$", *ESCAPES))
 
 
 def physical_lines(text: str, keywords: tuple[str, ...]) -> list[Instruction]:
@@ -258,6 +281,14 @@ def physical_lines(text: str, keywords: tuple[str, ...]) -> list[Instruction]:
 
 def add_lines(text: str) -> list[Instruction]:
     return physical_lines(text, ("add", "onbuild"))
+
+
+def trigger_instructions(trigger: str) -> list[Instruction]:
+    """An ``ONBUILD`` trigger as the build that runs it reads it: dockerd parses *each*
+    trigger alone, as a whole Dockerfile (``dispatchTriggeredOnBuild``: a byte-order
+    mark stripped, its own directives and continuations), never joined with the
+    others. Its ADD lines are read a second time, as for a Dockerfile."""
+    return parse(trigger) + add_lines(trigger)
 
 
 def resolve(word: str, args: dict[str, str | None], escape: str) -> str | None:
@@ -301,10 +332,13 @@ def meta_args(
         unsure = not ins.plain(ins.rest.replace("$", ""))
         for word in ins.words():
             name, eq, default = word.partition("=")
+            if not ins.plain(name):
+                # dockerd expands ARG *names* too (ARG IMG$NOPE=x declares IMG): the
+                # gate cannot tell which name this declares, so none resolves.
+                return dict.fromkeys(values)
             given = buildargs.get(name)
             value = given if given is not None else (default if eq else "")
-            plain = ins.plain(value) and ins.plain(name) and not unsure
-            values[name] = value if plain else None
+            values[name] = value if ins.plain(value) and not unsure else None
     return values
 
 

@@ -242,7 +242,8 @@ async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
     """A pull replaces the tag it lands on. A tag naming an image another user built
     or committed here stays theirs: pulling over it (from a registry where anyone may
     push) would make their next ``docker run`` start someone else's code with their
-    rights. Tags of pulled images (no ``built-by``) update as they always do."""
+    rights. Tags of pulled images (no ``built-by``) update as they always do, and so do
+    official images' names (``docker.io/library/*``), whoever built them here."""
     if "@" in image or (tag and tag.startswith("sha256:")):
         return  # by digest: no tag is written
     name, own = image, ""
@@ -256,6 +257,11 @@ async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
             "replace a tag another user built; pull the tags you need one by one",
         )
     check_not_a_build_base(ex, f"{name}:{tag or own}")
+    if canonical(f"{name}:{tag or own}").startswith("docker.io/library/"):
+        # Official images: only Docker publishes there, so the pull cannot bring a
+        # user's code; and a member's build of ``python:3.12`` (before anyone pulled
+        # it) must not keep everyone else from the real image.
+        return
     existing = await ex.daemon.get(f"/images/{ref(f'{name}:{tag or own}')}/json")
     if not existing.ok:
         return
@@ -270,23 +276,25 @@ async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
         )
 
 
-def check_onbuild(ex: Exchange, lines: list[str], where: str) -> None:
-    """Instruction lines stored as an image's triggers (commit's ``OnBuild``, changes)
-    must not ADD a URL: a build the gate does not read would run them."""
-    for text in lines:
+def check_onbuild(ex: Exchange, texts: list[str], where: str, *, triggers: bool = False) -> None:
+    """What an image's triggers would hold (``changes`` lines, or commit's ``OnBuild``
+    trigger texts: ``triggers``) must not ADD a URL: a build the gate does not read
+    would run them."""
+    for text in texts:
         try:
-            parsed = dockerfile.parse(text)
+            parsed = (
+                dockerfile.trigger_instructions(text)
+                if triggers
+                else dockerfile.parse(text) + dockerfile.add_lines(text)
+            )
         except dockerfile.DockerfileError as exc:
             raise Refusal(400, f"{where}: {exc}") from None
-        if any(dockerfile.url_sources(ins) for ins in parsed):
+        if any(dockerfile.url_sources(ins, trigger=triggers) for ins in parsed):
             raise Refusal(
                 403,
                 f"{who(ex)} may not add an ONBUILD ADD of a URL (or of a source that "
                 f"could expand to one) through {where}: {text[:80]!r}",
             )
-
-
-CHANGE_LABELS = ("LABEL", "ONBUILD")
 
 
 def check_changes(ex: Exchange) -> None:
@@ -307,13 +315,15 @@ def check_changes(ex: Exchange) -> None:
             )
     check_onbuild(ex, changes, "changes")
     for change in changes:
-        instruction = change.strip().split(None, 1)[0].upper() if change.strip() else ""
-        text = change.lower()
-        if instruction in CHANGE_LABELS and ("dockergate" in text or "$" in text or "\\" in text):
+        try:
+            parsed = dockerfile.parse(change)
+        except dockerfile.DockerfileError as exc:
+            raise Refusal(400, f"changes: {exc}") from None
+        if any(dockerfile.writes_gate_labels(ins) for ins in parsed):
             raise Refusal(
                 403,
-                f"{who(ex)} may not set labels under dockergate.* (or spelt with $ or \\) "
-                f"through changes: {change[:80]!r}",
+                f"{who(ex)} may not set labels under dockergate.* (or spelt with quotes, $ "
+                f"or an escape character) through changes: {change[:80]!r}",
             )
 
 
@@ -490,12 +500,11 @@ async def check_dockerfile(
                 f"docker pull {image} first (the gate reads a base image's ONBUILD "
                 "triggers before a build runs them)",
             )
-        triggers = ((found.json() or {}).get("Config") or {}).get("OnBuild") or []
-        if triggers:
+        for trigger in ((found.json() or {}).get("Config") or {}).get("OnBuild") or []:
             try:
-                parsed = dockerfile.parse("\n".join(str(t) for t in triggers))
+                parsed = dockerfile.trigger_instructions(str(trigger))
             except dockerfile.DockerfileError as exc:
-                raise Refusal(400, f"build: ONBUILD triggers of {image}: {exc}") from None
+                raise Refusal(400, f"build: ONBUILD trigger of {image}: {exc}") from None
             _refuse_url_sources(ex, parsed, f"ONBUILD trigger of {image}", trigger=True)
     for line, image in copies:
         check_image(ex.profile, image, f"COPY --from ({path} line {line})")

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from dockergate.api import dockerfile
 from dockergate.listen.identity import Identity, Refusal
 from dockergate.proxy.daemon import API_PREFIX, Daemon, DaemonReply, ref
 
@@ -115,12 +116,16 @@ _claims: dict[str, str] = {}
 
 
 def claim_of(image: dict[str, Any]) -> str:
+    """The image's owner label; ANYONE when one of its triggers could write one (each
+    trigger read as the build that runs it reads it: see dockerfile.trigger_instructions)."""
     config = image.get("Config") or {}
     owner = str((config.get("Labels") or {}).get(OWNER_LABEL) or "")
     for trigger in config.get("OnBuild") or []:
-        text = str(trigger).strip().lower()
-        writes_label = text.startswith("label") or text.startswith("onbuild")
-        if writes_label and ("dockergate" in text or "$" in text or "\\" in text):
+        try:
+            parsed = dockerfile.trigger_instructions(str(trigger))
+        except dockerfile.DockerfileError:
+            return ANYONE
+        if any(dockerfile.writes_gate_labels(ins, depth=1) for ins in parsed):
             return ANYONE
     return owner
 

@@ -10,6 +10,7 @@ the object is gone).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -52,6 +53,7 @@ class EventOwnership:
         self.daemon = daemon
         self.user = user
         self.known: dict[tuple[str, str], bool] = {}
+        self.volume_born: dict[str, int] = {}  # name -> CreatedAt (s) of the cached volume
 
     async def seed(self) -> None:
         """Remember the user's existing objects, so their removal events show."""
@@ -66,6 +68,8 @@ class EventOwnership:
             for obj in items or []:
                 if isinstance(obj, dict):
                     self.known[(kind, id_of(kind, obj))] = True
+                    if kind == "volume":
+                        self.volume_born[id_of(kind, obj)] = created_at(obj)
                     if kind == "network" and obj.get("Name"):
                         self.known[(kind, str(obj["Name"]))] = True
 
@@ -86,11 +90,53 @@ class EventOwnership:
         if lookup is None:
             return False  # daemon, plugin, node events: admins only
         object_id = str(actor.get("ID") or "")
+        if lookup == "volume":
+            return await self.allows_volume(
+                event, object_id, str(attributes.get("container") or "")
+            )
         key = (lookup, object_id)
         if key not in self.known:
             found = await resolve(self.daemon, lookup, object_id)
             self.known[key] = found is not None and found.owner == self.user
         return self.known[key]
+
+    async def allows_volume(self, event: dict[str, Any], name: str, container: str) -> bool:
+        """A volume's event ID is its *name*, which another user may take once the
+        volume is removed. So an event shows only if the volume holding the name now
+        is the user's and was created no later than the event (a replay with
+        ``since`` reaches back to earlier holders); what is remembered of a name is
+        forgotten at its ``create`` and ``destroy`` events; and a ``mount`` or
+        ``unmount`` shows only for the user's own container (its full ID is in the
+        event). Creation times are whole seconds: in the second a name changes hands,
+        the earlier holder's ``destroy`` may still show, never a container of theirs."""
+        action = str(event.get("Action") or "")
+        key = ("volume", name)
+        if action == "create":
+            self.known.pop(key, None)
+        if key not in self.known:
+            found = await resolve(self.daemon, "volume", name)
+            self.known[key] = found is not None and found.owner == self.user
+            self.volume_born[name] = created_at(found.obj) if found is not None else 0
+        allowed = self.known[key] and int(event.get("time") or 0) >= self.volume_born.get(name, 0)
+        if action == "destroy":
+            self.known.pop(key, None)
+        if allowed and container:
+            owned = self.known.get(("container", container))
+            if owned is None:
+                found = await resolve(self.daemon, "container", container)
+                owned = self.known[("container", container)] = (
+                    found is not None and found.owner == self.user
+                )
+            allowed = owned
+        return allowed
+
+
+def created_at(obj: dict[str, Any]) -> int:
+    """A volume's ``CreatedAt`` (RFC 3339, whole seconds) as a Unix time; 0 if absent."""
+    try:
+        return int(datetime.fromisoformat(str(obj.get("CreatedAt") or "")).timestamp())
+    except ValueError:
+        return 0
 
 
 @handles("system.events")

@@ -55,8 +55,7 @@ def test_meta_arg_name_from_another_arg(bgate, people, images, daemon_loopback_s
     ``ARG ${K}=...``)."""
     port, hits = daemon_loopback_server
     df = (
-        f"ARG K=IMG\nARG IMG=busybox\nARG ${{K}}=127.0.0.1:{port}/evil:1\n"
-        "FROM ${IMG}\nRUN true\n"
+        f"ARG K=IMG\nARG IMG=busybox\nARG ${{K}}=127.0.0.1:{port}/evil:1\nFROM ${{IMG}}\nRUN true\n"
     )
     r = raw_build(bgate, people, images, df)
     assert_no_fetch(r, hits)
@@ -113,9 +112,7 @@ def _commit(raw: Raw, cid: str, repo: str, changes=(), body=None):
     return raw.request("POST", f"/v1.41/commit?{query}", body if body is not None else {})
 
 
-def test_triggers_are_parsed_one_by_one(
-    bgate, people, images, containers, daemon_loopback_server
-):
+def test_triggers_are_parsed_one_by_one(bgate, people, images, containers, daemon_loopback_server):
     """A commit's body config goes into the image as it is (the gate only stamps its
     labels), ``OnBuild`` included, so a member can give an image any trigger
     strings. The gate reads them joined by newlines as one Dockerfile, where a first

@@ -92,6 +92,18 @@ def test_commit_changes_cannot_write_the_gates_labels(users, cleanup, direct_cli
     assert r.status in (400, 403), (r.status, r.body)
 
 
+def test_commit_changes_with_quoted_label_values_still_work(users, cleanup, direct_client):
+    m = users["mallory"]
+    cid = created(m, {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    name = f"dgt-rv6b-okcommit-{_rand()}"
+    change = quote('LABEL description="my image" "team"=\'data science\'')
+    r = m.request("POST", f"/v1.41/commit?container={cid}&repo={name}&tag=v1&changes={change}")
+    assert r.status == 201, (r.status, r.body)
+    cleanup.append(("image", f"{name}:v1"))
+    labels = direct_client.images.get(f"{name}:v1").labels
+    assert labels["description"] == "my image" and labels["team"] == "data science", labels
+
+
 def test_commit_changes_cannot_add_an_onbuild_add_of_a_url(users, cleanup, direct_client):
     """check_changes parses each ``changes`` value on its own, but dockerd parses them
     joined by "\\n" as one Dockerfile, parser directives included: ``# escape=```
@@ -183,16 +195,22 @@ def test_past_events_of_a_removed_volume_do_not_follow_its_name(users, cleanup):
 def test_events_show_ones_own_volume_lifecycle(users, cleanup):
     m = users["mallory"]
     name = f"dgt-rv6b-own-{_rand()}"
-    until = int(time.time()) + 5
+    until = int(time.time()) + 6
     filters = quote(json.dumps({"type": ["volume"]}))
     out: list[bytes] = []
     t = _stream(m, f"/v1.41/events?until={until}&filters={filters}", out)
     time.sleep(1.5)
     assert m.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
     cleanup.append(("volume", name))
+    cid = created(
+        m, {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": [f"{name}:/d"]}}, cleanup
+    )
+    assert m.request("POST", f"/v1.41/containers/{cid}/start").status == 204
     t.join(30)
     events = [json.loads(line) for line in out[0].splitlines() if line.strip()]
     assert any(e.get("Action") == "create" and e["Actor"]["ID"] == name for e in events), events
+    mounts = [e for e in events if e.get("Action") == "mount"]
+    assert mounts and mounts[0]["Actor"]["Attributes"]["container"] == cid, events
 
 
 # --------------------------------------------------------------- squatted upstream tags

@@ -173,7 +173,9 @@ def test_unknown_or_predefined_variables_in_from_are_refused() -> None:
 def test_deep_json_and_onbuild_chains_do_not_recurse() -> None:
     ins = parse("FROM b\nADD " + "[" * 100_000 + "\n")[1]
     assert ins.words()  # falls back to whitespace words, as Go does past its depth cap
-    assert parse("ONBUILD " * 5000 + "ADD a b\n")[0].inner is not None
+    chain = parse("ONBUILD " * 5000 + "ADD a b\n")[0]
+    assert url_sources(chain)  # deeper than dockerd allows: refused, without recursing
+    assert not url_sources(parse("ONBUILD ONBUILD ADD a b\n")[0])
 
 
 def test_review5_arg_splitting_and_carriage_returns() -> None:
@@ -194,3 +196,21 @@ def test_review5_arg_splitting_and_carriage_returns() -> None:
     assert [i.keyword for i in parse(crlf)] == ["from", "run", "from"]
     froms, _ = base_images(parse(crlf), {}, physical_lines(crlf, ("from", "copy")))
     assert [f for _, f in froms] == ["busybox"]
+
+
+def test_review6a_arg_names_and_triggers_read_one_by_one() -> None:
+    from dockergate.api.dockerfile import trigger_instructions
+
+    # dockerd expands ARG names: ARG IMG$NOPE=x declares IMG; then no meta ARG resolves
+    for arg in ("ARG IMG$NOPE=127.0.0.1:9/evil:1", "ARG K=IMG\nARG ${K}=127.0.0.1:9/evil:1"):
+        with pytest.raises(DockerfileError):
+            base_images(parse(f"ARG IMG=busybox\n{arg}\nFROM $IMG\n"), {})
+    froms, _ = base_images(parse("ARG IMG=busybox\nARG OTHER=1\nFROM $IMG\n"), {})
+    assert froms == [(3, "busybox")]
+    # each trigger is a Dockerfile of its own: a BOM is stripped, nothing joins them
+    assert [i.keyword for i in trigger_instructions("\ufeffADD http://x/ /y")] == ["add", "add"]
+    assert urls("ONBUILD \ufeffADD http://x/ /y\n") == ["http://x/", "http://x/"]
+    assert [s for i in trigger_instructions("RUN true \\") for s in url_sources(i)] == []
+    assert [
+        s for i in trigger_instructions("RUN true \\\nADD http://x/ /y") for s in url_sources(i)
+    ] == ["http://x/"]
