@@ -13,7 +13,14 @@ import re
 from typing import Any
 
 from dockergate.api import query as q
-from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
+from dockergate.api.dispatch import (
+    handles,
+    own_filter_references,
+    own_filters,
+    owned_object,
+    referenced_owned,
+    who,
+)
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import check_changes, check_new_tag, check_onbuild
 from dockergate.api.labels import image_labels, stamp, stamp_volume_mounts
@@ -45,6 +52,7 @@ IMAGE_ID = re.compile(rb'"ImageID":"(sha256:[0-9a-f]{64})"')
 @handles("container.list", "container.prune")
 async def container_list(ex: Exchange) -> None:
     own_filters(ex)
+    await own_filter_references(ex, "container", ("since", "before"))
     if ex.admin or ex.route_name != "container.list":
         return
     daemon, user = ex.daemon, ex.identity.name

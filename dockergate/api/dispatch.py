@@ -109,6 +109,24 @@ def own_filters(ex: Exchange) -> None:
     ex.set_query(list(query), encoded)
 
 
+async def own_filter_references(ex: Exchange, kind: str, keys: tuple[str, ...]) -> None:
+    """Filters that name an object (a container list's ``since``/``before``, a task
+    list's ``service``) are resolved by dockerd over *everyone's* objects, failing
+    when none matches: an oracle for other users' names. They are resolved here, for
+    the caller's own objects only (404 otherwise), and forwarded as full IDs."""
+    raw = q.first(ex.query, "filters") or ""
+    if ex.admin or not any(f'"{key}"' in raw for key in keys):
+        return
+    filters = q.parse_filters(raw)
+    for key in keys:
+        if key in filters:
+            filters[key] = {
+                (await resolve_owned(ex.daemon, ex.identity, kind, reference)).id: on
+                for reference, on in filters[key].items()
+            }
+    ex.set_query(q.replace(ex.query, "filters", q.encode_filters(filters)))
+
+
 @lru_cache(maxsize=1024)
 def owner_filtered(raw_query: str, owner: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """The query with the owner's label filter merged in, and its encoding.

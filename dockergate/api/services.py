@@ -12,7 +12,14 @@ from typing import Any
 
 from dockergate.api import query as q
 from dockergate.api.containers import volume_usable
-from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned, who
+from dockergate.api.dispatch import (
+    handles,
+    own_filter_references,
+    own_filters,
+    owned_object,
+    referenced_owned,
+    who,
+)
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.listen.identity import Refusal
@@ -23,6 +30,8 @@ from dockergate.policy.quota import check_service_quota, user_lock
 @handles("service.list", "task.list")
 async def service_list(ex: Exchange) -> None:
     own_filters(ex)
+    if ex.route_name == "task.list":
+        await own_filter_references(ex, "service", ("service",))
 
 
 @handles("service.create")

@@ -167,10 +167,6 @@ def test_commit_changes_cannot_join_lines_into_a_gate_label(users, cleanup, dire
 # --------------------------------------------------------------- names of other users' objects
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: dockerd resolves since/before over all containers; the fix (resolve_owned, full ID) is not done yet",
-)
 def test_container_list_since_filter_does_not_reveal_other_users_names(users, cleanup):
     """``GET /containers/json?filters={"since":[x]}`` gets the owner label pushed in,
     but dockerd first resolves ``x`` (exact ID or name) over *every* container and
@@ -185,3 +181,55 @@ def test_container_list_since_filter_does_not_reveal_other_users_names(users, cl
         return users["mallory"].request("GET", f"/v1.41/containers/json?all=1&filters={flt}").status
 
     assert status(name) == status(f"rv4b-free-{_rand()}"), "another user's name answers differently"
+
+
+def test_container_list_since_filter_works_on_ones_own_container(users, cleanup):
+    older = created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    name = f"rv4b-own-{_rand()}"
+    created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup, name)
+    newer = created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    for key, expected, unexpected in (("since", newer, older), ("before", older, newer)):
+        flt = quote(json.dumps({key: [name]}), safe="")
+        r = users["mallory"].request("GET", f"/v1.41/containers/json?all=1&filters={flt}")
+        assert r.status == 200, (r.status, r.body)
+        ids = {c["Id"] for c in json.loads(r.body)}
+        assert expected in ids and unexpected not in ids, (key, ids)
+
+
+def test_task_list_service_filter_does_not_reveal_other_users_services(
+    users, direct_client, cleanup
+):
+    """``/tasks?filters={"service":[x]}``: dockerd looks ``x`` up among every service
+    and fails when none matches. Another user's service answers as a free name does;
+    one's own is found by name."""
+    import docker.types
+
+    def service(owner_raw, name: str) -> str:
+        owner = users_owner(owner_raw)
+        svc = direct_client.services.create(
+            "busybox",
+            ["sleep", "60"],
+            name=name,
+            labels={"dockergate.owner": owner},
+            mode=docker.types.ServiceMode("replicated", replicas=0),
+        )
+        cleanup.append(("service", svc.id))
+        return svc.id
+
+    def users_owner(raw) -> str:
+        r = raw.request("GET", "/_dockergate/whoami")
+        return json.loads(r.body)["user"]
+
+    theirs = f"rv4b-svc-{_rand()}"
+    mine = f"rv4b-svc-{_rand()}"
+    service(users["victim"], theirs)
+    mine_id = service(users["mallory"], mine)
+
+    def tasks(ref: str):
+        flt = quote(json.dumps({"service": [ref]}), safe="")
+        return users["mallory"].request("GET", f"/v1.41/tasks?filters={flt}")
+
+    assert tasks(theirs).status == tasks(f"rv4b-free-{_rand()}").status == 404
+    r = tasks(mine)
+    assert r.status == 200, (r.status, r.body)
+    assert all(t["ServiceID"] == mine_id for t in json.loads(r.body))
