@@ -314,6 +314,56 @@ def resolve(word: str, args: dict[str, str | None], escape: str) -> str | None:
     return expanded
 
 
+def parse_words(rest: str, escape: str) -> list[str]:
+    """BuildKit's ``parseWords`` (ARG, ENV and LABEL arguments): whitespace-separated
+    words where quotes and the escape token keep spaces inside a word. The words keep
+    their quotes and escapes; only the boundaries are decided here."""
+    words: list[str] = []
+    word, quote, in_quote, blank_ok, started = "", "", False, False, False
+    pos, n = 0, len(rest)
+    while pos < n:
+        ch = rest[pos]
+        if not started:
+            if ch in GO_SPACE:
+                pos += 1
+                continue
+            started = True
+        if in_quote:
+            if ch == quote:
+                in_quote = False
+            if ch == escape and quote != "'":
+                if pos + 1 == n:
+                    in_quote = False
+                    pos += 1
+                    continue
+                word += ch
+                pos += 1
+                ch = rest[pos]
+            word += ch
+            pos += 1
+            continue
+        if ch in GO_SPACE:
+            if blank_ok or word:
+                words.append(word)
+            word, blank_ok, started = "", False, False
+            pos += 1
+            continue
+        if ch in ("'", '"'):
+            quote, blank_ok, in_quote = ch, True, True
+        if ch == escape:
+            if pos + 1 == n:
+                pos += 1
+                continue
+            word += ch
+            pos += 1
+            ch = rest[pos]
+        word += ch
+        pos += 1
+    if started and (blank_ok or word):
+        words.append(word)
+    return words
+
+
 def meta_args(
     instructions: list[Instruction], buildargs: dict[str, str | None]
 ) -> dict[str, str | None]:
@@ -326,19 +376,16 @@ def meta_args(
             break
         if ins.keyword != "arg":
             continue
-        # dockerd splits ARG words with parseWords (quotes and escapes keep spaces in
-        # a word): on a line with either, the gate's whitespace words may hold names
-        # dockerd does not declare, so none of them resolves.
-        unsure = not ins.plain(ins.rest.replace("$", ""))
-        for word in ins.words():
+        for word in parse_words(ins.rest, ins.escape):
             name, eq, default = word.partition("=")
             if not ins.plain(name):
-                # dockerd expands ARG *names* too (ARG IMG$NOPE=x declares IMG): the
-                # gate cannot tell which name this declares, so none resolves.
+                # dockerd expands ARG *names* too (ARG IMG$NOPE=x and ARG "IMG"=x
+                # declare IMG): the gate cannot tell which name this declares, so
+                # none resolves.
                 return dict.fromkeys(values)
             given = buildargs.get(name)
             value = given if given is not None else (default if eq else "")
-            values[name] = value if ins.plain(value) and not unsure else None
+            values[name] = value if ins.plain(value) else None
     return values
 
 

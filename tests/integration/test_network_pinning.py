@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 
-from tests.integration import test_ownership as ownership
 from tests.integration import test_review_findings as first_round
 
 # The first round's gate (members mallory and victim), raw requests.
@@ -31,8 +30,16 @@ created, start, network, build = (
     first_round.network,
     first_round.build,
 )
-# The session gate's CLI members.
-members = ownership.members
+
+
+@pytest.fixture(scope="module")
+def pin_member(gate, unix_user) -> str:
+    """A member of the session gate of this module's own (registering the same name
+    twice in one session fails), for the real CLI."""
+    login, uid, _gid = unix_user("pinuser")
+    gate.dockergate("user", "add", "m-pinuser", "--profile", "member", "--uid", str(uid))
+    return login
+
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -237,12 +244,12 @@ def test_build_network_cannot_be_removed_while_the_build_runs(users, cleanup, di
 # --------------------------------------------------------------- the real CLI
 
 
-def test_cli_run_on_a_network_by_name_stop_and_start_again(cli, members, direct_client):
+def test_cli_run_on_a_network_by_name_stop_and_start_again(cli, pin_member, direct_client):
     tag = _rand()
     net, other, c = f"pin-cli-{tag}", f"pin-cli2-{tag}", f"pin-cli-c-{tag}"
 
     def run(*args: str):
-        r = ownership.run_as(cli, members, "alice", list(args))
+        r = cli(list(args), user=pin_member)
         assert r.returncode == 0, (args, r.stderr)
         return r.stdout.strip()
 

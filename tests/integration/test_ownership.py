@@ -387,6 +387,15 @@ def test_docker_compose_up_as_member(cli, members, direct_client):
         )
         r = run_as(cli, members, "bob", ["ps", "-a", "--format", "{{.Names}}"])
         assert f"{project}_web_1" not in r.stdout
+        # Again: the gate's rewrites (network references pinned to IDs) do not make
+        # compose see a changed container; a restart joins the same network.
+        r = run_as(cli, members, "alice", [*compose, "up", "-d"], shell=True, cwd=d)
+        assert r.returncode == 0 and "up-to-date" in r.stderr, r.stderr
+        assert direct_client.containers.get(f"{project}_web_1").id == c.id
+        r = run_as(cli, members, "alice", [*compose, "restart", "-t", "0"], shell=True, cwd=d)
+        assert r.returncode == 0, r.stderr
+        networks = direct_client.api.inspect_container(c.id)["NetworkSettings"]["Networks"]
+        assert list(networks) == [f"{project}_back"], networks
     finally:
         r = run_as(cli, members, "alice", [*compose, "down", "-v"], shell=True, cwd=d)
         assert r.returncode == 0, r.stderr

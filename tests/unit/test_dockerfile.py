@@ -181,11 +181,18 @@ def test_deep_json_and_onbuild_chains_do_not_recurse() -> None:
 def test_review5_arg_splitting_and_carriage_returns() -> None:
     from dockergate.api.dockerfile import physical_lines
 
-    # dockerd's parseWords keeps 'a IMG=busybox ' in one word: no IMG is declared there
+    # dockerd's parseWords keeps 'a IMG=busybox ' in one word: no IMG is declared there,
+    # and the gate reads the same base image as dockerd
     for arg in ('ARG X="a IMG=busybox "', "ARG X=a\\ IMG=busybox"):
         text = f"ARG IMG=127.0.0.1:9/evil:1\n{arg}\nFROM $IMG\n"
+        assert base_images(parse(text), {})[0] == [(3, "127.0.0.1:9/evil:1")]
+    # a quoted value keeps its spaces and declares nothing else
+    text = 'ARG IMG=busybox\nARG GREETING="hello world"\nFROM $IMG\n'
+    assert base_images(parse(text), {})[0] == [(3, "busybox")]
+    # a name with quotes, an escape or $ declares what dockerd expands it to: none resolves
+    for arg in ('ARG "IMG"=evil', "ARG I\\MG=evil", "ARG IMG$X=evil", "ARG 'IMG'"):
         with pytest.raises(DockerfileError):
-            base_images(parse(text), {})
+            base_images(parse(f"ARG IMG=busybox\n{arg}\nFROM $IMG\n"), {})
     # "\\\r\r\n": ScanLines drops one CR; the line then does not end in the escape
     text = "FROM busybox\nENV X=y \\\r\r\nFROM 127.0.0.1:9/evil:1\nRUN true\n"
     assert [i.keyword for i in parse(text)] == ["from", "env", "from", "run"]
