@@ -138,20 +138,27 @@ async def container_update(ex: Exchange) -> None:
 
 
 async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
-    """Every other object a container would join or borrow must be the caller's."""
+    """Every other object a container would join or borrow must be the caller's, and
+    is forwarded by the full ID checked here (a name or prefix could find another
+    object by the time dockerd looks it up)."""
     if ex.admin:
         return
     host = body.get("HostConfig") or {}
     await pin_networks(ex, body)
-    for entry in host.get("VolumesFrom") or []:
-        name = str(entry).split(":", 1)[0]
-        await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
+    if host.get("VolumesFrom"):
+        pinned = []
+        for entry in host["VolumesFrom"]:
+            name, colon, mode = str(entry).partition(":")
+            found = await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
+            pinned.append(found.id + colon + mode)
+        host["VolumesFrom"] = pinned
     for field in NAMESPACE_MODES:
         mode = str(host.get(field) or "")
         if mode.startswith("container:"):
-            await referenced_owned(
+            found = await referenced_owned(
                 ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}"
             )
+            host[field] = f"container:{found.id}"
     for link in host.get("Links") or []:
         name = str(link).split(":", 1)[0].lstrip("/")
         await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")

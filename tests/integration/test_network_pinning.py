@@ -288,3 +288,28 @@ def test_cli_run_on_a_network_by_name_stop_and_start_again(cli, pin_member, dire
                 direct_client.networks.get(ref).remove()
             except Exception:
                 pass
+
+
+def test_container_references_are_forwarded_by_full_id(users, cleanup, direct_client):
+    """``VolumesFrom`` and ``container:<x>`` modes name a container: what dockerd gets
+    is the full ID of the one checked, never a name or prefix to look up again."""
+    name = f"pin-src-{_rand()}"
+    source = created(users["mallory"], {"Image": "busybox", "Cmd": ["sleep", "60"]}, cleanup, name)
+    assert start(users["mallory"], source).status == 204
+    cid = created(
+        users["mallory"],
+        {
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "HostConfig": {
+                "VolumesFrom": [f"{name}:ro"],
+                "PidMode": f"container:{source[:10]}",
+                "NetworkMode": f"container:{name}",
+            },
+        },
+        cleanup,
+    )
+    host = direct_client.api.inspect_container(cid)["HostConfig"]
+    assert host["VolumesFrom"] == [f"{source}:ro"]
+    assert host["PidMode"] == host["NetworkMode"] == f"container:{source}"
+    assert start(users["mallory"], cid).status == 204
