@@ -9,6 +9,7 @@ networks), and the re-encoded body is what the daemon receives.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from typing import Any
 
@@ -41,6 +42,7 @@ from dockergate.policy.checks import (
     check_update,
 )
 from dockergate.policy.quota import check_container_quota, check_memory_quota, user_lock
+from dockergate.proxy.daemon import ref
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
@@ -95,7 +97,54 @@ async def container_create(ex: Exchange) -> None:
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await precreate_bind_volumes(ex, body.get("HostConfig") or {})
+    await own_anonymous_volumes(ex, body)
     ex.set_json(body)
+
+
+async def own_anonymous_volumes(ex: Exchange, body: dict[str, Any]) -> None:
+    """dockerd makes an anonymous volume, with no labels, for each path of the request's
+    and the image's ``Volumes`` (``-v /data``, ``VOLUME``) that nothing else mounts,
+    and for a one-part bind (``/data``): nobody's, so its user could never list,
+    prune or remove it. Each becomes a ``Mounts`` entry of type volume without a
+    source, which dockerd makes just as anonymous (removed with ``--rm`` or
+    ``rm -v``), but with the owner label. With ``VolumesFrom``, what the other
+    container provides is not known here, and the paths are left to dockerd."""
+    if ex.admin:
+        return
+    host = body.get("HostConfig")
+    if not isinstance(host, dict):
+        host = {}
+    if host.get("VolumesFrom"):
+        return
+    binds = [str(b) for b in host.get("Binds") or []]
+    anonymous = [b for b in binds if ":" not in b]
+    taken = {posixpath.normpath(bind_options(b)[1]) for b in binds if ":" in b}
+    taken |= {
+        posixpath.normpath(str(m.get("Target") or ""))
+        for m in host.get("Mounts") or []
+        if isinstance(m, dict)
+    }
+    taken |= {posixpath.normpath(str(t)) for t in host.get("Tmpfs") or {}}
+    paths = [*anonymous, *(body.get("Volumes") or {})]
+    image = await ex.daemon.get(f"/images/{ref(str(body.get('Image') or ''))}/json")
+    if image.ok:
+        paths += list(((image.json() or {}).get("Config") or {}).get("Volumes") or {})
+    mounts: list[dict[str, Any]] = []
+    for path in paths:
+        target = posixpath.normpath(str(path))
+        if target in taken or not target.startswith("/"):
+            continue
+        taken.add(target)
+        options: dict[str, Any] = {"Labels": {OWNER_LABEL: ex.identity.name}}
+        if host.get("VolumeDriver"):
+            options["DriverConfig"] = {"Name": host["VolumeDriver"]}
+        mounts.append({"Type": "volume", "Target": target, "VolumeOptions": options})
+    if anonymous:
+        host["Binds"] = [b for b in binds if ":" in b]
+    if mounts:
+        host["Mounts"] = [*(host.get("Mounts") or []), *mounts]
+    if anonymous or mounts:
+        body["HostConfig"] = host
 
 
 async def name_free(ex: Exchange) -> None:
@@ -274,13 +323,14 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
     """A named volume must be one the profile shares (read-only where it says), or the
     caller's own, or not exist yet (it will be theirs)."""
     profile = ex.profile
+    field_name = field.partition("=")[0]  # Denied shows field=value itself
     for shared in profile.shared_volumes:
         if shared.name == name:
             if shared.read_only and not read_only:
                 raise Denied(
                     profile,
                     "a writable mount of a read-only shared volume",
-                    field,
+                    field_name,
                     name,
                     f"mount {name} read-only (:ro / readonly)",
                 )
@@ -302,7 +352,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
     if not profile.own_volumes:
         allowed = ", ".join(v.name for v in profile.shared_volumes) or "none"
         raise Denied(
-            profile, "named volumes of your own", field, name, f"shared volumes: {allowed}"
+            profile, "named volumes of your own", field_name, name, f"shared volumes: {allowed}"
         )
     found = await resolve(ex.daemon, "volume", name)
     if found is not None and found.owner != ex.identity.name:

@@ -18,7 +18,14 @@ from urllib.parse import quote
 
 from dockergate.api import query as q
 from dockergate.api.exchange import Exchange
-from dockergate.api.ownership import INSPECT, OWNER_LABEL, NotFound, Resolved, resolve_owned
+from dockergate.api.ownership import (
+    INSPECT,
+    OWNER_LABEL,
+    NotFound,
+    Resolved,
+    remember_removal,
+    resolve_owned,
+)
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied
 
@@ -83,6 +90,8 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
         return found
     found = await resolve_owned(ex.daemon, ex.identity, kind, ex.params["id"])
     ex.object_id = found.id
+    if ex.req.method == "DELETE":
+        remember_removal(found)  # for its events, replayed once it is gone
     ex.forward_to(route_path(ex.route.pattern, {**ex.params, "id": found.id}))
     return found
 

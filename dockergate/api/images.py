@@ -238,6 +238,65 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
     )
 
 
+GO_FALSE = frozenset({"", "0", "no", "false", "none"})  # httputils.BoolValue
+
+
+@handles("image.delete")
+async def image_delete(ex: Exchange) -> None:
+    """``docker rmi``: a member removes images (or tags of images) they built or
+    committed, without ``force``; dockerd itself then refuses an image that other
+    tags or containers still use. Removing such a tag is no more than moving it,
+    which they may do too (``check_new_tag``)."""
+    if ex.admin:
+        return
+    name = ex.params["name"]
+    if (q.first(ex.query, "force") or "").strip().lower() not in GO_FALSE:
+        raise Refusal(
+            403, f"{who(ex)} may not force-remove an image: admins only; remove it without -f"
+        )
+    check_not_a_build_base(ex, name)  # an ID is no tag: registering it changes nothing
+    found = await ex.daemon.get(f"/images/{ref(name)}/json")
+    if not found.ok:
+        raise Refusal(404, f"No such image: {name}")
+    labels = ((found.json() or {}).get("Config") or {}).get("Labels") or {}
+    if labels.get(BUILT_BY_LABEL) != ex.identity.name:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not remove image {name}: images are shared, and only those "
+            "you built or committed are yours to remove",
+        )
+
+
+@handles("image.prune")
+async def image_prune(ex: Exchange) -> None:
+    """A member's prune takes only dangling images they built or committed (the owner
+    of an image is its ``dockergate.built-by``); ``-a`` would also take tagged images
+    other users may have named or run."""
+    if ex.admin:
+        return
+    filters = q.parse_filters(q.first(ex.query, "filters"))
+    if {"false", "0"} & set(filters.get("dangling") or {}):
+        raise Refusal(
+            403,
+            f"{who(ex)} may prune only dangling images (docker image prune without -a): "
+            "tagged images are shared",
+        )
+    merged = q.with_label(filters, f"{BUILT_BY_LABEL}={ex.identity.name}")
+    ex.set_query(q.replace(ex.query, "filters", q.encode_filters(merged)))
+
+
+@handles("image.build_prune")
+async def build_prune(ex: Exchange) -> None:
+    """The BuildKit cache is everyone's, and only profiles with ``build.buildkit`` may
+    build with BuildKit: a member without it has no cache there, so their prune (a
+    step of ``docker system prune``) frees nothing, and says so."""
+    if ex.admin:
+        return
+    if ex.profile.buildkit:
+        raise Refusal(403, f"{who(ex)} may not prune the build cache: it is shared; ask an admin")
+    ex.reply = (200, {"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
     """A pull replaces the tag it lands on. A tag naming an image another user built
     or committed here stays theirs: pulling over it (from a registry where anyone may

@@ -11,7 +11,10 @@ users do not leak.
 from __future__ import annotations
 
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from dockergate.api import dockerfile
@@ -153,6 +156,44 @@ async def image_claim(daemon: Daemon, image: str) -> str:
 def imprinted(claim: str, owner: str) -> bool:
     """Whether an owner label could have come from an image with this claim."""
     return bool(claim) and claim in (owner, ANYONE)
+
+
+# -- objects removed through the gate ------------------------------------------------
+# An event replayed (``events --since``) after its object is gone can no longer be
+# resolved to an owner: the gate remembers who owned what its users removed, with
+# when it existed (a volume's ID is its name, which someone else may take later).
+# (kind, ID) -> (owner, created, removed), Unix seconds; the newest REMOVED_MAX.
+REMOVED_MAX = 20_000
+NEVER = 1 << 62
+_removed: OrderedDict[tuple[str, str], tuple[str, int, int]] = OrderedDict()
+
+
+def created_at(obj: dict[str, Any]) -> int:
+    """An object's ``CreatedAt`` (``Created`` for networks; RFC 3339) as a Unix time;
+    0 if absent."""
+    try:
+        text = str(obj.get("CreatedAt") or obj.get("Created") or "")
+        return int(datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        return 0
+
+
+def remember_removal(found: Resolved) -> None:
+    if found.owner:
+        key = (found.kind, found.id)
+        _removed[key] = (found.owner, created_at(found.obj), int(time.time()))
+        _removed.move_to_end(key)
+        while len(_removed) > REMOVED_MAX:
+            _removed.popitem(last=False)
+
+
+def removed_owner(kind: str, object_id: str, at: int) -> str | None:
+    """Who owned ``object_id`` at time ``at``, if a user removed it through the gate."""
+    entry = _removed.get((kind, object_id))
+    if entry is None:
+        return None
+    owner, created, removed = entry
+    return owner if created <= at <= removed + 1 else None
 
 
 async def resolve(

@@ -10,7 +10,6 @@ the object is gone).
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -18,11 +17,14 @@ from dockergate.api import query as q
 from dockergate.api.dispatch import handles
 from dockergate.api.exchange import Exchange
 from dockergate.api.ownership import (
+    NEVER,
     OWNER_LABEL,
     NotFound,
+    created_at,
     id_of,
     image_claim,
     imprinted,
+    removed_owner,
     resolve,
 )
 from dockergate.listen.identity import Refusal
@@ -97,27 +99,37 @@ class EventOwnership:
         key = (lookup, object_id)
         if key not in self.known:
             found = await resolve(self.daemon, lookup, object_id)
-            self.known[key] = found is not None and found.owner == self.user
+            owner = (
+                found.owner
+                if found is not None
+                else removed_owner(lookup, object_id, int(event.get("time") or 0))
+            )
+            self.known[key] = owner == self.user
         return self.known[key]
 
     async def allows_volume(self, event: dict[str, Any], name: str, container: str) -> bool:
         """A volume's event ID is its *name*, which another user may take once the
         volume is removed. So an event shows only if the volume holding the name now
-        is the user's and was created no later than the event (a replay with
-        ``since`` reaches back to earlier holders); what is remembered of a name is
-        forgotten at its ``create`` and ``destroy`` events; and a ``mount`` or
-        ``unmount`` shows only for the user's own container (its full ID is in the
-        event). Creation times are whole seconds: in the second a name changes hands,
-        the earlier holder's ``destroy`` may still show, never a container of theirs."""
+        is the user's and was created no later than the event, or if it is older than
+        that volume and the name was the user's then (a volume they removed through
+        the gate: ``removed_owner``); what is remembered of a name is forgotten at its
+        ``create`` and ``destroy`` events; and a ``mount`` or ``unmount`` shows only for
+        the user's own container (its full ID is in the event). Creation times are
+        whole seconds: in the second a name changes hands, the earlier holder's
+        ``destroy`` may still show, never a container of theirs."""
         action = str(event.get("Action") or "")
         key = ("volume", name)
+        at = int(event.get("time") or 0)
         if action == "create":
             self.known.pop(key, None)
         if key not in self.known:
             found = await resolve(self.daemon, "volume", name)
             self.known[key] = found is not None and found.owner == self.user
-            self.volume_born[name] = created_at(found.obj) if found is not None else 0
-        allowed = self.known[key] and int(event.get("time") or 0) >= self.volume_born.get(name, 0)
+            self.volume_born[name] = created_at(found.obj) if found is not None else NEVER
+        born = self.volume_born.get(name, 0)
+        allowed = (self.known[key] and at >= born) or (
+            at < born and removed_owner("volume", name, at) == self.user
+        )
         if action == "destroy":
             self.known.pop(key, None)
         if allowed and container:
@@ -129,14 +141,6 @@ class EventOwnership:
                 )
             allowed = owned
         return allowed
-
-
-def created_at(obj: dict[str, Any]) -> int:
-    """A volume's ``CreatedAt`` (RFC 3339, whole seconds) as a Unix time; 0 if absent."""
-    try:
-        return int(datetime.fromisoformat(str(obj.get("CreatedAt") or "")).timestamp())
-    except ValueError:
-        return 0
 
 
 @handles("system.events")
@@ -189,9 +193,39 @@ async def auth(ex: Exchange) -> None:
     ex.set_json(body)
 
 
-@handles("system.info", "node.list", "node.inspect")
+@handles("node.list", "node.inspect")
 async def shared_reads(ex: Exchange) -> None:
-    """Host and cluster facts every user's CLI needs (``docker info``, ``service ps``)."""
+    """Cluster facts every user's CLI needs (``service ps``, placement)."""
+
+
+@handles("system.info")
+async def info(ex: Exchange) -> None:
+    """``docker info``: the engine's facts are everyone's, but its container counts
+    are the caller's own, as ``ps -a`` and ``system df`` show them (everyone's would
+    tell how busy other users are)."""
+    if ex.admin:
+        return
+    user = ex.identity.name
+
+    async def own_counts(body: bytes) -> bytes:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            return body
+        filters = q.encode_filters({"label": {f"{OWNER_LABEL}={user}": True}})
+        reply = await ex.daemon.get(f"/containers/json?all=1&filters={quote(filters, safe='')}")
+        items = reply.json() if reply.ok else None
+        states = [
+            str(c.get("State") or "")
+            for c in (items if isinstance(items, list) else [])
+            if not imprinted(await image_claim(ex.daemon, str(c.get("ImageID") or "")), user)
+        ]
+        data["Containers"] = len(states)
+        data["ContainersRunning"] = states.count("running")
+        data["ContainersPaused"] = states.count("paused")
+        data["ContainersStopped"] = len(states) - states.count("running") - states.count("paused")
+        return json.dumps(data).encode()
+
+    ex.response_filter = own_counts
 
 
 @handles("plugin.inspect")

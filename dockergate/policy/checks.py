@@ -312,7 +312,11 @@ def apply_memory(
     """Default and cap ``Memory``; pin ``MemorySwap`` to it unless swap is allowed."""
     memory = int(res.get("Memory") or 0)
     if memory <= 0 and not update and profile.memory.default:
-        memory = int(profile.memory.default)
+        # A soft limit alone (--memory-reservation) raises the default hard limit to
+        # it: dockerd refuses a reservation above the limit, which the user never set.
+        memory = max(int(profile.memory.default), int(res.get("MemoryReservation") or 0))
+        if memory > int(profile.memory.default):
+            field = field.replace("Memory", "MemoryReservation")
         res["Memory"] = memory
     cap = _cap_max(profile, profile.memory.max, profile.memory.max_share, facts.mem_total)
     if cap and memory > cap:
@@ -322,16 +326,26 @@ def apply_memory(
 
 
 def apply_pids(profile: Profile, res: dict[str, Any], field: str, *, update: bool = False) -> None:
+    """Default and cap ``PidsLimit``. Absent or null: the profile's default (on update:
+    no change). Negative, or 0 on update, is dockerd's "unlimited": refused where the
+    profile has a maximum. 0 on create is how older clients say "not set"."""
     pids = res.get("PidsLimit")
-    pids = int(pids) if isinstance(pids, int | float) else 0
-    if pids <= 0:
-        if update and "PidsLimit" not in res:
+    if pids is None or (pids == 0 and not update):
+        if update:
             return
         if profile.pids.default:
             res["PidsLimit"] = int(profile.pids.default)
-            pids = int(profile.pids.default)
-        elif pids < 0 and profile.pids.max:
-            pids = 1 << 62
+        pids = res.get("PidsLimit") or 0
+    if not isinstance(pids, int | float):
+        return  # the schema check refuses a non-number
+    if pids <= 0 and profile.pids.max:
+        raise Denied(
+            profile,
+            "an unlimited number of processes",
+            field,
+            int(pids),
+            f"at most {int(profile.pids.max)}",
+        )
     if profile.pids.max and pids > profile.pids.max:
         raise Denied(
             profile, "this many processes", field, pids, f"at most {int(profile.pids.max)}"
@@ -739,7 +753,7 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
     apply_cpus(profile, cpu, facts, "TaskTemplate.Resources.Limits.NanoCPUs")
     if cpu["NanoCpus"]:
         limits["NanoCPUs"] = cpu["NanoCpus"]
-    pids = {"PidsLimit": int(limits.get("Pids") or 0)}
+    pids = {"PidsLimit": int(limits.get("Pids") or 0) or None}  # swarm: 0 is unset
     apply_pids(profile, pids, "TaskTemplate.Resources.Limits.Pids")
     if pids.get("PidsLimit"):
         limits["Pids"] = pids["PidsLimit"]

@@ -431,11 +431,20 @@ def test_admin_routes_refused(raw_users):
         ("POST", "/v1.41/plugins/pull?remote=x"),
         ("GET", "/debug/pprof/"),
         ("DELETE", "/v1.41/images/busybox"),
-        ("POST", "/v1.41/images/prune"),
-        ("POST", "/v1.41/build/prune"),
+        ("DELETE", "/v1.41/images/busybox?force=1"),
+        ("POST", "/v1.41/images/prune?filters=%7B%22dangling%22%3A%5B%22false%22%5D%7D"),
     ):
         r = raw_users["mallory"].request(method, path)
         assert r.status == 403, (path, r.status)
+
+
+def test_member_prunes_touch_only_their_own_images(raw_users):
+    """Image prune is pushed the member's built-by label (dangling images only); the
+    build-cache prune frees nothing for a profile without BuildKit, and says so."""
+    r = raw_users["mallory"].request("POST", "/v1.41/images/prune")
+    assert r.status == 200, (r.status, r.body)
+    r = raw_users["mallory"].request("POST", "/v1.41/build/prune")
+    assert r.status == 200 and json.loads(r.body)["SpaceReclaimed"] == 0, (r.status, r.body)
 
 
 def test_buildkit_refused_with_hint(raw_users):

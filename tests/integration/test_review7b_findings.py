@@ -448,3 +448,32 @@ def test_works_intern_refusals_are_clear(cli, people):
     assert "run it as a service" in r.stderr, r.stderr
     r = intern(cli, people, ["service", "create", "-d", "--replicas", "20", "busybox", "true"])
     assert "memory quota" in r.stderr and "the quota is 16g" in r.stderr, r.stderr
+
+
+def test_works_anonymous_volumes_are_the_members_and_go_with_rm(
+    cli, people, direct_client, workdir
+):
+    """The neighbour of the anonymous-volume finding: an image's ``VOLUME`` and a
+    one-part ``Binds`` entry are labelled too, and ``run --rm`` still removes them."""
+    tag = f"r7b-vol-img-{_rand()}:1"
+    (workdir / "Dockerfile").write_text("FROM busybox\nVOLUME /cache\n")
+    ok(member(cli, people, ["build", "-q", "-t", tag, str(workdir)], env=BUILD_ENV, timeout=120))
+    name = f"r7b-anon2-{_rand()}"
+    try:
+        ok(member(cli, people, ["create", "--name", name, "-v", "/data", tag, "true"]))
+        mounts = direct_client.api.inspect_container(name)["Mounts"]
+        assert {m["Destination"] for m in mounts} == {"/data", "/cache"}, mounts
+        for m in mounts:
+            labels = direct_client.volumes.get(m["Name"]).attrs["Labels"] or {}
+            assert labels.get(OWNER) == MEMBER, (m, labels)
+        ok(member(cli, people, ["rm", "-v", name]))
+        left = {v.name for v in direct_client.volumes.list()}
+        assert not {m["Name"] for m in mounts} & left, "rm -v left the anonymous volumes"
+        before = {v.name for v in direct_client.volumes.list()}
+        ok(member(cli, people, ["run", "--rm", "-v", "/scratch", "busybox", "true"]))
+        assert {v.name for v in direct_client.volumes.list()} == before
+    finally:
+        with contextlib.suppress(Exception):
+            direct_client.containers.get(name).remove(force=True, v=True)
+        with contextlib.suppress(Exception):
+            direct_client.images.remove(tag, force=True)

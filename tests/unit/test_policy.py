@@ -221,6 +221,28 @@ def test_defaults_applied_when_absent(member: Profile) -> None:
     assert host["Memory"] == 512 << 20 and host["MemorySwap"] == 512 << 20
 
 
+def test_unlimited_pids_and_soft_memory_limits(member: Profile) -> None:
+    """-1 is dockerd's "unlimited": refused under a maximum, not replaced by the default;
+    0 on create is an older client's "not set". A reservation alone raises the default
+    hard limit to it (dockerd refuses a reservation above the limit)."""
+    for value in (-1, 0):
+        with pytest.raises(Denied, match="unlimited number of processes"):
+            check_update(member, {"PidsLimit": value}, FACTS, {})
+    with pytest.raises(Denied, match="unlimited number of processes"):
+        check_container(member, create(PidsLimit=-1), FACTS)
+    body = create(PidsLimit=0)
+    check_container(member, body, FACTS)
+    assert body["HostConfig"]["PidsLimit"] == 256  # type: ignore[index]
+    update = {"PidsLimit": None}
+    check_update(member, update, FACTS, {})
+    assert update["PidsLimit"] is None
+    body = create(MemoryReservation=3 << 30)
+    check_container(member, body, FACTS)
+    assert body["HostConfig"]["Memory"] == 3 << 30  # type: ignore[index]
+    with pytest.raises(Denied, match="MemoryReservation"):
+        check_container(member, create(MemoryReservation=9 << 30), FACTS)
+
+
 def test_memory_share_of_node(member: Profile) -> None:
     check_container(member, create(Memory=8 << 30), FACTS)  # 50% of 16g
     with pytest.raises(Denied, match="at most 8g"):
