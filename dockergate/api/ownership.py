@@ -178,8 +178,11 @@ def created_at(obj: dict[str, Any]) -> int:
         return 0
 
 
+REMOVAL_KINDS = frozenset({"service", "network", "volume", "secret", "config"})  # events by ID
+
+
 def remember_removal(found: Resolved) -> None:
-    if found.owner:
+    if found.owner and found.kind in REMOVAL_KINDS:
         key = (found.kind, found.id)
         _removed[key] = (found.owner, created_at(found.obj), int(time.time()))
         _removed.move_to_end(key)
