@@ -8,6 +8,7 @@ They reuse the first round's gate, profile, users and cleanup
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration import test_review_findings as first_round
+from tests.integration.test_hostile import _read_reply
 
 # The first round's gate, profile, users and cleanup (module-scoped: a gate of our own).
 area = first_round.area
@@ -78,6 +80,109 @@ def test_links_to_ones_own_container_work(users, cleanup, direct_client):
     )
     links = direct_client.api.inspect_container(cid)["HostConfig"]["Links"]
     assert links and links[0].split(":", 1)[0].lstrip("/") == name, links
+
+
+# --------------------------------------------------------------- container:<x> modes left unpinned
+
+
+def _send_async(raw, method: str, path: str, body: dict | None, out: dict, key: str):
+    """Send on a socket connected now; read the answer in a thread."""
+    data = json.dumps(body).encode() if body is not None else b""
+    head = [f"{method} {path} HTTP/1.1", "Host: docker"]
+    if body is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    sock = raw.connect()
+
+    def run() -> None:
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+            out[key] = _read_reply(sock)
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("field", ["NetworkMode", "PidMode", "VolumesFrom"])
+def test_container_reference_cannot_change_hands_while_the_create_waits(
+    users, cleanup, direct_client, field
+):
+    """``container:<x>`` in ``NetworkMode``/``PidMode``/``IpcMode`` is owner-checked,
+    then forwarded as written; dockerd turns it into ``container:<full ID>`` at create
+    (``adaptSharedNamespaceContainer``, daemon_unix.go) by looking ``<x>`` up *again*
+    (full ID, name, ID prefix). The create waits for the user's quota lock *after*
+    the check, and a ``restart?t=N`` of the user's own container holds that lock for
+    N seconds: mallory's decoy container, named after a prefix of the victim's
+    container ID, passes the check, is renamed while the create waits, and dockerd
+    pins the victim's container. The start checks no ``container:`` mode: mallory's
+    container joins the victim's network (or PID) namespace. ``VolumesFrom`` is read
+    once, at that create (``registerMountPoints``): mallory gets the victim's volumes,
+    writable."""
+    victim = created(
+        users["victim"],
+        {"Image": "busybox", "Cmd": ["sleep", "600"], "Volumes": {"/secret": {}}},
+        cleanup,
+    )
+    assert start(users["victim"], victim).status == 204
+    decoy = created(
+        users["mallory"], {"Image": "busybox", "Cmd": ["sleep", "600"]}, cleanup, name=victim[:12]
+    )
+    holder = created(users["mallory"], {"Image": "busybox", "Cmd": ["sleep", "600"]}, cleanup)
+    assert start(users["mallory"], holder).status == 204
+    out: dict = {}
+    # sleep as PID 1 ignores SIGTERM: the restart waits t=4 seconds, holding the lock.
+    restarting = _send_async(
+        users["mallory"], "POST", f"/v1.41/containers/{holder}/restart?t=4", None, out, "r"
+    )
+    time.sleep(0.7)
+    reference = [victim[:12]] if field == "VolumesFrom" else f"container:{victim[:12]}"
+    body = {"Image": "busybox", "Cmd": ["sleep", "30"], "HostConfig": {field: reference}}
+    creating = _send_async(users["mallory"], "POST", "/v1.41/containers/create", body, out, "c")
+    time.sleep(0.7)
+    r = users["mallory"].request(
+        "POST", f"/v1.41/containers/{decoy}/rename?name=rv7a-decoy-{_rand()}"
+    )
+    assert r.status == 204, (r.status, r.body)
+    creating.join(30)
+    restarting.join(30)
+    if out["c"].status != 201:
+        return  # refused: secure
+    cid = json.loads(out["c"].body)["Id"]
+    cleanup.append(("container", cid))
+    if field == "VolumesFrom":
+        theirs = {m.get("Name") for m in direct_client.api.inspect_container(victim)["Mounts"]}
+        mine = {m.get("Name") for m in direct_client.api.inspect_container(cid)["Mounts"]}
+        assert not theirs & mine, f"mallory's container mounts the victim's volumes: {mine}"
+        return
+    stored = direct_client.api.inspect_container(cid)["HostConfig"][field]
+    r = start(users["mallory"], cid)
+    if r.status != 204:
+        return  # refused at start: secure
+    assert stored != f"container:{victim}", (
+        f"mallory's container shares the victim's container's namespace: {field}={stored}"
+    )
+
+
+def test_container_mode_on_ones_own_container_works(users, cleanup, direct_client):
+    """Neighbour: ``--network container:<own name>`` and ``--pid container:<own>`` work."""
+    own = created(users["mallory"], {"Image": "busybox", "Cmd": ["sleep", "600"]}, cleanup)
+    assert start(users["mallory"], own).status == 204
+    name = direct_client.api.inspect_container(own)["Name"].lstrip("/")
+    cid = created(
+        users["mallory"],
+        {
+            "Image": "busybox",
+            "Cmd": ["sleep", "30"],
+            "HostConfig": {"NetworkMode": f"container:{name}", "PidMode": f"container:{own[:12]}"},
+        },
+        cleanup,
+    )
+    r = start(users["mallory"], cid)
+    assert r.status == 204, (r.status, r.body)
+    host = direct_client.api.inspect_container(cid)["HostConfig"]
+    assert host["NetworkMode"] == host["PidMode"] == f"container:{own}", host
 
 
 # --------------------------------------------------------------- events
