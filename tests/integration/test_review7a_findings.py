@@ -105,7 +105,7 @@ def _send_async(raw, method: str, path: str, body: dict | None, out: dict, key: 
     return thread
 
 
-@pytest.mark.parametrize("field", ["NetworkMode", "PidMode", "VolumesFrom"])
+@pytest.mark.parametrize("field", ["NetworkMode", "PidMode", "VolumesFrom", "Links"])
 def test_container_reference_cannot_change_hands_while_the_create_waits(
     users, cleanup, direct_client, field
 ):
@@ -119,7 +119,8 @@ def test_container_reference_cannot_change_hands_while_the_create_waits(
     pins the victim's container. The start checks no ``container:`` mode: mallory's
     container joins the victim's network (or PID) namespace. ``VolumesFrom`` is read
     once, at that create (``registerMountPoints``): mallory gets the victim's volumes,
-    writable."""
+    writable; ``Links`` too (``registerLinks``): the start hands mallory the victim's
+    environment as ``PEER_ENV_*``."""
     victim = created(
         users["victim"],
         {"Image": "busybox", "Cmd": ["sleep", "600"], "Volumes": {"/secret": {}}},
@@ -137,7 +138,11 @@ def test_container_reference_cannot_change_hands_while_the_create_waits(
         users["mallory"], "POST", f"/v1.41/containers/{holder}/restart?t=4", None, out, "r"
     )
     time.sleep(0.7)
-    reference = [victim[:12]] if field == "VolumesFrom" else f"container:{victim[:12]}"
+    reference: object = f"container:{victim[:12]}"
+    if field == "VolumesFrom":
+        reference = [victim[:12]]
+    elif field == "Links":
+        reference = [f"{victim[:12]}:peer"]
     body = {"Image": "busybox", "Cmd": ["sleep", "30"], "HostConfig": {field: reference}}
     creating = _send_async(users["mallory"], "POST", "/v1.41/containers/create", body, out, "c")
     time.sleep(0.7)
@@ -155,6 +160,13 @@ def test_container_reference_cannot_change_hands_while_the_create_waits(
         theirs = {m.get("Name") for m in direct_client.api.inspect_container(victim)["Mounts"]}
         mine = {m.get("Name") for m in direct_client.api.inspect_container(cid)["Mounts"]}
         assert not theirs & mine, f"mallory's container mounts the victim's volumes: {mine}"
+        return
+    if field == "Links":
+        # inspect lists the links dockerd registered at create: the child's name first
+        theirs = direct_client.api.inspect_container(victim)["Name"]
+        links = direct_client.api.inspect_container(cid)["HostConfig"]["Links"] or []
+        linked = {link.split(":", 1)[0] for link in links}
+        assert theirs not in linked, f"mallory's container is linked to the victim's: {links}"
         return
     stored = direct_client.api.inspect_container(cid)["HostConfig"][field]
     r = start(users["mallory"], cid)
