@@ -91,9 +91,11 @@ async def container_create(ex: Exchange) -> None:
     await name_free(ex)
     host = body.get("HostConfig") or {}
     stamp_volume_mounts(host.get("Mounts"), ex.identity.name)
+    # The user's lock first: what is checked below must not change while the create
+    # waits for it (the user's own restart can hold it for seconds).
+    await ex.hold(user_lock(ex.identity.name))
     await check_references(ex, body)
     check_container(ex.profile, body, await ex.daemon.facts())
-    await ex.hold(user_lock(ex.identity.name))
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await precreate_bind_volumes(ex, body.get("HostConfig") or {})
@@ -208,9 +210,16 @@ async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
                 ex, "container", mode[len("container:") :], f"HostConfig.{field}={mode}"
             )
             host[field] = f"container:{found.id}"
-    for link in host.get("Links") or []:
-        name = str(link).split(":", 1)[0].lstrip("/")
-        await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
+    if host.get("Links"):
+        pinned = []
+        for link in host["Links"]:
+            # opts.ParseLink: "name[:alias]", one leading "/" trimmed from each part;
+            # the alias defaults to the name, which the pinned link keeps.
+            name, _, alias = str(link).partition(":")
+            name = name.removeprefix("/")
+            found = await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
+            pinned.append(f"{found.id}:{alias.removeprefix('/') or name}")
+        host["Links"] = pinned
     for bind in host.get("Binds") or []:
         source, _dest, read_only = bind_options(str(bind))
         if source and not source.startswith("/"):

@@ -72,8 +72,6 @@ class EventOwnership:
                     self.known[(kind, id_of(kind, obj))] = True
                     if kind == "volume":
                         self.volume_born[id_of(kind, obj)] = created_at(obj)
-                    if kind == "network" and obj.get("Name"):
-                        self.known[(kind, str(obj["Name"]))] = True
 
     async def allows(self, event: dict[str, Any]) -> bool:
         kind = str(event.get("Type") or "")
