@@ -274,7 +274,8 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
         click.echo(f"note: {name!r} is disabled; dockergate user enable {name}", err=True)
     if placeholder:
         click.echo(
-            "note: tls_listen is not configured; replace GATE_HOST:PORT with the gate's address",
+            "note: tls_listen is not in the configuration (a `serve --tls-listen` flag is "
+            "not seen from here); replace GATE_HOST:PORT with the gate's TLS address",
             err=True,
         )
     click.echo(f"export DOCKER_HOST={host}")
