@@ -153,3 +153,32 @@ def test_removed_own_network_events_show(users, cleanup):
     time.sleep(1.5)
     seen = _network_events(users["mallory"], since, until)
     assert any((e.get("Actor") or {}).get("ID") == own for e in seen), seen
+
+
+# --------------------------------------------------------------- Dockerfile continuation
+
+
+HIDDEN_FROM = (
+    "ARG IMG=127.0.0.1:9/rv8a:1\n"
+    "ARG Z=\\\\\n"  # ends in two escapes: no continuation for dockerd, one for the gate
+    "FROM busybox\n"
+    "ARG IMG=busybox\n"
+    "FROM $IMG\n"
+    "RUN true\n"
+)
+
+
+def test_base_image_hidden_behind_a_double_escape_is_checked(users):
+    """The gate joins ``FROM busybox`` into the ARG line ending in ``\\\\`` (BuildKit's
+    continuation needs a non-escape before the final escape), so it reads the stage's
+    ``ARG IMG=busybox`` as a meta ARG and resolves the second FROM to busybox. dockerd
+    expands it with the meta ARG: it pulls ``127.0.0.1:9/rv8a:1``, from a registry the
+    profile does not allow (and would run that image's unread ONBUILD triggers)."""
+    r = build(users["mallory"], "rm=1", HIDDEN_FROM)
+    assert r.status == 403, (r.status, r.body[-600:])
+
+
+def test_base_image_from_an_unlisted_registry_is_refused(users):
+    """Neighbour: the same base named plainly is refused."""
+    r = build(users["mallory"], "rm=1", "FROM 127.0.0.1:9/rv8a:1\nRUN true\n")
+    assert r.status == 403, (r.status, r.body[-600:])
