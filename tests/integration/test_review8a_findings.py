@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import docker.errors
@@ -182,3 +183,40 @@ def test_base_image_from_an_unlisted_registry_is_refused(users):
     """Neighbour: the same base named plainly is refused."""
     r = build(users["mallory"], "rm=1", "FROM 127.0.0.1:9/rv8a:1\nRUN true\n")
     assert r.status == 403, (r.status, r.body[-600:])
+
+
+# --------------------------------------------------------------- read-only shared volumes
+
+
+@pytest.mark.parametrize("how", ["bind", "mount"])
+def test_read_only_shared_volume_is_not_filled_from_the_image(
+    users, shared_name, cleanup, direct_client, how
+):
+    """dockerd copies the image's files at the mount point into an *empty* volume when
+    a container is created (``populateVolumes``: any volume mount with ``CopyData``,
+    read-only or not; only ``nocopy`` / ``VolumeOptions.NoCopy`` stops it). So a member
+    who may mount the shared volume read-only only writes it anyway while it is empty:
+    the image's /etc (or any content of an image she built) lands in the volume every
+    other user reads. The gate should forward read-only shared mounts with nocopy."""
+    direct_client.volumes.create(shared_name)
+    host: dict = (
+        {"Binds": [f"{shared_name}:/etc:ro"]}
+        if how == "bind"
+        else {
+            "Mounts": [
+                {"Type": "volume", "Source": shared_name, "Target": "/etc", "ReadOnly": True}
+            ]
+        }
+    )
+    try:
+        created(
+            users["mallory"], {"Image": "busybox", "Cmd": ["true"], "HostConfig": host}, cleanup
+        )
+        mountpoint = Path(direct_client.volumes.get(shared_name).attrs["Mountpoint"])
+        written = sorted(p.name for p in mountpoint.iterdir())
+        assert not written, f"mallory filled the read-only shared volume: {written}"
+    finally:
+        for container in direct_client.containers.list(all=True):
+            if any(m.get("Name") == shared_name for m in container.attrs.get("Mounts") or []):
+                container.remove(force=True)
+        direct_client.volumes.get(shared_name).remove(force=True)
