@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import tarfile
+import time
 
 import pytest
 
 from tests.integration import test_review_findings as first_round
+from tests.integration.test_hostile import Raw
 
 # The first round's gate, profile, users and cleanup (module-scoped: a gate of our own).
 area = first_round.area
@@ -92,3 +95,84 @@ def test_exec_as_a_numeric_non_root_uid_works(users, cleanup, direct_client):
     )
     assert r.status == 201, (r.status, r.body)
     assert direct_client.api.exec_start(json.loads(r.body)["Id"]).strip() == b"5"
+
+
+# --------------------------------------------------------------- revocation and open streams
+
+
+def _recv_until(sock: socket.socket, needle: bytes, seconds: float) -> bytes:
+    got = b""
+    deadline = time.monotonic() + seconds
+    while needle not in got and time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, OSError):
+            break
+        if not data:
+            break
+        got += data
+    return got
+
+
+def test_disabling_a_user_ends_their_open_exec_session(rgate, unix_user, cleanup):
+    """Identity is checked per request (``ClientConnection.handle``), and "changes reach
+    a running gate within a second, also on open keep-alive connections" -- but an
+    upgraded stream (``hijack`` -> ``splice_streams``/``pump``) is never looked at again,
+    and nothing in ``server.py`` closes a connection whose user was disabled, revoked or
+    removed. A shell opened before ``dockergate user disable`` (or before a token or
+    certificate is revoked) keeps running commands for as long as the client likes;
+    so do ``logs -f``, ``events`` and ``attach`` (no idle timeout on streams)."""
+    u = unix_user("r8bleaver")
+    name = f"rv8b-leaver-{_rand()}"
+    rgate.dockergate("user", "add", name, "--profile", "member", "--uid", str(u.uid))
+    time.sleep(1.5)
+    raw = Raw(str(rgate.socket), u.uid)
+    cid = created(raw, {"Image": "busybox", "Cmd": ["sleep", "120"]}, cleanup)
+    assert start(raw, cid).status == 204
+    r = raw.request(
+        "POST",
+        f"/v1.41/containers/{cid}/exec",
+        {"Cmd": ["cat"], "AttachStdin": True, "AttachStdout": True, "Tty": True},
+    )
+    assert r.status == 201, (r.status, r.body)
+    exec_id = json.loads(r.body)["Id"]
+    body = json.dumps({"Detach": False, "Tty": True}).encode()
+    sock = raw.connect()
+    try:
+        sock.sendall(
+            (
+                f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+                "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        head = _recv_until(sock, b"\r\n\r\n", 10)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        sock.sendall(b"before-disable\n")
+        assert b"before-disable" in _recv_until(sock, b"before-disable", 10)
+        rgate.dockergate("user", "disable", name)
+        time.sleep(3)  # well past the documented second
+        after = b""
+        try:
+            sock.sendall(b"after-disable\n")
+            after = _recv_until(sock, b"after-disable", 5)
+        except OSError:
+            pass  # closed by the gate: the secure outcome
+        assert b"after-disable" not in after, "a disabled user's exec session still runs"
+    finally:
+        sock.close()
+
+
+def test_a_disabled_user_is_refused_new_requests(rgate, unix_user):
+    """Neighbour: new requests of a disabled user are refused."""
+    u = unix_user("r8bleaver2")
+    name = f"rv8b-leaver2-{_rand()}"
+    rgate.dockergate("user", "add", name, "--profile", "member", "--uid", str(u.uid))
+    time.sleep(1.5)
+    raw = Raw(str(rgate.socket), u.uid)
+    assert raw.request("GET", "/v1.41/containers/json").status == 200
+    rgate.dockergate("user", "disable", name)
+    time.sleep(1.5)
+    assert raw.request("GET", "/v1.41/containers/json").status == 403
