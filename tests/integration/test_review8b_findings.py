@@ -176,3 +176,29 @@ def test_a_disabled_user_is_refused_new_requests(rgate, unix_user):
     rgate.dockergate("user", "disable", name)
     time.sleep(1.5)
     assert raw.request("GET", "/v1.41/containers/json").status == 403
+
+
+# --------------------------------------------------------------- security options
+
+
+def test_bare_disable_security_opt_refused_like_label_disable(users, cleanup):
+    """``check_security_opts`` refuses ``label=disable`` / ``label:disable``, but dockerd
+    20.10's ``parseSecurityOpt`` (daemon_unix.go) also takes the bare option ``disable``
+    as a label option (``labelOpts = append(labelOpts, "disable")``): on an SELinux host
+    the container then runs unconfined. The gate reads it as key ``disable`` with no
+    value and lets it through."""
+    m = users["mallory"]
+    neighbour = m.request(
+        "POST",
+        "/v1.41/containers/create",
+        {"Image": "busybox", "HostConfig": {"SecurityOpt": ["label=disable"]}},
+    )
+    assert neighbour.status == 403, (neighbour.status, neighbour.body)
+    r = m.request(
+        "POST",
+        "/v1.41/containers/create",
+        {"Image": "busybox", "HostConfig": {"SecurityOpt": ["disable"]}},
+    )
+    if r.status == 201:
+        cleanup.append(("container", json.loads(r.body)["Id"]))
+    assert r.status == 403, (r.status, r.body)
