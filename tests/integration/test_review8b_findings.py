@@ -202,3 +202,54 @@ def test_bare_disable_security_opt_refused_like_label_disable(users, cleanup):
     if r.status == 201:
         cleanup.append(("container", json.loads(r.body)["Id"]))
     assert r.status == 403, (r.status, r.body)
+
+
+# --------------------------------------------------------------- form bodies
+
+
+# "application" with U+0130 (LATIN CAPITAL LETTER I WITH DOT ABOVE) for its "i", in UTF-8.
+DOTTED_FORM_TYPE = "appl\u0130cation/x-www-form-urlencoded"
+
+
+def _send_form(raw: Raw, path: str, form: bytes, ctype: bytes) -> int:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: {len(form)}\r\n".encode()
+        + b"Content-Type: "
+        + ctype
+        + b"\r\n\r\n"
+    )
+    return raw.send(head + form).status
+
+
+def test_form_body_refused_whatever_the_content_type_spelling(users, cleanup, direct_client):
+    """``refuse_form_bodies`` compares ``value.split(";")[0].strip().lower()`` of the
+    latin-1 decoded header with ``application/x-www-form-urlencoded``. Go's
+    ``mime.ParseMediaType`` (``parsePostForm``) lower-cases the UTF-8 value with
+    ``strings.ToLower``, which maps U+0130 to an ASCII ``i``: to dockerd the header
+    ``applİcation/x-www-form-urlencoded`` *is* a form, to the gate it is not. The body's
+    ``filters`` then come first in ``r.Form`` and replace the owner filter the gate put
+    in the query: a member's ``container prune`` removes every user's stopped containers
+    (likewise volume prune: everyone's data)."""
+    victim = created(users["victim"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    status = _send_form(
+        users["mallory"],
+        "/v1.41/containers/prune",
+        b"filters=%7B%7D",
+        DOTTED_FORM_TYPE.encode("utf-8"),
+    )
+    survivors = {c.id for c in direct_client.containers.list(all=True)}
+    assert victim in survivors, f"mallory's prune ({status}) removed the victim's container"
+    assert status == 415, status
+
+
+def test_plain_form_body_refused(users, cleanup, direct_client):
+    """Neighbour: the ASCII spelling is refused, and nothing is pruned."""
+    victim = created(users["victim"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
+    status = _send_form(
+        users["mallory"],
+        "/v1.41/containers/prune",
+        b"filters=%7B%7D",
+        b"Application/X-WWW-Form-Urlencoded; charset=utf-8",
+    )
+    assert status == 415, status
+    assert victim in {c.id for c in direct_client.containers.list(all=True)}
