@@ -25,6 +25,7 @@ rgate = first_round.rgate
 users = first_round.users
 cleanup = first_round.cleanup
 _rand, created, start = first_round._rand, first_round.created, first_round.start
+victim_tag = first_round.victim_tag
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -253,3 +254,23 @@ def test_plain_form_body_refused(users, cleanup, direct_client):
     )
     assert status == 415, status
     assert victim in {c.id for c in direct_client.containers.list(all=True)}
+
+
+def test_form_body_cannot_import_from_a_url_over_a_shared_tag(users, victim_tag, direct_client):
+    """The same Content-Type spelling on ``POST /images/create``: ``image_create`` sees
+    an empty query (nothing to check: no ``fromSrc``, no registry, no tag), dockerd reads
+    ``fromSrc``, ``repo`` and ``tag`` from the body. The daemon fetches a URL of the
+    member's choosing (any address its host reaches; here its own loopback, port 9,
+    where nothing listens) and would import it over the shared tag everyone runs."""
+    before = direct_client.images.get(f"{victim_tag}:v1").id
+    form = f"fromSrc=http://127.0.0.1:9/evil.tar&repo={victim_tag}&tag=v1".encode()
+    reply = users["mallory"].send(
+        f"POST /v1.41/images/create HTTP/1.1\r\nHost: docker\r\nContent-Length: {len(form)}\r\n"
+        "Content-Type: ".encode()
+        + DOTTED_FORM_TYPE.encode("utf-8")
+        + b"\r\n\r\n"
+        + form
+    )
+    assert direct_client.images.get(f"{victim_tag}:v1").id == before
+    assert b"127.0.0.1:9" not in reply.body, f"dockerd fetched the URL: {reply.body[:200]!r}"
+    assert reply.status == 415, (reply.status, reply.body)
