@@ -186,16 +186,44 @@ class Gate:
         if not self.servers:
             raise RuntimeError("no listener configured: give --socket and/or --tls-listen")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        if hasattr(self.authenticator, "on_change"):
+            self.authenticator.on_change = self.recheck_streams
         log.info("forwarding to %s", self.upstream.url)
 
     async def _sweep(self) -> None:
-        """Close idle keep-alive connections and stalled request heads, every few seconds."""
+        """Close idle keep-alive connections and stalled request heads, every few seconds;
+        and cut streams whose credentials have expired since (``recheck_streams``)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = loop.time()
             for conn in list(self.connections.values()):
                 conn.expire(now)
+            self.recheck_streams()
+
+    def recheck_streams(self) -> None:
+        """Requests in progress whose user was disabled, removed or had the credential
+        revoked (or expired) are cut, connection and all: every request is checked when
+        it starts, but a stream (an exec shell, ``logs -f``, ``events``) has no end of
+        its own. Called when the user store changes, and by the sweeper. A store that
+        cannot be read (503) cuts nothing: new requests are refused meanwhile."""
+        for task, conn in list(self.connections.items()):
+            identity = conn.identity
+            if identity is None:
+                continue
+            try:
+                still = self.authenticator.authenticate(conn.peer, conn.token).name
+            except Refusal as exc:
+                if exc.status == 503:
+                    continue
+                still = None
+            if still != identity.name:
+                log.warning(
+                    "cut a request in progress of %s (%s): the user is no longer allowed in",
+                    identity.name,
+                    identity.method,
+                )
+                task.cancel()
 
     async def shutdown(self) -> None:
         """Stop accepting, let requests in flight finish, then cut long streams."""

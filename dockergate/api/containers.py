@@ -220,17 +220,33 @@ async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
             found = await referenced_owned(ex, "container", name, f"HostConfig.Links={link}")
             pinned.append(f"{found.id}:{alias.removeprefix('/') or name}")
         host["Links"] = pinned
-    for bind in host.get("Binds") or []:
-        source, _dest, read_only = bind_options(str(bind))
-        if source and not source.startswith("/"):
-            await volume_usable(ex, source, read_only, f"HostConfig.Binds={bind}")
-    for mount in host.get("Mounts") or []:
+    if host.get("Binds"):
+        binds = []
+        for bind in host["Binds"]:
+            bind = str(bind)
+            source, _dest, read_only = bind_options(bind)
+            if source and not source.startswith("/"):
+                shared = await volume_usable(ex, source, read_only, f"HostConfig.Binds={bind}")
+                if shared and read_only:
+                    bind += ",nocopy"  # see volume_usable
+            binds.append(bind)
+        host["Binds"] = binds
+    await volume_mounts_usable(ex, host.get("Mounts"), "HostConfig.Mounts")
+
+
+async def volume_mounts_usable(ex: Exchange, mounts: Any, field: str) -> None:
+    """``Mounts`` of type volume (a container's or a service's): each named volume
+    usable (``volume_usable``), a read-only shared one mounted without the copy."""
+    for mount in mounts or []:
         if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
             source = str(mount.get("Source") or "")
-            if source:
-                await volume_usable(
-                    ex, source, bool(mount.get("ReadOnly")), f"HostConfig.Mounts.Source={source}"
-                )
+            read_only = bool(mount.get("ReadOnly"))
+            if not source:
+                continue
+            shared = await volume_usable(ex, source, read_only, f"{field}.Source={source}")
+            if shared and read_only:
+                options = mount.get("VolumeOptions") or {}
+                mount["VolumeOptions"] = {**options, "NoCopy": True}
 
 
 def user_defined(network: str) -> bool:
@@ -328,9 +344,11 @@ async def endpoint_network(ex: Exchange, network_id: str, body: dict[str, Any]) 
     endpoint["NetworkID"] = network_id
 
 
-async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) -> None:
+async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) -> bool:
     """A named volume must be one the profile shares (read-only where it says), or the
-    caller's own, or not exist yet (it will be theirs)."""
+    caller's own, or not exist yet (it will be theirs). True for a shared volume: the
+    caller then mounts it with ``nocopy`` when read-only, since dockerd copies the
+    image's files at the mount point into an empty volume whatever the mount's mode."""
     profile = ex.profile
     field_name = field.partition("=")[0]  # Denied shows field=value itself
     for shared in profile.shared_volumes:
@@ -351,7 +369,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
                     f"shared volume {name!r} ({field}) does not exist yet; an admin "
                     f"creates it: docker volume create {name}",
                 )
-            return
+            return True
     if name in ex.shared_volume_names:
         raise Refusal(
             403,
@@ -369,6 +387,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
             403,
             f"{who(ex)} may not mount volume {name!r} ({field}): it belongs to someone else",
         )
+    return False
 
 
 async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:

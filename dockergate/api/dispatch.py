@@ -164,6 +164,10 @@ def refuse_form_bodies(ex: Exchange) -> None:
     if ex.req.method not in FORM_METHODS:
         return
     for value in ex.req.headers.get_all("content-type"):
+        if not value.isascii():
+            # Go lower-cases with Unicode rules (U+0130 is "i"): refuse what it could
+            # read as a form rather than guess.
+            raise Refusal(415, f"{who(ex)} may not send a Content-Type that is not ASCII")
         if value.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
             raise Refusal(
                 415,

@@ -184,7 +184,10 @@ def parse(text: str) -> list[Instruction]:
         return raw.lstrip(GO_SPACE).startswith("#")
 
     def continued(line: str) -> tuple[str, bool]:
-        m = re.search(re.escape(escape) + r"[ \t]*\Z", line)
+        # BuildKit's lineContinuationRegex: ([^E])E[ \t]*$|^E[ \t]*$, so a line ending
+        # in two escape characters (an escaped escape) is not continued.
+        e = re.escape(escape)
+        m = re.search(f"(?<!{e}){e}[ \\t]*\\Z", line)
         if m:
             return line[: m.start()], True
         return line, False

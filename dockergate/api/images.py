@@ -19,9 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from dockergate.api import dockerfile
 from dockergate.api import query as q
@@ -265,13 +269,18 @@ async def image_delete(ex: Exchange) -> None:
             f"{who(ex)} may not remove image {name}: images are shared, and only those "
             "you built or committed are yours to remove",
         )
+    # Without noprune, dockerd also deletes each untagged parent nothing else uses,
+    # which may be another user's build.
+    ex.set_query(q.replace(ex.query, "noprune", "1"))
 
 
 @handles("image.prune")
 async def image_prune(ex: Exchange) -> None:
     """A member's prune takes only dangling images they built or committed (the owner
     of an image is its ``dockergate.built-by``); ``-a`` would also take tagged images
-    other users may have named or run."""
+    other users may have named or run. The gate deletes them itself, one by one with
+    ``noprune``: dockerd's prune also deletes each untagged parent nothing else uses,
+    which may be another user's build."""
     if ex.admin:
         return
     filters = q.parse_filters(q.first(ex.query, "filters"))
@@ -281,8 +290,57 @@ async def image_prune(ex: Exchange) -> None:
             f"{who(ex)} may prune only dangling images (docker image prune without -a): "
             "tagged images are shared",
         )
-    merged = q.with_label(filters, f"{BUILT_BY_LABEL}={ex.identity.name}")
-    ex.set_query(q.replace(ex.query, "filters", q.encode_filters(merged)))
+    unknown = sorted(set(filters) - {"dangling", "label", "label!", "until"})
+    if unknown:
+        raise Refusal(400, f"invalid filter {unknown[0]!r} for an image prune")
+    until = prune_until(list(filters.get("until") or {}))
+    listing = {
+        "dangling": {"true": True},
+        "label": {**(filters.get("label") or {}), f"{BUILT_BY_LABEL}={ex.identity.name}": True},
+    }
+    reply = await ex.daemon.get(f"/images/json?filters={quote(q.encode_filters(listing), safe='')}")
+    deleted: list[Any] = []
+    reclaimed = 0
+    for image in reply.json() if reply.ok else []:
+        labels = image.get("Labels") or {}
+        excluded = filters.get("label!")
+        if excluded and all(_label_matches(labels, f) for f in excluded):
+            continue
+        if until is not None and int(image.get("Created") or 0) >= until:
+            continue
+        gone = await ex.daemon.call("DELETE", f"/images/{ref(str(image['Id']))}?noprune=1")
+        if gone.ok:  # an image a container or a child image uses stays, as in a prune
+            deleted += gone.json() or []
+            reclaimed += int(image.get("Size") or 0)
+    ex.reply = (200, {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def _label_matches(labels: dict[str, str], spec: str) -> bool:
+    key, eq, value = spec.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?(?:ns|us|\u00b5s|ms|s|m|h))+")
+UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def prune_until(values: list[str]) -> int | None:
+    """``until`` as dockerd reads it (a Go duration before now, a Unix time, or an RFC
+    3339 date), as Unix seconds; None without one."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Refusal(400, "only one until filter is allowed")
+    value = values[0]
+    try:
+        if DURATION.fullmatch(value):
+            parts = re.findall(r"([0-9.]+)(ns|us|\u00b5s|ms|s|m|h)", value)
+            return int(time.time() - sum(float(n) * UNITS[u] for n, u in parts))
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
+            return int(float(value))
+        return int(datetime.fromisoformat(value).timestamp())
+    except ValueError:
+        raise Refusal(400, f"invalid until filter {value!r}") from None
 
 
 @handles("image.build_prune")

@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 from dockergate.api import query as q
-from dockergate.api.containers import volume_usable
+from dockergate.api.containers import volume_mounts_usable
 from dockergate.api.dispatch import (
     handles,
     own_filter_references,
@@ -97,10 +97,4 @@ async def _check_references(
     for config in container.get("Configs") or []:
         name = str((config or {}).get("ConfigID") or (config or {}).get("ConfigName") or "")
         await referenced_owned(ex, "config", name, f"ContainerSpec.Configs={name}")
-    for mount in container.get("Mounts") or []:
-        if isinstance(mount, dict) and mount.get("Type", "volume") == "volume":
-            source = str(mount.get("Source") or "")
-            if source:
-                await volume_usable(
-                    ex, source, bool(mount.get("ReadOnly")), f"ContainerSpec.Mounts.Source={source}"
-                )
+    await volume_mounts_usable(ex, container.get("Mounts"), "ContainerSpec.Mounts")

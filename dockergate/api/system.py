@@ -97,9 +97,11 @@ class EventOwnership:
         key = (lookup, object_id)
         if key not in self.known:
             found = await resolve(self.daemon, lookup, object_id)
+            # dockerd's inspect falls back to names: a network named after another
+            # one's ID is not the object the event is about.
             owner = (
                 found.owner
-                if found is not None
+                if found is not None and found.id == object_id
                 else removed_owner(lookup, object_id, int(event.get("time") or 0))
             )
             self.known[key] = owner == self.user

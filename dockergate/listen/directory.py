@@ -27,6 +27,7 @@ import logging
 import pwd
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from dockergate.config import Settings
 from dockergate.listen.identity import Identity, Peer, Refusal
@@ -71,6 +72,9 @@ class DirectoryAuthenticator:
         self._public_error = "not loaded yet"
         self._fresh_at = 0.0  # monotonic time of the last successful poll
         self._task: asyncio.Task[None] | None = None
+        # Called after a new snapshot replaced an older one (the gate cuts streams of
+        # users who are no longer allowed in).
+        self.on_change: Callable[[], None] | None = None
         # sha256(token) -> the hash string it was verified against (positive results
         # only; the snapshot still decides whether that credential is valid now).
         self._verified: OrderedDict[bytes, str] = OrderedDict()
@@ -118,7 +122,10 @@ class DirectoryAuthenticator:
             self._fail(f"{type(exc).__name__}: {exc}", "the user database cannot be read", exc)
             return
         if fresh is not current:
+            replaced = self._snapshot is not None
             self._snapshot = fresh
+            if replaced and self.on_change is not None:
+                self.on_change()
             log.debug(
                 "directory at revision %d: %d users, %d certificates, %d tokens",
                 fresh.revision,

@@ -12,6 +12,7 @@ import contextvars
 import ipaddress
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,9 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
         key = key.strip().lower()
         value = value.strip()
         bad = (
-            (key == "apparmor" and value.lower() == "unconfined")
+            # parseSecurityOpt: a bare "disable" is label=disable
+            opt.strip().lower() == "disable"
+            or (key == "apparmor" and value.lower() == "unconfined")
             # The CLI inlines a profile file's content: "{...}" replaces the default
             # filter, and "null" (an empty profile) makes dockerd run with none at all.
             or (key == "seccomp" and value.lower() != "builtin")
@@ -629,8 +632,9 @@ def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "")
     user = str(body.get("User") or "")
     if profile.exec_root or not user or user == container_user:
         return
-    name = user.split(":", 1)[0].strip()
-    if is_root_user(user) or not name.isdigit():
+    # runc reads the user with strconv.Atoi (ASCII digits, a sign, nothing else):
+    # anything else, "5 " or "\u00b2" included, is a name looked up in /etc/passwd.
+    if is_root_user(user) or not NUMERIC_USER.fullmatch(user):
         raise Denied(
             profile,
             "exec as root",
@@ -638,6 +642,9 @@ def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "")
             user,
             "exec as the container's own user, or as a numeric uid other than 0",
         )
+
+
+NUMERIC_USER = re.compile(r"[+-]?[0-9]+(?::[+-]?[0-9]+)?", re.ASCII)
 
 
 def is_root_user(user: str) -> bool:

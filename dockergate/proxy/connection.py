@@ -112,6 +112,11 @@ class ClientConnection:
         self.timed_out = False
         self.linger = False  # close gently: a refused body may still be arriving
         self.status = 0  # of the request being handled, for the access log
+        # Who the request in progress is for, and the token it came with: a stream
+        # (exec, attach, logs -f, events) lasts as long as its client likes, so the
+        # gate checks these again when its users change (Gate.recheck_streams).
+        self.identity: Identity | None = None
+        self.token: str | None = None
 
     # -- connection loop -------------------------------------------------------------
     async def serve(self) -> None:
@@ -197,6 +202,7 @@ class ClientConnection:
                 return await self.reply(req, *await self.gate.health())
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
             identity = self.gate.authenticator.authenticate(self.peer, token)
+            self.identity, self.token = identity, token
             found = match(req.method, path)
             ex = Exchange(
                 req,
@@ -243,6 +249,7 @@ class ClientConnection:
             self.rule = "upstream unreachable"
             return await self.refuse(req, 502, str(exc))
         finally:
+            self.identity = self.token = None
             route = ex.route if ex is not None else None
             self.gate.on_request(
                 RequestRecord(

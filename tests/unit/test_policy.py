@@ -295,8 +295,19 @@ def test_exec(member: Profile, shipped: ProfileSet) -> None:
         check_exec(member, {"Privileged": True})
     intern = shipped.profiles["intern"]
     check_exec(intern, {"User": "1000"})
+    check_exec(intern, {"User": "1000:1000"})
+    # runc's Atoi takes ASCII digits only: anything else is a name from the image's
+    # /etc/passwd, which its author wrote
+    for user in ("root", "5 ", " 5", "\u00b2", "\u0665", "1000:wheel", "toor"):
+        with pytest.raises(Denied):
+            check_exec(intern, {"User": user})
+    check_exec(intern, {"User": "toor"}, "toor")  # the container's own user
+
+
+def test_bare_disable_security_opt(member: Profile) -> None:
     with pytest.raises(Denied):
-        check_exec(intern, {"User": "root"})
+        check_container(member, create(SecurityOpt=["disable"]), FACTS)
+    check_container(member, create(SecurityOpt=["no-new-privileges"]), FACTS)
 
 
 def service(**container: object) -> dict[str, object]:

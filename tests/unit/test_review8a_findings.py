@@ -36,3 +36,22 @@ def test_a_line_ending_in_one_escape_is_continued():
     """Neighbour: the ordinary continuation."""
     text = "FROM busybox\nRUN echo a \\\n  b\n"
     assert [i.keyword for i in dockerfile.parse(text)] == ["from", "run"]
+
+
+def test_prune_until_reads_what_dockerd_reads() -> None:
+    import time
+
+    import pytest
+
+    from dockergate.api.images import prune_until
+    from dockergate.listen.identity import Refusal
+
+    now = int(time.time())
+    assert abs(prune_until(["24h"]) - (now - 86400)) <= 1  # type: ignore[operator]
+    assert abs(prune_until(["1h30m"]) - (now - 5400)) <= 1  # type: ignore[operator]
+    assert prune_until(["1700000000"]) == 1700000000
+    assert prune_until(["2026-01-01T00:00:00Z"]) == 1767225600
+    assert prune_until([]) is None
+    for bad in (["yesterday"], ["1h", "2h"]):
+        with pytest.raises(Refusal):
+            prune_until(bad)
