@@ -42,22 +42,32 @@ async def service_create(ex: Exchange) -> None:
 @handles("service.update")
 async def service_update(ex: Exchange) -> None:
     found = await owned_object(ex)
-    await _service_spec(ex, "service.update", found.owner, found.id)
-    if q.first(ex.query, "rollback") == "previous" and not ex.admin:
+    spec = await _service_spec(ex, "service.update", found.owner, found.id)
+    if ex.admin:
+        return
+    if q.first(ex.query, "rollback") == "previous":
         # Swarm then applies the service's PreviousSpec and ignores the body: that
         # spec is what must pass the profile and the quota now.
-        previous = found.obj.get("PreviousSpec")
-        if isinstance(previous, dict):
-            previous = copy.deepcopy(previous)
-            template = previous.get("TaskTemplate") or {}
-            await _check_references(ex, previous, template, template.get("ContainerSpec") or {})
-            check_service(ex.profile, previous, await ex.daemon.facts())
-            await check_service_quota(ex.daemon, ex.profile, ex.identity.name, previous, found.id)
+        await _check_restored(ex, found.obj.get("PreviousSpec"), found.id)
+    elif (spec.get("UpdateConfig") or {}).get("FailureAction") == "rollback":
+        # If this update fails, Swarm rolls back by itself to the spec running now,
+        # which passed the profile as it was then: it must pass it as it is.
+        await _check_restored(ex, found.obj.get("Spec"), found.id)
+
+
+async def _check_restored(ex: Exchange, spec: Any, service_id: str) -> None:
+    """A spec Swarm may go back to without asking the gate."""
+    if isinstance(spec, dict):
+        spec = copy.deepcopy(spec)
+        template = spec.get("TaskTemplate") or {}
+        await _check_references(ex, spec, template, template.get("ContainerSpec") or {})
+        check_service(ex.profile, spec, await ex.daemon.facts())
+        await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
 
 
 async def _service_spec(
     ex: Exchange, schema: str, owner: str | None, service_id: str | None
-) -> None:
+) -> dict[str, Any]:
     """Stamp ``owner`` (the creator; on update, the existing owner, so an admin's
     edit does not take a user's service away from them)."""
     spec = await ex.read_json(schema)
@@ -79,6 +89,7 @@ async def _service_spec(
     await ex.hold(user_lock(ex.identity.name))
     await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
     ex.set_json(spec)
+    return spec
 
 
 async def _check_references(

@@ -274,3 +274,43 @@ def test_form_body_cannot_import_from_a_url_over_a_shared_tag(users, victim_tag,
     assert direct_client.images.get(f"{victim_tag}:v1").id == before
     assert b"127.0.0.1:9" not in reply.body, f"dockerd fetched the URL: {reply.body[:200]!r}"
     assert reply.status == 415, (reply.status, reply.body)
+
+
+# --------------------------------------------------------------- automatic rollbacks
+
+
+def test_update_with_automatic_rollback_checks_the_spec_it_would_restore(
+    users, direct_client, cleanup
+):
+    """``UpdateConfig.FailureAction: rollback`` makes Swarm go back by itself to the
+    spec running now if the update fails: that spec must pass the profile as it is
+    (here it was made on the daemon directly with 1 TiB of memory, as if the profile
+    had been tightened since). The same update with ``pause`` is fine."""
+    import docker.types
+
+    owner = json.loads(users["mallory"].request("GET", "/_dockergate/whoami").body)["user"]
+    svc = direct_client.services.create(
+        "busybox",
+        ["sleep", "60"],
+        name=f"rv8b-rollback-{_rand()}",
+        labels={"dockergate.owner": owner},
+        container_labels={"dockergate.owner": owner},
+        resources=docker.types.Resources(mem_limit=1 << 40),
+        mode=docker.types.ServiceMode("replicated", replicas=0),
+    )
+    cleanup.append(("service", svc.id))
+
+    def update(action: str):
+        current = json.loads(users["mallory"].request("GET", f"/v1.41/services/{svc.id}").body)
+        spec = current["Spec"]
+        spec["TaskTemplate"]["Resources"] = {"Limits": {"MemoryBytes": 64 << 20}}
+        spec["UpdateConfig"] = {"FailureAction": action}
+        version = current["Version"]["Index"]
+        return users["mallory"].request(
+            "POST", f"/v1.41/services/{svc.id}/update?version={version}", spec
+        )
+
+    r = update("rollback")
+    assert r.status == 403 and b"memory" in r.body, (r.status, r.body)
+    r = update("pause")
+    assert r.status == 200, (r.status, r.body)
