@@ -66,6 +66,8 @@ PASSWD = (
     b"root:x:0:0:root:/root:/bin/sh\n"
     + BIG.encode()
     + b":x:0:0:too big for Atoi:/root:/bin/sh\n"
+    + b"wrap:x:4294967296:0:uid 2**32, 0 as uint32:/root:/bin/sh\n"
+    + b"negwrap:x:-4294967296:0:uid -2**32, 0 as uint32:/root:/bin/sh\n"
     + b"nobody:x:1000:1000:nobody:/:/bin/sh\n"
 )
 
@@ -90,6 +92,26 @@ def test_exec_root_refused_for_a_uid_too_big_for_atoi(users, cleanup, direct_cli
     fails with ErrRange above 2**63-1; the spec is then a *name* looked up in the
     container's /etc/passwd, which the member writes with ``docker cp``: a line
     ``99999999999999999999:x:0:0`` makes ``exec -u 99999999999999999999`` root."""
+    m = users["mallory"]
+    cid = _non_root_container_with_passwd(m, cleanup)
+    r = m.request(
+        "POST",
+        f"/v1.41/containers/{cid}/exec",
+        {"Cmd": ["id", "-u"], "User": user, "AttachStdout": True},
+    )
+    if r.status == 201:
+        out = direct_client.api.exec_start(json.loads(r.body)["Id"]).decode(errors="replace")
+        pytest.fail(f"exec as {user!r} was allowed; it ran as uid {out.strip()!r}")
+    assert r.status == 403, (r.status, r.body)
+
+
+@pytest.mark.parametrize("user", ["4294967296", "-4294967296", "+4294967296:1000"])
+def test_exec_root_refused_for_a_uid_that_wraps_to_zero(users, cleanup, direct_client, user):
+    """``is_root_user`` asks ``int(uid) == 0``. dockerd's ``getUser`` (oci_linux.go)
+    takes runc's ``ExecUser.Uid`` (a Go int) and converts it with ``uint32(...)``;
+    runc checks the uid range only for a uid *not* found in /etc/passwd. With a line
+    ``wrap:x:4294967296:0`` written by ``docker cp``, ``exec -u 4294967296`` (or
+    ``-4294967296``) is matched by uid and runs as uid 2**32 mod 2**32 = 0."""
     m = users["mallory"]
     cid = _non_root_container_with_passwd(m, cleanup)
     r = m.request(
