@@ -255,3 +255,52 @@ def test_demoting_an_admin_ends_their_unfiltered_event_stream(rgate, unix_user, 
         assert cid.encode() not in after, "a demoted admin still sees every user's events"
     finally:
         sock.close()
+
+
+# --------------------------------------------------------------- rmi and prune regressions
+
+
+def _chain(direct_client, image_id: str) -> list[str]:
+    out = []
+    while image_id:
+        out.append(image_id)
+        image_id = direct_client.api.inspect_image(image_id).get("Parent") or ""
+    return out
+
+
+def test_rmi_and_prune_reclaim_a_members_own_classic_build(users, direct_client, cleanup):
+    """``image_delete`` now forwards ``noprune=1`` and ``image_prune`` deletes only
+    dangling images labelled ``dockergate.built-by`` = the member. A classic build's
+    intermediate images (one per step, the final image's parents) carry no built-by
+    label (the gate's label is the last step's), so after ``docker rmi`` they become
+    untagged heads that neither ``rmi`` (built-by check) nor ``image prune`` (label
+    filter) of the member who made them can remove: ``docker rmi`` + ``docker image
+    prune -f`` no longer reclaims a build nothing else uses (it did before: dockerd
+    deleted the untagged parents)."""
+    m = users["mallory"]
+    tag = f"rv9a-chain-{_rand()}:latest"
+    r = first_round.build(
+        m,
+        f"t={tag}&rm=1",
+        f"FROM busybox\nRUN echo {_rand()} > /a\nRUN echo {_rand()} > /b\n",
+    )
+    assert r.status == 200, (r.status, r.body[-400:])
+    final = direct_client.images.get(tag).id
+    base = direct_client.images.get("busybox").id
+    mine = [i for i in _chain(direct_client, final) if i != base]
+    for i in mine:
+        cleanup.append(("image", i))
+    assert len(mine) >= 3, mine
+    r = m.request("DELETE", f"/v1.41/images/{tag}")
+    assert r.status == 200, (r.status, r.body)
+    for _ in range(3):
+        r = m.request("POST", "/v1.41/images/prune")
+        assert r.status == 200, (r.status, r.body)
+    left = []
+    for i in mine:
+        try:
+            direct_client.api.inspect_image(i)
+            left.append(i)
+        except Exception:
+            pass
+    assert not left, f"{len(left)} of {len(mine)} images of mallory's own build are left"
