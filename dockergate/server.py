@@ -202,24 +202,26 @@ class Gate:
             self.recheck_streams()
 
     def recheck_streams(self) -> None:
-        """Requests in progress whose user was disabled, removed or had the credential
-        revoked (or expired) are cut, connection and all: every request is checked when
-        it starts, but a stream (an exec shell, ``logs -f``, ``events``) has no end of
-        its own. Called when the user store changes, and by the sweeper. A store that
-        cannot be read (503) cuts nothing: new requests are refused meanwhile."""
+        """Requests in progress whose user was disabled, removed, given another profile,
+        or had the credential revoked (or expired) are cut, connection and all: every
+        request is checked when it starts, but a stream (an exec shell, ``logs -f``,
+        ``events``) has no end of its own. Called when the user store changes, and by
+        the sweeper. A store that cannot be read (503) cuts nothing: new requests are
+        refused meanwhile."""
         for task, conn in list(self.connections.items()):
             identity = conn.identity
             if identity is None:
                 continue
             try:
-                still = self.authenticator.authenticate(conn.peer, conn.token).name
+                now = self.authenticator.authenticate(conn.peer, conn.token)
+                still: tuple[str, str, bool] | None = (now.name, now.profile, now.admin)
             except Refusal as exc:
                 if exc.status == 503:
                     continue
                 still = None
-            if still != identity.name:
+            if still != (identity.name, identity.profile, identity.admin):
                 log.warning(
-                    "cut a request in progress of %s (%s): the user is no longer allowed in",
+                    "cut a request in progress of %s (%s): the user's access changed",
                     identity.name,
                     identity.method,
                 )

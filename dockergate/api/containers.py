@@ -227,8 +227,8 @@ async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
             source, _dest, read_only = bind_options(bind)
             if source and not source.startswith("/"):
                 shared = await volume_usable(ex, source, read_only, f"HostConfig.Binds={bind}")
-                if shared and read_only:
-                    bind += ",nocopy"  # see volume_usable
+                if shared and read_only and "nocopy" not in bind.split(":")[2].split(","):
+                    bind += ",nocopy"  # see volume_usable (dockerd allows one copy mode)
             binds.append(bind)
         host["Binds"] = binds
     await volume_mounts_usable(ex, host.get("Mounts"), "HostConfig.Mounts")

@@ -339,8 +339,8 @@ def prune_until(values: list[str]) -> int | None:
         if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
             return int(float(value))
         return int(datetime.fromisoformat(value).timestamp())
-    except ValueError:
-        raise Refusal(400, f"invalid until filter {value!r}") from None
+    except (ValueError, OverflowError):
+        raise Refusal(400, f"invalid until filter {value[:40]!r}") from None
 
 
 @handles("image.build_prune")

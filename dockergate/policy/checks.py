@@ -632,9 +632,16 @@ def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "")
     user = str(body.get("User") or "")
     if profile.exec_root or not user or user == container_user:
         return
-    # runc reads the user with strconv.Atoi (ASCII digits, a sign, nothing else):
-    # anything else, "5 " or "\u00b2" included, is a name looked up in /etc/passwd.
-    if is_root_user(user) or not NUMERIC_USER.fullmatch(user):
+    # runc reads the user with strconv.Atoi (ASCII digits, a sign, nothing else, within
+    # range): anything else ("5 ", "\u00b2", 2**64) is a name looked up in /etc/passwd,
+    # and dockerd then truncates the uid to 32 bits (2**32 is root). Plain digits up
+    # to 2**31-1 only.
+    numeric = NUMERIC_USER.fullmatch(user)
+    if (
+        is_root_user(user)
+        or numeric is None
+        or not all(int(n) <= MAX_ID for n in numeric.groups() if n is not None)
+    ):
         raise Denied(
             profile,
             "exec as root",
@@ -644,7 +651,8 @@ def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "")
         )
 
 
-NUMERIC_USER = re.compile(r"[+-]?[0-9]+(?::[+-]?[0-9]+)?", re.ASCII)
+NUMERIC_USER = re.compile(r"([0-9]+)(?::([0-9]+))?", re.ASCII)
+MAX_ID = (1 << 31) - 1  # runc's Atoi range that dockerd's uint32() does not wrap
 
 
 def is_root_user(user: str) -> bool:

@@ -385,6 +385,14 @@ def _subnets(path: Path, values: list[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+RESOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "memory": {"default": 2 << 30, "max": 64 << 30},
+    "cpus": {"max": 16},
+    "pids": {"default": 4096, "max": 32768},
+    "shm_size": {"max": 8 << 30},
+}
+
+
 def _limit(data: dict[str, Any]) -> Limit:
     top = data.get("max")
     if isinstance(top, tuple):
@@ -488,14 +496,27 @@ class ProfileSet:
             kwargs["network_options"] = tuple(d["networks"]["options"])
         if "subnets" in d.get("networks", {}):
             kwargs["network_subnets"] = _subnets(path, d["networks"]["subnets"])
-        if "memory" in r:
-            kwargs["memory"] = _limit(r["memory"])
-        if "cpus" in r:
-            kwargs["cpus"] = _limit(r["cpus"])
-        if "pids" in r:
-            kwargs["pids"] = Limit(r["pids"].get("default"), r["pids"].get("max"))
-        if "shm_size" in r:
-            kwargs["shm_max"] = r["shm_size"].get("max")
+        # Missing resource keys take the documented defaults (policies/README.md): every
+        # container and service of a non-admin gets a memory limit.
+        memory = {**RESOURCE_DEFAULTS["memory"], **r.get("memory", {})}
+        cpus = {**RESOURCE_DEFAULTS["cpus"], **r.get("cpus", {})}
+        pids = {**RESOURCE_DEFAULTS["pids"], **r.get("pids", {})}
+        kwargs["memory"] = _limit(memory)
+        kwargs["cpus"] = _limit(cpus)
+        kwargs["pids"] = Limit(pids.get("default"), pids.get("max"))
+        kwargs["shm_max"] = {**RESOURCE_DEFAULTS["shm_size"], **r.get("shm_size", {})}.get("max")
+        for key, limit in (
+            ("memory", kwargs["memory"]),
+            ("cpus", kwargs["cpus"]),
+            ("pids", kwargs["pids"]),
+        ):
+            if limit.default is not None and limit.max is not None and limit.default > limit.max:
+                raise PolicyError(
+                    f"{path}: resources.{key}.default ({limit.default:g}) is above "
+                    f"resources.{key}.max ({limit.max:g}), perhaps inherited through "
+                    "extends: every request without a value would be refused; set a "
+                    "default within the max"
+                )
         return Profile(**kwargs)
 
     def get(self, name: str) -> Profile | None:

@@ -268,6 +268,11 @@ def _chain(direct_client, image_id: str) -> list[str]:
     return out
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit: a member's rmi/prune keep untagged parents (noprune), which may be "
+    "another user's images; an admin's prune reclaims a classic build's intermediates",
+)
 def test_rmi_and_prune_reclaim_a_members_own_classic_build(users, direct_client, cleanup):
     """``image_delete`` now forwards ``noprune=1`` and ``image_prune`` deletes only
     dangling images labelled ``dockergate.built-by`` = the member. A classic build's
