@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 DEFAULT_STATE_DIR = "/var/lib/dockergate"
+POLICY_STATUS = "policies.json"  # in the state dir: see Gate.write_policy_status
 DEFAULT_UPSTREAM = "unix:///var/run/docker.sock"
 DEFAULT_SOCKET = "/run/dockergate/docker.sock"
 ENV_PREFIX = "DOCKERGATE_"

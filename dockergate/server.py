@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
 from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import AuditWriter
-from dockergate.config import Settings
+from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
@@ -76,12 +78,30 @@ class Gate:
             self.profiles = ProfileSet(self.profiles.directory)
         except PolicyError as exc:
             log.error("policy reload failed, keeping the previous rules: %s", exc)
+            self.write_policy_status(str(exc))
             return
         log.info(
             "policies reloaded from %s: %s",
             self.profiles.directory,
             ", ".join(self.profiles.profiles),
         )
+        self.write_policy_status(None)
+
+    def write_policy_status(self, error: str | None) -> None:
+        """``<state dir>/policies.json``: which directory the running gate reads its
+        profiles from and how the last load went, for ``dockergate policy reload``
+        (which otherwise only knows its own configuration)."""
+        status = {
+            "directory": str(self.profiles.directory),
+            "profiles": sorted(self.profiles.profiles),
+            "error": error,
+            "at": time.time(),
+        }
+        with contextlib.suppress(OSError):
+            path = self.settings.state_dir / POLICY_STATUS
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(status))
+            tmp.replace(path)
 
     def reload_server_cert(self) -> None:
         """SIGHUP: new TLS handshakes present the server certificate now on disk (after
@@ -186,6 +206,7 @@ class Gate:
         if not self.servers:
             raise RuntimeError("no listener configured: give --socket and/or --tls-listen")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self.write_policy_status(None)
         if hasattr(self.authenticator, "on_change"):
             self.authenticator.on_change = self.recheck_streams
         log.info("forwarding to %s", self.upstream.url)

@@ -68,6 +68,12 @@ def init(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: bool) -> 
     settings = ctx.settings()
     for line in done or [f"{settings.state_dir} is already initialised; nothing to do"]:
         click.echo(line)
+    if hostnames and not rotate_server_cert and not any("server certificate" in d for d in done):
+        click.echo(
+            "note: the server certificate already exists and was not changed; to add "
+            f"{', '.join(hostnames)}: dockergate init --rotate-server-cert --hostname NAME",
+            err=True,
+        )
     click.echo(
         f"admin bundle: DOCKER_HOST=tcp://HOST:PORT DOCKER_TLS_VERIFY=1 "
         f"DOCKER_CERT_PATH={settings.clients_dir / ADMIN_BUNDLE}"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
 
 from dockergate.cli import Context, pass_ctx
+from dockergate.config import POLICY_STATUS
 from dockergate.policy.checks import NodeFacts
 from dockergate.policy.compose import check_file
 from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped_policies_dir
@@ -71,14 +74,47 @@ def policy_validate(ctx: Context) -> None:
 @pass_ctx
 def policy_reload(ctx: Context) -> None:
     """Make the running gate re-read its profiles (SIGHUP); connections stay open."""
-    load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
-    pidfile = ctx.settings().state_dir / PIDFILE
+    settings = ctx.settings()
+    status_path = settings.state_dir / POLICY_STATUS
+    before = _status(status_path)
+    if before.get("directory"):
+        # The running gate's directory (a serve --policies-dir flag is not seen here).
+        try:
+            ProfileSet(Path(before["directory"]))
+        except PolicyError as exc:
+            raise click.ClickException(f"not reloaded: {exc}") from exc
+    else:
+        load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
+    pidfile = settings.state_dir / PIDFILE
     try:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"no running gate found through {pidfile}: {exc}") from exc
-    click.echo(f"sent SIGHUP to dockergate (pid {pid})")
+    deadline = time.monotonic() + 3
+    after = before
+    while time.monotonic() < deadline and after.get("at") == before.get("at"):
+        time.sleep(0.1)
+        after = _status(status_path)
+    if after.get("at") == before.get("at"):
+        click.echo(f"sent SIGHUP to dockergate (pid {pid}); it has not confirmed the reload")
+        return
+    if after.get("error"):
+        raise click.ClickException(
+            f"the gate kept its previous rules: {after['error']} (see its log)"
+        )
+    click.echo(
+        f"reloaded dockergate (pid {pid}): {', '.join(after.get('profiles') or [])} "
+        f"from {after.get('directory')}"
+    )
+
+
+def _status(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @click.command()

@@ -93,6 +93,17 @@ def user() -> None:
     """Register users, their profile, unix uid, certificates and tokens."""
 
 
+def root_uid_ok(settings: Settings, uid: int | None) -> None:
+    """uid 0 on the socket is the built-in admin while ``root_is_admin`` holds: a user
+    registered with it would never be who the gate sees."""
+    if uid == 0 and settings.root_is_admin:
+        raise click.ClickException(
+            "uid 0 is root, which the gate treats as the built-in admin (root_is_admin = "
+            "true): a user registered with it would never apply; set root_is_admin = false "
+            "first, or register another uid"
+        )
+
+
 @user.command("add")
 @audited("user add", options=("profile", "login", "uid"))
 @click.argument("name")
@@ -114,6 +125,7 @@ def add(ctx: Context, name: str, profile: str, login: str | None, uid: int | Non
             ) from None
     with opened(ctx) as (settings, store):
         profile_ok(settings, profile)
+        root_uid_ok(settings, uid)
         info = store.add_user(name, profile, uid)
     where = f", unix uid {info.unix_uid}" if info.unix_uid is not None else ""
     click.echo(f"added user {info.name!r} (profile {info.profile}{where})")

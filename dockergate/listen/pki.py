@@ -182,6 +182,9 @@ class CertificateAuthority:
         """Issue the listener's certificate (localhost, 127.0.0.1, ::1 + hostnames)."""
         if self.server_cert_path.exists() and self.server_key_path.exists() and not rotate:
             return False
+        if rotate and self.server_cert_path.exists():
+            # A rotation keeps the names clients already reach the gate by.
+            hostnames = [*self.server_names(), *hostnames]
         names: list[x509.GeneralName] = []
         seen: set[str] = set()
         for host in ["localhost", "127.0.0.1", "::1", *hostnames]:
@@ -201,6 +204,18 @@ class CertificateAuthority:
         _write(self.server_key_path, issued.key_pem, 0o600)
         _write(self.server_cert_path, issued.cert_pem, 0o644)
         return True
+
+    def server_names(self) -> list[str]:
+        """The DNS names and IP addresses the current server certificate is valid for."""
+        cert = x509.load_pem_x509_certificate(self.server_cert_path.read_bytes())
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [
+            *san.get_values_for_type(x509.DNSName),
+            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
+        ]
 
     def issue_client(self, user: str, days: int = CLIENT_DAYS) -> IssuedCert:
         return self._issue(user, days, ExtendedKeyUsageOID.CLIENT_AUTH)

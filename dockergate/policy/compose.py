@@ -8,7 +8,9 @@ with its service and rule, not only the first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,16 +151,63 @@ def network_body(network: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\})"
+)
+
+
+def interpolate(node: Any, env: Mapping[str, str]) -> Any:
+    """``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``,
+    ``${VAR:+alt}`` and ``$$`` in every string, as ``docker stack deploy`` substitutes
+    them from the environment before it sends anything (an unset variable is empty):
+    the check must see the values the gate will."""
+    if isinstance(node, dict):
+        return {key: interpolate(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value, env) for value in node]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+
+    def value(m: re.Match[str]) -> str:
+        if m.group("escaped"):
+            return "$"
+        name = m.group("plain") or m.group("name")
+        op, arg = m.group("op") or "", m.group("arg") or ""
+        current = env.get(name)
+        unset = current is None or (op.startswith(":") and current == "")
+        if op.endswith("-"):
+            return arg if unset else str(current)
+        if op.endswith("?"):
+            if unset:
+                raise ValueError(f"required variable {name} is not set: {arg}")
+            return str(current)
+        if op.endswith("+"):
+            return "" if unset else arg
+        return current or ""
+
+    return VARIABLE.sub(value, node)
+
+
+def check_host_network(profile: Profile) -> None:
+    if not profile.host_namespaces:
+        raise Denied(profile, "the host network", "networks", "host", "use a network of the stack")
+
+
 def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> list[Violation]:
     """Every violation in one file; ``facts`` sizes shares like "25%" (unknown: no cap)."""
     if profile.admin:
         return []
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = interpolate(yaml.safe_load(path.read_text()) or {}, os.environ)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
         return [Violation(str(path), "-", f"cannot read: {exc}", "file")]
     found: list[Violation] = []
     facts = facts or NodeFacts()
+    networks = {
+        key: str((net or {}).get("name") or key) if (net or {}).get("external") else ""
+        for key, net in (data.get("networks") or {}).items()
+    }
 
     def run(where: str, check: Callable[..., None], *args: Any) -> None:
         offline = OFFLINE.set(True)  # the team's bind paths need not exist here
@@ -172,8 +221,15 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
     for name, service in (data.get("services") or {}).items():
         if not isinstance(service, dict):
             continue
-        host = host_config(service)
+        try:
+            host = host_config(service)
+        except ValueError as exc:
+            found.append(Violation(str(path), name, str(exc), "value"))
+            continue
         run(name, check_image, profile, str(service.get("image") or ""), "image")
+        for key in service.get("networks") or []:
+            if networks.get(key) == "host":
+                run(name, check_host_network, profile)
         for key, value in host.items():
             if key not in ("Memory", "NanoCpus", "PidsLimit"):
                 run(name, check_host_config, profile, {key: value}, "service")

@@ -187,6 +187,11 @@ def test_profile_without_resources_keeps_the_documented_memory_default(
         cleanup(direct_client, "r9b-lab")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="left open: policy show prints the merged files after extends, not the built-in "
+    "defaults the gate adds to them (ulimits, admin flag, resource defaults)",
+)
 def test_policy_show_prints_the_effective_rules(tmp_path):
     """`policy show member` omits the rules applied by default (ulimits, admin, the
     cpus default): it prints the merged files, not what the gate enforces."""
@@ -204,11 +209,12 @@ def test_policy_reload_reports_that_the_gate_kept_the_old_rules(gate_factory, tm
     pol = policies_copy(tmp_path, {"lab": "description: lab\n"})
     g = gate_factory(extra_args=["--policies-dir", str(pol)])
     (pol / "lab.yaml").write_text("bogus: 1\n")
-    n = g.log_size()
     r = dg(g, "policy", "reload")
-    time.sleep(1.0)
-    assert "policy reload failed" in g.log(n)
-    assert r.returncode != 0, out(r)
+    # The CLI now reads the gate's own directory and refuses to signal it.
+    assert r.returncode != 0 and "not reloaded" in r.stderr and "lab.yaml" in r.stderr, out(r)
+    (pol / "lab.yaml").write_text("description: lab, edited\n")
+    r = dg(g, "policy", "reload")
+    assert r.returncode == 0 and "reloaded dockergate" in r.stdout and "lab" in r.stdout, out(r)
 
 
 # -- what works -----------------------------------------------------------------------------
