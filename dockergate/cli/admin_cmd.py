@@ -32,8 +32,7 @@ from dockergate.cli.init_cmd import ADMIN_BUNDLE
 from dockergate.cli.user_cmd import table
 from dockergate.config import Settings
 from dockergate.listen.tlsconfig import upstream_context
-from dockergate.policy.checks import human
-from dockergate.policy.model import PolicyError, ProfileSet, shipped_policies_dir
+from dockergate.policy.model import PolicyError, ProfileSet, human, shipped_policies_dir
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import Upstream, UpstreamError
 from dockergate.store.errors import StoreError

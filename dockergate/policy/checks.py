@@ -20,6 +20,7 @@ from dockergate.policy.model import (
     DEFAULT_CAPS,
     UNLIMITED,
     Profile,
+    human,
     normalise_cap,
     parse_size,
 )
@@ -54,15 +55,6 @@ def _cap_max(
 ) -> float | None:
     caps = [c for c in (limit_max, share * total if share and total else None) if c]
     return min(caps) if caps else None
-
-
-def human(n: float) -> str:
-    for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{int(n // size)}{unit}"
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f}g"
-    return str(int(n))
 
 
 # -- host access -------------------------------------------------------------------------

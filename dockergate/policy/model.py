@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,15 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 class PolicyError(Exception):
     """A profile file is wrong; the message names file, line and key."""
+
+
+def human(n: float) -> str:
+    for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)}{unit}"
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f}g"
+    return str(int(n))
 
 
 def parse_size(value: Any) -> int:
@@ -523,8 +533,71 @@ class ProfileSet:
         return self.profiles.get(name)
 
     def effective(self, name: str) -> dict[str, Any]:
-        """The merged rules after ``extends``, for ``dockergate policy show``."""
-        return self._resolved(name, [])
+        """The rules the gate applies for a profile, in the files' shape, for
+        ``dockergate policy show``: read back from the built profile, so the
+        defaults of missing keys and what ``extends`` brought are shown too."""
+        return rules_of(self.profiles[name])
+
+
+def rules_of(p: Profile) -> dict[str, Any]:
+    def size(limit: float | None) -> str | None:
+        return None if limit is None else human(limit)
+
+    def cap(limit: Limit, unit: Callable[[float | None], Any]) -> dict[str, Any]:
+        top = f"{limit.max_share * 100:g}%" if limit.max_share else unit(limit.max)
+        return {"default": unit(limit.default), "max": top}
+
+    return {
+        "description": p.description,
+        "admin": p.admin,
+        "containers": {
+            "privileged": p.privileged,
+            "host_namespaces": p.host_namespaces,
+            "cap_add": sorted(p.cap_add),
+            "unconfined": p.unconfined,
+            "devices": p.devices,
+            "device_paths": list(p.device_paths),
+            "sysctls": list(p.sysctls),
+            "cgroup_parent": p.cgroup_parent,
+            "runtimes": list(p.runtimes),
+            "oom_kill_disable": p.oom_kill_disable,
+            "oom_score_adj_min": p.oom_score_adj_min,
+            "ulimits": p.ulimits,
+            "log_drivers": list(p.log_drivers),
+            "published_ports": [f"{lo}-{hi}" for lo, hi in p.published_ports],
+            "registries": list(p.registries),
+            "on_managers": p.containers_on_managers,
+        },
+        "exec": {"privileged": p.exec_privileged, "root": p.exec_root},
+        "build": {"buildkit": p.buildkit},
+        "mounts": {
+            "binds": [{"path": b.path, "read_only": b.read_only} for b in p.binds],
+            "own_volumes": p.own_volumes,
+            "volume_drivers": list(p.volume_drivers),
+            "volume_driver_opts": p.volume_driver_opts,
+            "shared_volumes": [
+                {"name": v.name, "read_only": v.read_only} for v in p.shared_volumes
+            ],
+        },
+        "networks": {
+            "drivers": list(p.network_drivers),
+            "options": list(p.network_options),
+            "subnets": list(p.network_subnets),
+        },
+        "resources": {
+            "memory": cap(p.memory, size),
+            "swap": p.swap,
+            "cpus": cap(p.cpus, lambda n: n),
+            "pids": cap(p.pids, lambda n: None if n is None else int(n)),
+            "shm_size": {"max": size(p.shm_max)},
+        },
+        "quota": {
+            "memory": size(p.quota_memory),
+            "containers": p.quota_containers,
+            "services": p.quota_services,
+        },
+        "swarm": {"avoid_managers": p.avoid_managers},
+    }
 
 
 def normalise_cap(name: str) -> str:

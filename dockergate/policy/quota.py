@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 from dockergate.api import query as q
 from dockergate.api.ownership import OWNER_LABEL
-from dockergate.policy.checks import Denied, human, service_memory
-from dockergate.policy.model import Profile
+from dockergate.policy.checks import Denied, service_memory
+from dockergate.policy.model import Profile, human
 from dockergate.proxy.daemon import Daemon
 
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

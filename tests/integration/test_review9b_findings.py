@@ -187,11 +187,6 @@ def test_profile_without_resources_keeps_the_documented_memory_default(
         cleanup(direct_client, "r9b-lab")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="left open: policy show prints the merged files after extends, not the built-in "
-    "defaults the gate adds to them (ulimits, admin flag, resource defaults)",
-)
 def test_policy_show_prints_the_effective_rules(tmp_path):
     """`policy show member` omits the rules applied by default (ulimits, admin, the
     cpus default): it prints the merged files, not what the gate enforces."""
