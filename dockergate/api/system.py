@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
 
-from dockergate.api import query as q
 from dockergate.api.dispatch import handles
 from dockergate.api.exchange import Exchange
 from dockergate.api.ownership import (
@@ -29,6 +27,7 @@ from dockergate.api.ownership import (
 )
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied
+from dockergate.policy.quota import owned_containers, owner_filter
 from dockergate.proxy.daemon import Daemon
 
 SHARED_EVENT_TYPES = frozenset({"image", "builder"})
@@ -59,9 +58,8 @@ class EventOwnership:
 
     async def seed(self) -> None:
         """Remember the user's existing objects, so their removal events show."""
-        filters = q.encode_filters({"label": {f"{OWNER_LABEL}={self.user}": True}})
         for kind, path in LIST_PATHS.items():
-            reply = await self.daemon.get(f"{path}?filters={quote(filters, safe='')}")
+            reply = await self.daemon.get(f"{path}?filters={owner_filter(self.user)}")
             if not reply.ok:
                 continue
             items = reply.json()
@@ -211,12 +209,9 @@ async def info(ex: Exchange) -> None:
         data = json.loads(body)
         if not isinstance(data, dict):
             return body
-        filters = q.encode_filters({"label": {f"{OWNER_LABEL}={user}": True}})
-        reply = await ex.daemon.get(f"/containers/json?all=1&filters={quote(filters, safe='')}")
-        items = reply.json() if reply.ok else None
         states = [
             str(c.get("State") or "")
-            for c in (items if isinstance(items, list) else [])
+            for c in await owned_containers(ex.daemon, user)
             if not imprinted(await image_claim(ex.daemon, str(c.get("ImageID") or "")), user)
         ]
         data["Containers"] = len(states)

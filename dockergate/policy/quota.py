@@ -26,18 +26,19 @@ def user_lock(user: str) -> asyncio.Lock:
     return _locks[user]
 
 
-def _owner_filter(user: str) -> str:
+def owner_filter(user: str) -> str:
+    """``filters=`` (encoded) for the objects carrying ``user``'s owner label."""
     return quote(q.encode_filters({"label": {f"{OWNER_LABEL}={user}": True}}), safe="")
 
 
-async def _containers(daemon: Daemon, user: str) -> list[dict[str, Any]]:
-    reply = await daemon.get(f"/containers/json?all=1&filters={_owner_filter(user)}")
+async def owned_containers(daemon: Daemon, user: str) -> list[dict[str, Any]]:
+    reply = await daemon.get(f"/containers/json?all=1&filters={owner_filter(user)}")
     items = reply.json() if reply.ok else []
     return [c for c in items or [] if isinstance(c, dict)]
 
 
 async def _services(daemon: Daemon, user: str) -> list[dict[str, Any]]:
-    reply = await daemon.get(f"/services?filters={_owner_filter(user)}")
+    reply = await daemon.get(f"/services?filters={owner_filter(user)}")
     if not reply.ok:  # not a swarm manager: no services here
         return []
     return [s for s in reply.json() or [] if isinstance(s, dict)]
@@ -73,7 +74,7 @@ async def _container_memory(
 
 
 async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[str, Any]:
-    containers = await _containers(daemon, user)
+    containers = await owned_containers(daemon, user)
     services = await _services(daemon, user)
     nodes = await _nodes(daemon) if services else 1
     return {
