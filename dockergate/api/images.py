@@ -220,6 +220,14 @@ def tag_reference(repo: str, tag: str) -> str:
     return f"{name}:{tag or own or 'latest'}"
 
 
+async def image_labels_of(ex: Exchange, reference: str) -> dict[str, str] | None:
+    """The labels of the image ``reference`` names now (who built it); None if none."""
+    found = await ex.daemon.get(f"/images/{ref(reference)}/json")
+    if not found.ok:
+        return None
+    return dict(((found.json() or {}).get("Config") or {}).get("Labels") or {})
+
+
 async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
     """A name a user gives an image must be new, or name an image that user built or
     committed: moving a tag replaces the image everyone else runs under it
@@ -228,11 +236,9 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
         return
     reference = tag_reference(repo, tag)
     check_not_a_build_base(ex, reference)
-    existing = await ex.daemon.get(f"/images/{ref(reference)}/json")
-    if not existing.ok:
+    labels = await image_labels_of(ex, reference)
+    if labels is None:
         return
-    image = existing.json()
-    labels = ((image or {}).get("Config") or {}).get("Labels") or {}
     if ex.identity.name in (labels.get(BUILT_BY_LABEL), labels.get(OWNER_LABEL)):
         return
     raise Refusal(
@@ -259,10 +265,9 @@ async def image_delete(ex: Exchange) -> None:
             403, f"{who(ex)} may not force-remove an image: admins only; remove it without -f"
         )
     check_not_a_build_base(ex, name)  # an ID is no tag: registering it changes nothing
-    found = await ex.daemon.get(f"/images/{ref(name)}/json")
-    if not found.ok:
+    labels = await image_labels_of(ex, name)
+    if labels is None:
         raise Refusal(404, f"No such image: {name}")
-    labels = ((found.json() or {}).get("Config") or {}).get("Labels") or {}
     if labels.get(BUILT_BY_LABEL) != ex.identity.name:
         raise Refusal(
             403,
@@ -379,10 +384,9 @@ async def check_pull_target(ex: Exchange, image: str, tag: str) -> None:
         # user's code; and a member's build of ``python:3.12`` (before anyone pulled
         # it) must not keep everyone else from the real image.
         return
-    existing = await ex.daemon.get(f"/images/{ref(f'{name}:{tag or own}')}/json")
-    if not existing.ok:
+    labels = await image_labels_of(ex, f"{name}:{tag or own}")
+    if labels is None:
         return
-    labels = (((existing.json() or {}).get("Config") or {}).get("Labels")) or {}
     author = labels.get(BUILT_BY_LABEL)
     if author and author != ex.identity.name:
         raise Refusal(
