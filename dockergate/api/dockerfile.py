@@ -226,16 +226,10 @@ def url_sources(instruction: Instruction, *, trigger: bool = False, depth: int =
     escape characters count there (``trigger``)."""
     ins = instruction
     if ins.keyword == "onbuild":
-        # dockerd stores the rest of the line as the trigger text (trigger_instructions).
-        # A trigger may itself be an ONBUILD (a commit's OnBuild can hold one, and the
-        # child build re-stores it); dockerd refuses a chain deeper than that.
-        if depth >= 2:
+        inner = nested_trigger(ins, depth)
+        if inner is None:
             return [ins.rest]
-        return [
-            source
-            for inner in trigger_instructions(ins.rest)
-            for source in url_sources(inner, trigger=True, depth=depth + 1)
-        ]
+        return [source for i in inner for source in url_sources(i, trigger=True, depth=depth + 1)]
     if ins.keyword != "add":
         return []
     words = ins.words()
@@ -245,6 +239,15 @@ def url_sources(instruction: Instruction, *, trigger: bool = False, depth: int =
     return problems
 
 
+def nested_trigger(onbuild: Instruction, depth: int) -> list[Instruction] | None:
+    """An ``ONBUILD``'s trigger, read as the build that runs it reads it: dockerd
+    stores the rest of the line as the trigger text (``trigger_instructions``). A
+    trigger may itself be an ONBUILD (a commit's OnBuild can hold one, and the child
+    build re-stores it); dockerd refuses a chain deeper than that: None, which the
+    callers treat as refused."""
+    return None if depth >= 2 else trigger_instructions(onbuild.rest)
+
+
 def writes_gate_labels(instruction: Instruction, *, depth: int = 0) -> bool:
     """Whether a ``LABEL`` (or a trigger of one) could write a ``dockergate.*`` label:
     its text names one once quotes are gone (dockerd shell-processes label keys:
@@ -252,11 +255,8 @@ def writes_gate_labels(instruction: Instruction, *, depth: int = 0) -> bool:
     (``$`` substitution, an escape character of either kind)."""
     ins = instruction
     if ins.keyword == "onbuild":
-        if depth >= 2:  # deeper than dockerd chains triggers (see url_sources)
-            return True
-        return any(
-            writes_gate_labels(inner, depth=depth + 1) for inner in trigger_instructions(ins.rest)
-        )
+        inner = nested_trigger(ins, depth)
+        return inner is None or any(writes_gate_labels(i, depth=depth + 1) for i in inner)
     if ins.keyword != "label":
         return False
     text = ins.rest.replace('"', "").replace("'", "").lower()
