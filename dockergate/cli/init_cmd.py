@@ -28,6 +28,11 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
         done.append(f"issued server certificate {ca.server_cert_path}")
         if rotate_server_cert:
             done.append(_tell_running_gate(settings.state_dir / PIDFILE))
+    elif hostnames:
+        done.append(
+            "note: the server certificate already exists and was not changed; to add "
+            f"{', '.join(hostnames)}: dockergate init --rotate-server-cert --hostname NAME"
+        )
     admin_dir = settings.clients_dir / ADMIN_BUNDLE
     if not (admin_dir / "cert.pem").exists():
         issued = ca.issue_client(ADMIN_BUNDLE, days=3650)
@@ -68,12 +73,6 @@ def init(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: bool) -> 
     settings = ctx.settings()
     for line in done or [f"{settings.state_dir} is already initialised; nothing to do"]:
         click.echo(line)
-    if hostnames and not rotate_server_cert and not any("server certificate" in d for d in done):
-        click.echo(
-            "note: the server certificate already exists and was not changed; to add "
-            f"{', '.join(hostnames)}: dockergate init --rotate-server-cert --hostname NAME",
-            err=True,
-        )
     click.echo(
         f"admin bundle: DOCKER_HOST=tcp://HOST:PORT DOCKER_TLS_VERIFY=1 "
         f"DOCKER_CERT_PATH={settings.clients_dir / ADMIN_BUNDLE}"
