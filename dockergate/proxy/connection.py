@@ -87,6 +87,7 @@ FINITE_ROUTES = frozenset(
         "system.df",
     }
 )
+FINITE_HOLD = 1 << 20  # a finite answer goes out in writes of at least this (or whole)
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 << 20
 
@@ -462,7 +463,8 @@ class ClientConnection:
                     w.write(head)
                     await self._watching_client(relay_events(conn.reader, w, ex.event_filter))
                 elif ex.route is not None and ex.route.name in FINITE_ROUTES:
-                    await relay_chunked_raw(conn.reader, w, head)  # ends by itself: no watcher
+                    # Ends by itself: no watcher, and one write for the whole answer.
+                    await relay_chunked_raw(conn.reader, w, head, hold=FINITE_HOLD)
                 else:
                     await self._watching_client(relay_chunked_raw(conn.reader, w, head))
             else:  # delimited by the daemon closing the connection

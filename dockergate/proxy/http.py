@@ -488,7 +488,7 @@ class ChunkScanner:
 
 
 async def relay_chunked_raw(
-    reader: asyncio.StreamReader, writer: Writer, head: bytes = b""
+    reader: asyncio.StreamReader, writer: Writer, head: bytes = b"", hold: int = 0
 ) -> None:
     """Pass a chunked body through byte for byte, writing whatever has arrived at once.
 
@@ -499,21 +499,31 @@ async def relay_chunked_raw(
     ``head`` (the response head) shares the first write with the body bytes that came
     with it: one syscall and one wake-up of the client fewer per answer. If no body
     byte is there yet, the head goes out alone at once: a quiet stream (``logs -f``,
-    ``events``) must not hold back its head."""
-    if head and not reader._buffer:  # type: ignore[attr-defined]
+    ``events``) must not hold back its head.
+
+    ``hold`` is for answers that end by themselves (lists, inspects): their bytes are
+    kept until the end, or until ``hold`` bytes wait, and go out in one write. Go's
+    server sends a 40 kB list as ten 4 kB chunks, often read one by one, and the
+    client parses nothing before the end anyway: one wake-up of the client instead of
+    ten."""
+    if head and not hold and not reader._buffer:  # type: ignore[attr-defined]
         writer.write(head)
         head = b""
     scanner = ChunkScanner()
+    held: list[bytes] = [head] if head else []
+    size = len(head)
     while True:
         data = await reader.read(READ_SIZE)
         if not data:
             raise HTTPError(502, "daemon closed the stream in the middle of a chunked body")
         used, done = scanner.feed(data)
-        out = data if used == len(data) else data[:used]
-        if head:
-            out, head = head + out, b""
-        writer.write(out)
-        await writer.drain()
+        held.append(data if used == len(data) else data[:used])
+        size += used
+        if done or size >= hold:
+            writer.write(held[0] if len(held) == 1 else b"".join(held))
+            held.clear()
+            size = 0
+            await writer.drain()
         if done:
             unread(reader, data[used:])
             return
