@@ -80,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     harness = Harness(Path(args.workdir), docker_host=args.docker_host)
     if args.gate_ref:
         harness.gate_src = export_ref(git["gate_sha"], Path(args.workdir))
-    if args.gate_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        print("--gate-loop uvloop: pip install -r bench/requirements.txt", file=sys.stderr)
+    have_uvloop = importlib.util.find_spec("uvloop") is not None
+    if args.gate_loop == "uvloop" and not have_uvloop:
+        print("--gate-loop uvloop: uvloop is not installed in the venv", file=sys.stderr)
         return 2
     harness.gate_loop = args.gate_loop
-    git["gate_loop"] = args.gate_loop
+    # The loop the gate runs on ("auto" is uvloop when the venv has it, as for users).
+    git["gate_loop"] = (
+        args.gate_loop if args.gate_loop != "auto" else ("uvloop" if have_uvloop else "asyncio")
+    )
     report: dict[str, Any] = {}
     try:
         harness.start()
@@ -94,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         report["machine_load"] = load.result()
         if args.profile_gate:
             src = harness.gate_src or REPO
-            report["gate_profile"] = profile_gate(ctx, args.profile_gate, args.json_out, src)
+            report["gate_profile"] = profile_gate(
+                ctx, args.profile_gate, args.json_out, src, args.profile_load
+            )
         report.update(build_report(ctx, harness, profile, git, started, args, sorted(only)))
     except KeyboardInterrupt:
         log("interrupted: stopping everything the benchmark started")
@@ -138,9 +144,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--gate-loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="run the (unchanged) gate on this event loop: an experiment for issue 8",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the gate's event_loop setting (default auto: uvloop, a dependency, as users run it)",
     )
     ap.add_argument("--only", help=f"comma-separated groups among {','.join(GROUPS)}")
     ap.add_argument(
@@ -148,6 +154,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         metavar="SECONDS",
         help="afterwards, py-spy the gate under the 16-connection _ping load",
+    )
+    ap.add_argument(
+        "--profile-load",
+        choices=sorted(PROFILE_LOADS),
+        default="ping",
+        help="the load --profile-gate samples under (default ping; the list and inspect "
+        "loads need the list or inspect group in --only, which makes their containers)",
     )
     ap.add_argument(
         "--json-out",
@@ -272,8 +285,26 @@ def export_ref(sha: str, workdir: Path) -> Path:
 # -- profiling -------------------------------------------------------------------------
 
 
-def profile_gate(ctx: sc.Context, seconds: float, json_out: str, src: Path) -> dict[str, Any]:
-    """py-spy the gate while the 16-connection _ping load runs; summarise the stacks."""
+# What --profile-load runs: (request, connections, as the member?).
+PROFILE_LOADS: dict[str, tuple[bytes, int, bool]] = {
+    "ping": (sc.PING, 16, False),
+    "list-admin": (sc.LIST_ALL, 4, False),
+    "list-member": (sc.LIST_ALL, 4, True),
+    "inspect-admin": (h.request_bytes("GET", "/containers/dgbench-c-0000/json"), 1, False),
+    "inspect-member": (h.request_bytes("GET", "/containers/dgbench-m-000/json"), 1, True),
+}
+
+
+def profile_gate(
+    ctx: sc.Context, seconds: float, json_out: str, src: Path, load_name: str = "ping"
+) -> dict[str, Any]:
+    """py-spy the gate while one of PROFILE_LOADS runs; summarise the stacks."""
+    request, conns, as_member = PROFILE_LOADS[load_name]
+    uid = None
+    if as_member:
+        if ctx.member is None:
+            return {"error": f"--profile-load {load_name}: no member ({ctx.member_detail})"}
+        uid = ctx.member.uid
     pyspy = VENV_BIN / "py-spy"
     exe = str(pyspy) if pyspy.exists() else shutil.which("py-spy")
     if exe is None:
@@ -282,21 +313,21 @@ def profile_gate(ctx: sc.Context, seconds: float, json_out: str, src: Path) -> d
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = Path(json_out).parent if json_out not in ("", "auto") else REPO / "bench" / "results"
     base.mkdir(parents=True, exist_ok=True)
-    raw = base / f"{stamp}-gate-ping.pyspy.txt"
+    raw = base / f"{stamp}-gate-{load_name}.pyspy.txt"
     pid = ctx.pids["gate"]
-    log(f"profiling the gate (pid {pid}) for {seconds:.0f}s under the _ping load")
+    log(f"profiling the gate (pid {pid}) for {seconds:.0f}s under the {load_name} load")
     spy = subprocess.Popen(
         [exe, "record", "--pid", str(pid), "--rate", "50", "--duration", str(int(seconds)),
          "--format", "raw", "--output", str(raw)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     time.sleep(1.0)
-    load = h.throughput(ctx.gate.path, sc.PING, ctx.profile.ping_conns, seconds, warmup=0)
+    load = h.throughput(ctx.gate.path, request, conns, seconds, warmup=0, uid=uid)
     _, err = spy.communicate(timeout=60)
     if spy.returncode != 0 or not raw.exists():
         return {"error": f"py-spy failed: {err.decode(errors='replace')[-500:]}"}
     summary = summarise_stacks(raw.read_text(), src=src)
-    summary.update(file=str(raw), rps_while_profiled=load.rps, seconds=seconds)
+    summary.update(file=str(raw), rps_while_profiled=load.rps, seconds=seconds, load=load_name)
     return summary
 
 
@@ -448,7 +479,7 @@ def render_table(report: dict[str, Any]) -> str:
         "",
         f"dockergate bench — {report['started']} — gate {g.get('gate_source')} "
         f"{g.get('short')}{dirty}"
-        + (f" on {loop}" if (loop := g.get("gate_loop", "asyncio")) != "asyncio" else "")
+        + f" on {g.get('gate_loop', 'asyncio')}"
         + f" — {report['profile']['name']} run, "
         f"{report['profile']['rounds']} rounds, {report['seconds']:.0f}s",
         f"machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('mem_gib')} GiB, "
@@ -502,7 +533,8 @@ def render_table(report: dict[str, Any]) -> str:
 
 def render_profile(prof: dict[str, Any]) -> str:
     lines = [
-        f"gate profile under _ping load ({prof['samples']} main-thread samples, "
+        f"gate profile under the {prof.get('load', 'ping')} load ({prof['samples']} "
+        "main-thread samples, "
         f"{prof.get('other_thread_samples', 0)} in worker threads left out; "
         + (f"{rps:,.0f} req/s while sampled; " if (rps := prof.get("rps_while_profiled")) else "")
         + f"{prof['file']}):"
@@ -524,7 +556,7 @@ def json_path(option: str, git: dict[str, Any], started: float) -> Path | None:
         return Path(option)
     stamp = datetime.fromtimestamp(started, UTC).strftime("%Y%m%dT%H%M%SZ")
     dirty = "-dirty" if git.get("dirty") else ""
-    loop = "-uvloop" if git.get("gate_loop") == "uvloop" else ""
+    loop = "-asyncio" if git.get("gate_loop") == "asyncio" else ""
     name = f"{stamp}-{git.get('short', 'nogit')}{dirty}{loop}.json"
     return REPO / "bench" / "results" / name
 

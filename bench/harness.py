@@ -37,16 +37,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-_UVLOOP_BOOT = """\
-import asyncio, sys
-import uvloop
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-from dockergate.cli import main
-sys.argv[0] = "dockergate"
-main()
-"""
-
-
 class SetupError(Exception):
     pass
 
@@ -248,7 +238,7 @@ class Harness:
     member_name: str = "benchmember"
     member_error: str | None = "not tried"
     gate_src: Path | None = None  # an exported git ref to run instead of the work tree
-    gate_loop: str = "asyncio"  # or "uvloop": run the unchanged gate on uvloop's loop
+    gate_loop: str = "auto"  # the gate's event_loop setting: auto (what users get), asyncio, uvloop
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -295,16 +285,14 @@ class Harness:
 
     def gate_command(self) -> tuple[list[str], dict[str, str]]:
         """How to run ``dockergate``: the venv's python on the work tree (editable
-        install) or on an exported ref, optionally under uvloop (an experiment: the
-        gate itself does not choose its loop)."""
+        install) or on an exported ref, with the event loop asked for."""
         python = VENV_BIN / "python"
         if not python.exists():
             raise SetupError(f"{python} missing: create the venv and `pip install -e .` in {REPO}")
         env = dict(os.environ)
         if self.gate_src is not None:
             env["PYTHONPATH"] = str(self.gate_src)
-        if self.gate_loop == "uvloop":
-            return [str(python), "-c", _UVLOOP_BOOT], env
+        env["DOCKERGATE_EVENT_LOOP"] = self.gate_loop
         return [str(python), "-m", "dockergate"], env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

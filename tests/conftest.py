@@ -198,7 +198,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., Gate]]:
     """Start extra gates for one test: gate_factory(upstream=None, *, tls=True,
     extra_args=(), state_dir=None, init=True, wait=True, tls_host="127.0.0.1",
-    tls_port=None). Each is stopped (SIGTERM) at the end of the test, which fails if
+    tls_port=None, env=None). Each is stopped (SIGTERM) at the end of the test, which fails if
     it had crashed."""
     started: list[Gate] = []
 
@@ -212,6 +212,7 @@ def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., 
         wait: bool = True,
         tls_host: str = "127.0.0.1",
         tls_port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> Gate:
         g = new_gate(
             session_dir,
@@ -221,6 +222,7 @@ def gate_factory(session_dir: Path, docker_host: str) -> Iterator[Callable[..., 
             state_dir=state_dir,
             tls_host=tls_host,
             tls_port=tls_port,
+            env=env,
         )
         if init and not state_dir:
             g.init()

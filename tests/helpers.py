@@ -224,6 +224,7 @@ class Gate:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     tls_host: str = "127.0.0.1"  # any loopback address (127.0.0.2: a second "node")
+    env: dict[str, str] = field(default_factory=dict)  # added to the serve process's
     proc: subprocess.Popen[bytes] | None = None
     _log_file: Any = None
 
@@ -300,7 +301,11 @@ class Gate:
         argv += self.extra_args
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None,
         )
         if wait:
             self.wait_ready()
@@ -390,6 +395,7 @@ def new_gate(
     state_dir: str | os.PathLike[str] | None = None,
     tls_host: str = "127.0.0.1",
     tls_port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Gate:
     """A Gate (not started) in a fresh world-traversable directory under ``base``."""
     d = Path(tempfile.mkdtemp(prefix="g", dir=base))
@@ -402,6 +408,7 @@ def new_gate(
         log_path=d / "gate.log",
         extra_args=list(extra_args),
         tls_host=tls_host,
+        env=dict(env or {}),
     )
 
 
