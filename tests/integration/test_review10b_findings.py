@@ -247,6 +247,49 @@ def test_finding_gpu_refusal_is_readable(cli, people):
     assert "{'" not in r.stderr and "None" not in r.stderr, r.stderr
 
 
+def test_finding_swarm_inspect_for_members_without_join_tokens(cli, people, gate):
+    """`GET /swarm` is admin-only because it holds the join tokens, so for a member
+    `docker swarm ca` and, in docker-py, merely touching `client.swarm` (its constructor
+    calls reload(): `client.swarm.attrs`, `client.swarm.version`) fail with "may not
+    swarm.inspect: admins only". Scripts use it to read the swarm's ID, spec and
+    version. Answer members with the JoinTokens removed instead of 403."""
+    import subprocess
+
+    if subprocess.run([PY, "-c", "import docker"], check=False).returncode != 0:
+        pytest.skip("no docker-py for the system python")
+    script = (
+        "import docker\n"
+        f"c = docker.DockerClient(base_url={gate.unix_url!r}, version='auto')\n"
+        "a = c.swarm.attrs\n"
+        "assert a.get('ID'), a\n"
+        "assert 'SWMTKN' not in repr(a), 'join tokens shown to a member'\n"
+        "print('SWARM-OK')\n"
+    )
+    u = people["member"]
+    r = subprocess.run(
+        ["setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--init-groups", PY, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"},
+    )
+    assert "SWARM-OK" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("net", ["none", "host"])
+def test_finding_builtin_networks_can_be_inspected(cli, people, net):
+    """A member's container runs on Docker's built-in networks (`--network none`, the
+    default bridge), but `docker network inspect none` (or `bridge`, `host`) answers
+    "network none not found" and `docker network ls` shows none of them: they carry
+    no owner label, so they count as admins' objects. They belong to nobody and hold
+    nothing secret; let every user list and inspect them (still refusing `host` use
+    where the profile says so)."""
+    ok(member(cli, people, ["run", "--rm", "--network", "none", "busybox", "true"]))
+    r = member(cli, people, ["network", "inspect", "-f", "{{.Name}}", net])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == net
+
+
 # =========================================================================== works
 
 
