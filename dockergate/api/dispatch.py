@@ -11,9 +11,11 @@ Order, for every request:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from dockergate.api import query as q
@@ -21,9 +23,12 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.ownership import (
     INSPECT,
     OWNER_LABEL,
+    RESERVED_PREFIX,
     NotFound,
     Resolved,
+    may_touch,
     remember_removal,
+    resolve,
     resolve_owned,
 )
 from dockergate.listen.identity import Refusal
@@ -79,20 +84,52 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
     kind = kind or ex.route.kind
     assert kind is not None
     if ex.route.name in INSPECT_ROUTES and ex.req.method == "GET":
-        # The resolving inspect *is* the request: answer with it (one daemon round-trip).
-        api = f"/v{ex.version}" if ex.version else ""
-        found = await resolve_owned(
-            ex.daemon, ex.identity, kind, ex.params["id"], api=api, query=ex.req.query
-        )
-        if found.reply is not None:
-            ex.raw_reply = found.reply.relay()
-        ex.object_id = found.id
-        return found
+        return await inspect_object(ex, kind)
     found = await resolve_owned(ex.daemon, ex.identity, kind, ex.params["id"])
     ex.object_id = found.id
     if ex.req.method == "DELETE":
         remember_removal(found)  # for its events, replayed once it is gone
     ex.forward_to(route_path(ex.route.pattern, {**ex.params, "id": found.id}))
+    return found
+
+
+Readable = Callable[[Exchange, Resolved], Awaitable[dict[str, Any] | None]]
+
+
+async def inspect_object(ex: Exchange, kind: str, readable: Readable | None = None) -> Resolved:
+    """``GET /{kind}/{id}``: the resolving inspect *is* the request, so its answer is
+    the reply (one daemon round-trip).
+
+    ``readable`` lets a kind show a non-admin an object that is not theirs but is
+    everyone's to read (a profile's shared volume, Docker's built-in networks): it
+    returns the object as that user may see it, or None. Non-admins get volumes and
+    networks without the gate's labels: docker-compose compares an existing
+    object's labels with the compose file's and warned, on every command, that the
+    owner label "has changed"."""
+    api = f"/v{ex.version}" if ex.version else ""
+    found = await resolve(ex.daemon, kind, ex.params["id"], api=api, query=ex.req.query)
+    if found is None:
+        raise NotFound(kind, ex.params["id"])
+    shown = found.obj
+    if not may_touch(ex.identity, found.owner):
+        public = await readable(ex, found) if readable is not None else None
+        if public is None:
+            raise NotFound(kind, ex.params["id"])
+        shown = public
+    ex.object_id = found.id
+    if found.reply is None:
+        return found
+    if not ex.admin and kind in ("volume", "network"):
+        labels = shown.get("Labels")
+        if isinstance(labels, dict) and any(k.startswith(RESERVED_PREFIX) for k in labels):
+            shown = {
+                **shown,
+                "Labels": {k: v for k, v in labels.items() if not k.startswith(RESERVED_PREFIX)},
+            }
+    if shown is found.obj:
+        ex.raw_reply = found.reply.relay()
+    else:
+        ex.raw_reply = found.reply.relay(json.dumps(shown).encode() + b"\n")
     return found
 
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dockergate.api.containers import endpoint_network
-from dockergate.api.dispatch import handles, own_filters, owned_object, referenced_owned
+from dockergate.api.dispatch import (
+    handles,
+    inspect_object,
+    own_filters,
+    owned_object,
+    referenced_owned,
+)
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import check_not_a_build_network
 from dockergate.api.labels import stamp
+from dockergate.api.ownership import Resolved
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_network
+from dockergate.policy.quota import owned_containers
+
+# Docker's own networks, by name and driver: nobody's, and everyone's containers use
+# them (``--network none``, the default bridge, Swarm's ingress).
+DOCKER_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null", "docker_gwbridge": "bridge"}
 
 
 @handles("network.list", "network.prune")
@@ -16,6 +30,28 @@ async def network_list(ex: Exchange) -> None:
     own_filters(ex)
     if ex.route_name == "network.prune" and not ex.admin:
         check_not_a_build_network(ex, f"user:{ex.identity.name}")
+
+
+@handles("network.inspect")
+async def network_inspect(ex: Exchange) -> None:
+    if not ex.admin:
+        await inspect_object(ex, "network", builtin_network)
+
+
+async def builtin_network(ex: Exchange, found: Resolved) -> dict[str, Any] | None:
+    """A built-in network, as a non-admin may see it: with only their own containers
+    among its ``Containers`` (the others' names and addresses are theirs)."""
+    obj = found.obj
+    name, driver = obj.get("Name"), obj.get("Driver")
+    builtin = obj.get("Ingress") is True or (
+        isinstance(name, str) and DOCKER_NETWORKS.get(name) == driver
+    )
+    if found.owner is not None or not builtin:
+        return None
+    mine = {c.get("Id") for c in await owned_containers(ex.daemon, ex.identity.name)}
+    members = obj.get("Containers")
+    members = members if isinstance(members, dict) else {}
+    return {**obj, "Containers": {k: v for k, v in members.items() if k in mine}}
 
 
 @handles("network.delete")

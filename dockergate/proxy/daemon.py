@@ -36,11 +36,12 @@ class DaemonReply:
         self.body = body
         self.response = response
 
-    def relay(self) -> bytes:
+    def relay(self, body: bytes | None = None) -> bytes:
         """The daemon's answer as the client would have had it (headers kept, framed by
-        length): lets the gate answer an inspect with the inspect it just made."""
+        length): lets the gate answer an inspect with the inspect it just made (or
+        with ``body``, what the gate lets the caller see of it)."""
         assert self.response is not None
-        return with_length(self.response, self.body)
+        return with_length(self.response, self.body if body is None else body)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
