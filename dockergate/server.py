@@ -16,8 +16,9 @@ from typing import Any
 
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
+from dockergate.api.volumes import seed_volume_claims
 from dockergate.audit.record import RequestRecord
-from dockergate.audit.writer import AuditWriter
+from dockergate.audit.writer import AuditWriter, writer_of
 from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import start_tls, start_unix
@@ -28,6 +29,7 @@ from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
+from dockergate.store.repository import Store
 
 log = logging.getLogger("dockergate")
 SWEEP_INTERVAL = 5.0
@@ -56,6 +58,16 @@ class Gate:
         self.streams = 0
         self.metrics = Metrics(self)
         self.sinks: list[Callable[[RequestRecord], None]] = [self.metrics.observe]
+
+    @property
+    def store(self) -> Store | None:
+        """The store handle: the audit writer's, else the authenticator's (None for a
+        gate run without one, as some tests do)."""
+        writer = writer_of(self.sinks)
+        if writer is not None:
+            return writer.store
+        store = getattr(self.authenticator, "store", None)
+        return store if isinstance(store, Store) else None
 
     # -- profiles ----------------------------------------------------------------------
     def profile_for(self, identity: Identity) -> Profile:
@@ -278,6 +290,12 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     audit = AuditWriter.for_settings(settings)  # the audit log, written off the request path
     gate.sinks.append(audit)
     audit.start()
+    store = gate.store
+    seeding = (
+        asyncio.get_running_loop().create_task(seed_volume_claims(gate.daemon, store))
+        if store is not None
+        else None
+    )
     # Start-up leaves ~90,000 long-lived objects (SQLAlchemy, click, the schema tables);
     # a full collection walks them all, a 20-50 ms stall of every request in flight.
     # Frozen, the collector only walks what requests allocate.
@@ -298,6 +316,8 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
         if pidfile is not None:
             with contextlib.suppress(OSError):
                 pidfile.unlink()
+        if seeding is not None:
+            seeding.cancel()
         log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
         await gate.shutdown()
         await audit.stop()  # after the last request: every record is written

@@ -20,7 +20,6 @@ from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import writer_of
 from dockergate.listen.identity import Refusal
 from dockergate.store.errors import StoreError
-from dockergate.store.repository import Store
 
 PURGE_PATH = "/_dockergate/purge"
 
@@ -62,20 +61,11 @@ async def purge_handler(ex: Exchange) -> None:
     ex.reply = (200, report.as_dict())
 
 
-def _store(ex: Exchange) -> Store | None:
-    """The gate's store handle: the audit writer's, else the authenticator's."""
-    writer = writer_of(ex.gate.sinks) if ex.gate is not None else None
-    if writer is not None:
-        return writer.store
-    store = getattr(ex.gate.authenticator, "store", None) if ex.gate is not None else None
-    return store if isinstance(store, Store) else None
-
-
 @handles("gate.usage")
 async def usage_handler(ex: Exchange) -> None:
     """Usage of every registered user and every owner label on this engine."""
     assert ex.gate is not None
-    store = _store(ex)
+    store = ex.gate.store
     if store is None:
         raise Refusal(503, "usage: this gate has no user store")
     try:

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
-from dockergate.api.dispatch import handles, own_filters, who
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from dockergate.api import query as q
+from dockergate.api.dispatch import handles, inspect_object, own_filters, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
-from dockergate.api.ownership import resolve
+from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_volume_driver
+from dockergate.proxy.daemon import Daemon
+from dockergate.proxy.upstream import UpstreamError
+from dockergate.store.errors import StoreError
+from dockergate.store.repository import Store
+
+log = logging.getLogger(__name__)
+NAME_MAX = 255  # the store's column; dockerd sets no limit, no real name comes near
 
 
 @handles("volume.list", "volume.prune")
 async def volume_list(ex: Exchange) -> None:
     own_filters(ex)
+
+
+@handles("volume.inspect")
+async def volume_inspect(ex: Exchange) -> None:
+    """One's own volumes, and the shared volumes of one's profile: those are mounted
+    by name, and docker-compose inspects an ``external`` volume before it starts."""
+    if not ex.admin:
+        await inspect_object(ex, "volume", shared_volume)
+
+
+async def shared_volume(ex: Exchange, found: Resolved) -> dict[str, Any] | None:
+    if any(v.name == found.id for v in ex.profile.shared_volumes):
+        return found.obj
+    return None
 
 
 @handles("volume.create")
@@ -37,4 +64,65 @@ async def volume_create(ex: Exchange) -> None:
             existing = await resolve(ex.daemon, "volume", name)
             if existing is not None and existing.owner != ex.identity.name:
                 raise Refusal(409, f"a volume named {name!r} already exists; choose another name")
+            await claim_name(ex, name, "Name", mine=existing is not None)
+    elif body.get("Name"):
+        await claim_name(ex, str(body["Name"]), "Name")
     ex.set_json(body)
+
+
+async def claim_name(ex: Exchange, name: str, field: str, *, mine: bool = False) -> None:
+    """A named volume's name must be free on the whole cluster, or the caller's
+    (``store.models.VolumeName``): a service placed on another node mounts that node's
+    volume of the name, which this gate cannot see. The first user to use a name
+    through a gate of the store holds it. ``mine``: the caller's own volume is here
+    (a name held before the store kept names stays usable by its owner). Admins'
+    names are held too, but never refused, and a store outage does not stop them."""
+    store = ex.gate.store if ex.gate is not None else None
+    if store is None:
+        return
+    if len(name) > NAME_MAX and not ex.admin:
+        raise Refusal(400, f"volume name {name[:40]!r}... ({field}) is over {NAME_MAX} characters")
+    try:
+        holder = await asyncio.to_thread(store.claim_volume_name, name[:NAME_MAX], ex.identity.name)
+    except StoreError as exc:
+        if ex.admin:
+            log.warning("volume name %r not recorded for %s: %s", name, ex.identity.name, exc)
+            return
+        raise Refusal(
+            503,
+            f"volume {name!r} ({field}): the user store, which keeps who holds each volume "
+            f"name on the cluster, cannot be reached: {exc}",
+            rule="store unavailable",
+        ) from None
+    if holder != ex.identity.name and not ex.admin and not mine:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not use volume {name!r} ({field}): another user holds that "
+            "name on this cluster (volumes of a name on other nodes are theirs); choose "
+            "another name",
+            rule="volume name held by another user",
+        )
+
+
+async def seed_volume_claims(daemon: Daemon, store: Store) -> int:
+    """At start-up: the volumes on this engine that carry an owner label, made before
+    the store kept names (or by another store), are claimed for their owners, so
+    that no one else can take their names on the other nodes. Best effort: a name
+    already held stays with its holder; a failure is logged, never fatal."""
+    flt = q.encode_filters({"label": {OWNER_LABEL: True}})
+    try:
+        reply = await daemon.get(f"/volumes?filters={quote(flt, safe='')}")
+        volumes = ((reply.json() or {}).get("Volumes") or []) if reply.ok else []
+        claimed = 0
+        for volume in volumes:
+            name, owner = (
+                str(volume.get("Name") or ""),
+                (volume.get("Labels") or {}).get(OWNER_LABEL),
+            )
+            if owner and name and len(name) <= NAME_MAX:
+                await asyncio.to_thread(store.claim_volume_name, name, str(owner))
+                claimed += 1
+    except (UpstreamError, StoreError, ValueError) as exc:
+        log.warning("volume names of this engine not recorded in the store: %s", exc)
+        return 0
+    return claimed

@@ -187,3 +187,21 @@ class AuditEntry(Base):
     status: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[float] = mapped_column(Float)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class VolumeName(Base):
+    """A named volume's name, held by the user who first used it through a gate of
+    this store.
+
+    Volumes live on each node, under whatever name the task or container that made
+    them asked for, and a gate can see only its own node's engine: a service placed
+    on another node mounts *that* node's volume of the name. Sharing one store (as
+    the gates of a cluster do), the gates keep each name to one user cluster-wide,
+    so a service cannot name another user's volume on a node its gate cannot see.
+    """
+
+    __tablename__ = "volume_names"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

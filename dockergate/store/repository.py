@@ -32,6 +32,7 @@ from dockergate.store.models import (
     Credential,
     Revision,
     User,
+    VolumeName,
     utcnow,
 )
 
@@ -538,3 +539,24 @@ class Store:
         )
         with self._read() as session:
             return {str(name): at for name, at in session.execute(query).all() if at is not None}
+
+    # -- volume names --------------------------------------------------------------------
+    # Like audit rows, claims do not bump the revision (no user changed).
+
+    def claim_volume_name(self, name: str, owner: str) -> str:
+        """Who holds ``name`` after this call: ``owner`` if it was free (now theirs),
+        else the user who claimed it first."""
+        try:
+            with Session(self._writer) as session, session.begin():
+                held = session.get(VolumeName, name)
+                if held is not None:
+                    return held.owner
+                session.add(VolumeName(name=name, owner=owner))
+            return owner
+        except IntegrityError:
+            pass  # claimed by another gate in between: read who won
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+        with self._read() as session:
+            held = session.get(VolumeName, name)
+            return held.owner if held is not None else owner

@@ -363,3 +363,32 @@ def test_concurrent_upgrades_take_turns(tmp_path: Path) -> None:
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, range(4)))
     assert all(after == head_revision() for _before, after in results), results
+
+
+def test_volume_names_held_by_their_first_user(store: Store) -> None:
+    """A name is the first claimer's on every later claim; claims are independent of
+    users (no revision bump: the gates' user snapshots are not reloaded)."""
+    before = store.revision()
+    assert store.claim_volume_name("data", "alice") == "alice"
+    assert store.claim_volume_name("data", "bob") == "alice"
+    assert store.claim_volume_name("data", "alice") == "alice"
+    assert store.claim_volume_name("Data", "bob") == "bob"  # Docker's names are case-sensitive
+    assert store.revision() == before
+
+
+def test_volume_name_claims_race_to_one_winner(store: Store) -> None:
+    """Gates claiming one name at once: exactly one holder, and every caller told it."""
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def claim(user: str) -> None:
+        holder = store.claim_volume_name("contested", user)
+        with lock:
+            results.append(holder)
+
+    threads = [threading.Thread(target=claim, args=(f"u{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 8
