@@ -21,12 +21,12 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from dockergate.api import query as q
+from dockergate.api.labels import TASK_LABEL
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.checks import service_memory
 from dockergate.policy.model import ProfileSet
 from dockergate.proxy.daemon import Daemon, ref
 
-TASK_LABEL = "com.docker.swarm.service.id"
 INSPECT_CONCURRENCY = 16
 
 

@@ -24,7 +24,13 @@ from dockergate.api.dispatch import (
 )
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import check_changes, check_new_tag, check_onbuild
-from dockergate.api.labels import image_labels, stamp, stamp_volume_mounts
+from dockergate.api.labels import (
+    SWARM_LABEL_PREFIX,
+    TASK_LABEL,
+    image_labels,
+    stamp,
+    stamp_volume_mounts,
+)
 from dockergate.api.ownership import (
     OWNER_LABEL,
     Resolved,
@@ -33,6 +39,7 @@ from dockergate.api.ownership import (
     resolve,
     resolve_owned,
 )
+from dockergate.api.volumes import claim_name
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
     Denied,
@@ -87,6 +94,8 @@ async def container_create(ex: Exchange) -> None:
     body = await ex.read_json("container.create")
     if not isinstance(body, dict):
         raise Refusal(400, "container create: body must be a JSON object")
+    if not ex.admin:
+        refuse_task_labels(ex, body.get("Labels"), "Labels")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     await name_free(ex)
     host = body.get("HostConfig") or {}
@@ -96,14 +105,48 @@ async def container_create(ex: Exchange) -> None:
     await ex.hold(user_lock(ex.identity.name))
     await check_references(ex, body)
     check_container(ex.profile, body, await ex.daemon.facts())
+    image: dict[str, Any] = {}
+    if not ex.admin:
+        found = await ex.daemon.get(f"/images/{ref(str(body.get('Image') or ''))}/json")
+        image = ((found.json() or {}).get("Config") or {}) if found.ok else {}
+        refuse_task_labels(ex, image.get("Labels"), f"the image {body.get('Image')}'s labels")
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await precreate_bind_volumes(ex, body.get("HostConfig") or {})
-    await own_anonymous_volumes(ex, body)
+    if not ex.admin:
+        own_anonymous_volumes(ex, body, list(image.get("Volumes") or {}))
     ex.set_json(body)
 
 
-async def own_anonymous_volumes(ex: Exchange, body: dict[str, Any]) -> None:
+def refuse_task_labels(ex: Exchange, labels: Any, where: str) -> None:
+    """``com.docker.swarm.*`` labels mark the containers of a service's tasks, which
+    the quota counts through their service's spec: a container of one's own carrying
+    them (set at create or inherited from the image) would count for nothing."""
+    for key in labels if isinstance(labels, dict) else ():
+        if str(key).startswith(SWARM_LABEL_PREFIX):
+            raise Refusal(
+                403,
+                f"{who(ex)} may not create a container with the label {key!r} ({where}): "
+                "com.docker.swarm.* labels mark Swarm's task containers; run a service, "
+                "or drop the label (build the image without it)",
+            )
+
+
+def refuse_task_container(ex: Exchange, found: Resolved, action: str) -> None:
+    """A service task's container is Swarm's to start and to size: its memory counts
+    through the service's spec, so a user changing or reviving it directly would hold
+    memory the quota never sees."""
+    labels = (found.obj.get("Config") or {}).get("Labels") or {}
+    if not ex.admin and TASK_LABEL in labels:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not {action} container {found.id[:12]}: it is a task of service "
+            f"{labels[TASK_LABEL][:12]}, which Swarm starts and sizes; use docker service "
+            "update (--limit-memory, --force) or docker service scale",
+        )
+
+
+def own_anonymous_volumes(ex: Exchange, body: dict[str, Any], image_volumes: list[str]) -> None:
     """dockerd makes an anonymous volume, with no labels, for each path of the request's
     and the image's ``Volumes`` (``-v /data``, ``VOLUME``) that nothing else mounts,
     and for a one-part bind (``/data``): nobody's, so its user could never list,
@@ -111,8 +154,6 @@ async def own_anonymous_volumes(ex: Exchange, body: dict[str, Any]) -> None:
     source, which dockerd makes just as anonymous (removed with ``--rm`` or
     ``rm -v``), but with the owner label. With ``VolumesFrom``, what the other
     container provides is not known here, and the paths are left to dockerd."""
-    if ex.admin:
-        return
     host = body.get("HostConfig")
     if not isinstance(host, dict):
         host = {}
@@ -127,10 +168,7 @@ async def own_anonymous_volumes(ex: Exchange, body: dict[str, Any]) -> None:
         if isinstance(m, dict)
     }
     taken |= {posixpath.normpath(str(t)) for t in host.get("Tmpfs") or {}}
-    paths = [*anonymous, *(body.get("Volumes") or {})]
-    image = await ex.daemon.get(f"/images/{ref(str(body.get('Image') or ''))}/json")
-    if image.ok:
-        paths += list(((image.json() or {}).get("Config") or {}).get("Volumes") or {})
+    paths = [*anonymous, *(body.get("Volumes") or {}), *image_volumes]
     mounts: list[dict[str, Any]] = []
     for path in paths:
         target = posixpath.normpath(str(path))
@@ -176,6 +214,7 @@ async def container_rename(ex: Exchange) -> None:
 async def container_update(ex: Exchange) -> None:
     """``docker update``: the owner's, and no raising limits past the profile's caps."""
     found = await owned_object(ex)
+    refuse_task_container(ex, found, "update")
     body = await ex.read_json("container.update")
     if not isinstance(body, dict):
         raise Refusal(400, "container update: body must be a JSON object")
@@ -387,6 +426,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
             403,
             f"{who(ex)} may not mount volume {name!r} ({field}): it belongs to someone else",
         )
+    await claim_name(ex, name, field, mine=found is not None)
     return False
 
 
@@ -430,6 +470,8 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
     container holds no memory for the quota; started again, it must fit. The user's
     lock is held until the start is forwarded, as for a create."""
     await check_stored_networks(ex, found.obj)
+    if not (found.obj.get("State") or {}).get("Running"):
+        refuse_task_container(ex, found, "start")  # restarting a running one is fine
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))

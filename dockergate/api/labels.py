@@ -7,6 +7,9 @@ from typing import Any
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL, RESERVED_PREFIX
 from dockergate.listen.identity import Refusal
 
+SWARM_LABEL_PREFIX = "com.docker.swarm."  # Swarm's labels on the containers of tasks
+TASK_LABEL = "com.docker.swarm.service.id"
+
 
 def stamp(labels: Any, owner: str | None) -> dict[str, str]:
     """Labels with every client-sent ``dockergate.*`` label dropped and the owner set
