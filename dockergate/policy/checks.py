@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import json
 import os
 import posixpath
 import re
@@ -25,7 +26,15 @@ from dockergate.policy.model import (
     parse_size,
 )
 
-NAMESPACES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+# The host namespaces a container can join, with the CLI flag that asks for each.
+NAMESPACES = {
+    "NetworkMode": "--network",
+    "PidMode": "--pid",
+    "IpcMode": "--ipc",
+    "UTSMode": "--uts",
+    "UsernsMode": "--userns",
+    "CgroupnsMode": "--cgroupns",
+}
 NANO = 1_000_000_000
 
 
@@ -33,7 +42,12 @@ class Denied(Exception):
     """A profile rule forbids a field; ``message`` is written for the user."""
 
     def __init__(self, profile: Profile, what: str, field: str, value: Any, allowed: str) -> None:
-        shown = value if isinstance(value, str) else repr(value)
+        if isinstance(value, str):
+            shown = value
+        elif isinstance(value, list | dict):
+            shown = json.dumps(value, separators=(",", ":"), default=str)  # as it was sent
+        else:
+            shown = repr(value)
         message = f"profile {profile.name!r} forbids {what} ({field}={shown}); {allowed}"
         super().__init__(message)
         self.message = message
@@ -276,15 +290,14 @@ def check_ports(profile: Profile, bindings: dict[str, Any] | None, field: str) -
                 raise Denied(
                     profile, "this host port", field, host, "a port number or range"
                 ) from None
-            for port in (ports[0], ports[-1]) if ports else ():
-                if not profile.allows_port(port):
-                    raise Denied(
-                        profile,
-                        "publishing this host port",
-                        field,
-                        f"{host}->{container_port}",
-                        f"allowed host ports: {_ranges(profile)}",
-                    )
+            if ports and not profile.allows_ports(ports[0], ports[-1]):
+                raise Denied(
+                    profile,
+                    "publishing this host port",
+                    field,
+                    f"{host}->{container_port}",
+                    f"allowed host ports: {_ranges(profile)}",
+                )
 
 
 def check_image(profile: Profile, image: str, field: str) -> None:
@@ -317,6 +330,16 @@ def apply_memory(
     if cap and memory > cap:
         raise Denied(profile, "this much memory", field, human(memory), f"at most {human(cap)}")
     if not profile.swap and memory > 0:
+        swap = res.get("MemorySwap")
+        if swap not in (None, 0) and swap != memory:
+            # Pinned silently, an explicit --memory-swap would look granted.
+            raise Denied(
+                profile,
+                "swap",
+                field.replace("Memory", "MemorySwap"),
+                swap,
+                "leave --memory-swap out (or equal to --memory): memory and swap stay equal",
+            )
         res["MemorySwap"] = memory
 
 
@@ -455,20 +478,40 @@ def check_ulimits(profile: Profile, ulimits: Any, field: str) -> None:
                 )
 
 
+def device_requests(value: Any) -> str:
+    """``DeviceRequests`` in the CLI's words (``--gpus all`` is a request for the
+    ``gpu`` capability with count -1), for a refusal the user recognises."""
+    out = []
+    for request in value if isinstance(value, list) else [value]:
+        if not isinstance(request, dict):
+            out.append(str(request))
+            continue
+        caps = {c for group in request.get("Capabilities") or [] for c in group or []}
+        what = ",".join(sorted(caps)) or str(request.get("Driver") or "device")
+        ids = request.get("DeviceIDs")
+        count = request.get("Count")
+        if ids:
+            out.append(f"{what} device={','.join(map(str, ids))}")
+        else:
+            out.append(f"{what} count={'all' if count == -1 else count}")
+    return "; ".join(out)
+
+
 def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> None:
     if host.get("Privileged") and not profile.privileged:
         raise Denied(
             profile, "privileged containers", f"{prefix}.Privileged", "true", "drop --privileged"
         )
     if not profile.host_namespaces:
-        for field in NAMESPACES:
+        for field, flag in NAMESPACES.items():
             if str(host.get(field) or "").lower() == "host":
+                hint = "a network of your own" if field == "NetworkMode" else "the default"
                 raise Denied(
                     profile,
                     "sharing the host's namespaces",
                     f"{prefix}.{field}",
                     "host",
-                    "use the default (a network of your own for NetworkMode)",
+                    f"drop {flag} host and use {hint}",
                 )
     check_caps(profile, host.get("CapAdd") or [], f"{prefix}.CapAdd")
     if host.get("Capabilities"):
@@ -489,7 +532,11 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
         for field in ("DeviceCgroupRules", "DeviceRequests"):
             if host.get(field):
                 raise Denied(
-                    profile, "host devices", f"{prefix}.{field}", host[field], "no devices"
+                    profile,
+                    "host devices",
+                    f"{prefix}.{field}",
+                    device_requests(host[field]) if field == "DeviceRequests" else host[field],
+                    "no devices",
                 )
     check_sysctls(profile, host.get("Sysctls"), f"{prefix}.Sysctls")
     if host.get("CgroupParent") and not profile.cgroup_parent:

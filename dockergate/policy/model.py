@@ -181,7 +181,18 @@ class Profile:
         return False
 
     def allows_port(self, port: int) -> bool:
-        return any(lo <= port <= hi for lo, hi in self.published_ports)
+        return self.allows_ports(port, port)
+
+    def allows_ports(self, first: int, last: int) -> bool:
+        """Every port of ``first..last`` is in an allowed range: the engine may take any
+        of them (``-p 8005-8024:80``), not only the ends."""
+        port = first
+        while port <= last:
+            upper = max((hi for lo, hi in self.published_ports if lo <= port <= hi), default=None)
+            if upper is None:
+                return False
+            port = upper + 1
+        return True
 
     def allows_registry(self, image: str) -> bool:
         if "*" in self.registries:

@@ -425,7 +425,7 @@ def test_network_driver_refused(raw_users, direct_client):
 
 def test_admin_routes_refused(raw_users):
     for method, path in (
-        ("GET", "/v1.41/swarm"),
+        ("GET", "/v1.41/swarm/unlockkey"),
         ("POST", "/v1.41/swarm/leave?force=1"),
         ("GET", "/v1.41/plugins"),
         ("POST", "/v1.41/plugins/pull?remote=x"),
@@ -436,6 +436,14 @@ def test_admin_routes_refused(raw_users):
     ):
         r = raw_users["mallory"].request(method, path)
         assert r.status == 403, (path, r.status)
+
+
+def test_swarm_inspect_without_join_tokens(raw_users):
+    """Members read the swarm's ID and spec (docker-py's ``client.swarm``), never the
+    join tokens; the admin's answer keeps them."""
+    r = raw_users["mallory"].request("GET", "/v1.41/swarm")
+    assert r.status == 200, (r.status, r.body)
+    assert json.loads(r.body).get("ID") and b"SWMTKN" not in r.body
 
 
 def test_member_prunes_touch_only_their_own_images(raw_users):

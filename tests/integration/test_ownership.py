@@ -333,7 +333,10 @@ def test_stack_deploy_as_member(cli, members, direct_client):
 
 
 def test_unknown_route_denied_for_member(cli, members):
+    # GET /swarm is readable (docker-py reads it), its join tokens are not.
     r = run_as(cli, members, "alice", ["swarm", "join-token", "worker"])
+    assert "join tokens are for admins only" in r.stdout and "SWMTKN" not in r.stdout, r
+    r = run_as(cli, members, "alice", ["swarm", "unlock-key"])
     assert r.returncode != 0 and "admins only" in r.stderr, r.stderr
     r = run_as(cli, members, "alice", ["plugin", "ls"])
     assert r.returncode != 0 and "dockergate:" in r.stderr

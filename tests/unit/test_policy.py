@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -608,3 +609,50 @@ def test_what_an_image_imprints_on_its_containers() -> None:
     assert claim_of(image(onbuild=["RUN echo $HOME", "COPY . /app"])) == ""
     assert imprinted("mallory", "mallory") and imprinted(ANYONE, "victim")
     assert not imprinted("", "victim") and not imprinted("mallory", "victim")
+
+
+def test_explicit_swap_refused_not_pinned(member: Profile) -> None:
+    """Without ``swap: true`` an explicit --memory-swap other than --memory is refused
+    (it used to be pinned to the memory without a word); equal, 0 or absent pass."""
+    for swap in (2 << 30, -1):
+        with pytest.raises(Denied, match=r"forbids swap \(HostConfig.MemorySwap="):
+            check_container(member, create(Memory=1 << 30, MemorySwap=swap), FACTS)
+        with pytest.raises(Denied, match="forbids swap"):
+            check_update(member, {"Memory": 1 << 30, "MemorySwap": swap}, FACTS, {})
+    for swap in (1 << 30, 0, None):
+        body = create(Memory=1 << 30, **({} if swap is None else {"MemorySwap": swap}))
+        check_container(member, body, FACTS)
+        assert body["HostConfig"]["MemorySwap"] == 1 << 30  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("field", "flag"), [("PidMode", "--pid"), ("IpcMode", "--ipc"), ("NetworkMode", "--network")]
+)
+def test_namespace_refusal_names_its_flag(member: Profile, field: str, flag: str) -> None:
+    with pytest.raises(Denied) as info:
+        check_container(member, create(**{field: "host"}), FACTS)
+    assert f"drop {flag} host" in info.value.message
+    assert ("network of your own" in info.value.message) == (field == "NetworkMode")
+
+
+def test_device_requests_shown_in_the_clis_words(member: Profile) -> None:
+    gpus = [{"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}]
+    with pytest.raises(Denied) as info:
+        check_container(member, create(DeviceRequests=gpus), FACTS)
+    assert "DeviceRequests=gpu count=all)" in info.value.message, info.value.message
+    one = [{"Driver": "nvidia", "DeviceIDs": ["0", "1"], "Capabilities": [["gpu", "utility"]]}]
+    with pytest.raises(Denied) as info:
+        check_container(member, create(DeviceRequests=one), FACTS)
+    assert "gpu,utility device=0,1" in info.value.message, info.value.message
+
+
+def test_host_port_range_must_fit_the_allowed_ranges(member: Profile) -> None:
+    """dockerd may bind any port of ``-p 8005-8024:80``: all of them must be allowed,
+    not only the ends (a gap between two allowed ranges is refused); ranges that
+    touch count as one."""
+    gappy = replace(member, published_ports=((8000, 8009), (8020, 8029)))
+    with pytest.raises(Denied, match="publishing this host port"):
+        check_container(gappy, create(PortBindings={"80/tcp": [{"HostPort": "8005-8024"}]}), FACTS)
+    check_container(gappy, create(PortBindings={"80/tcp": [{"HostPort": "8021-8024"}]}), FACTS)
+    touching = replace(member, published_ports=((8000, 8009), (8010, 8019)))
+    check_container(touching, create(PortBindings={"80/tcp": [{"HostPort": "8005-8015"}]}), FACTS)
