@@ -337,7 +337,7 @@ def apply_memory(
                 profile,
                 "swap",
                 field.replace("Memory", "MemorySwap"),
-                swap,
+                human(swap) if isinstance(swap, int) and swap > 0 else swap,
                 "leave --memory-swap out (or equal to --memory): memory and swap stay equal",
             )
         res["MemorySwap"] = memory

@@ -156,7 +156,12 @@ def test_defaults_visible_in_inspect(run, direct_client):
 
 def test_memory_cap_and_swap_pinned(run, direct_client):
     refused(run(["run", "--rm", "-m", "2g", "busybox", "true"]), "memory", "at most 1g")
-    r = run(["run", "-d", "-m", "1g", "--memory-swap", "4g", "busybox", "sleep", "60"])
+    refused(
+        run(["run", "--rm", "-m", "1g", "--memory-swap", "4g", "busybox", "true"]),
+        "forbids swap",
+        "MemorySwap=4g",
+    )
+    r = run(["run", "-d", "-m", "1g", "busybox", "sleep", "60"])
     ok(r)
     host = direct_client.api.inspect_container(r.stdout.strip())["HostConfig"]
     assert host["Memory"] == 1 << 30 and host["MemorySwap"] == 1 << 30

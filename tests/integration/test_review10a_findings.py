@@ -453,3 +453,32 @@ def test_stopped_task_container_not_started_by_a_member(users, cleanup, direct_c
     direct_client.containers.get(task).stop(timeout=0)  # Swarm replaces it
     r = m.request("POST", f"/v1.41/containers/{task}/start")
     assert r.status == 403 and b"docker service update" in r.body, (r.status, r.body)
+
+
+def test_a_volume_name_stays_with_its_first_user(users, cleanup):
+    """Removing a volume does not free its name (a copy may remain on another node):
+    another user is refused it, with a message that says why; its holder may make it
+    again, by create or by a mount."""
+    m, v = users["mallory"], users["victim"]
+    name = f"rv10-held-{_rand()}"
+    assert m.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
+    cleanup.append(("volume", name))
+    assert m.request("DELETE", f"/v1.41/volumes/{name}").status == 204
+    for request in (
+        ("POST", "/v1.41/volumes/create", {"Name": name}),
+        (
+            "POST",
+            "/v1.41/containers/create",
+            {"Image": "busybox", "HostConfig": {"Binds": [f"{name}:/d"]}},
+        ),
+    ):
+        r = v.request(*request)
+        assert r.status == 403 and b"another user holds that name" in r.body, (r.status, r.body)
+    assert m.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
+    r = m.request(
+        "POST",
+        "/v1.41/containers/create",
+        {"Image": "busybox", "HostConfig": {"Binds": [f"{name}:/d"]}},
+    )
+    assert r.status == 201, r.body
+    cleanup.append(("container", json.loads(r.body)["Id"]))

@@ -134,16 +134,19 @@ def _stream(raw: Raw, path: str, out: list[bytes]) -> threading.Thread:
     return t
 
 
-def test_events_do_not_show_another_users_volume_reusing_a_name(users, cleanup):
+def test_events_do_not_show_another_users_volume_reusing_a_name(users, cleanup, direct_client):
     """EventOwnership (dockergate/api/system.py) caches ownership per (kind, ID) for
     the stream's life, and a volume's ID is its *name*. Mallory's own volume ``v`` is
     seeded as hers; she removes it; the victim creates ``v`` (a compose project's
     ``proj_data``) and mounts it: mallory's stream shows the victim's volume events,
-    whose ``mount`` attributes carry the victim's container full ID."""
+    whose ``mount`` attributes carry the victim's container full ID.
+
+    Since the store holds each volume name for its first user, a name passes from
+    one user to another only if nobody held it: mallory's volume is made on the
+    daemon (an admin, or a gate of another store), with her label."""
     m, v = users["mallory"], users["victim"]
     name = f"dgt-rv6b-vol-{_rand()}"
-    r = m.request("POST", "/v1.41/volumes/create", {"Name": name})
-    assert r.status == 201, (r.status, r.body)
+    direct_client.volumes.create(name, labels={"dockergate.owner": "rv-mallory"})
     cleanup.append(("volume", name))
     until = int(time.time()) + 8
     filters = quote(json.dumps({"type": ["volume"]}))
@@ -165,22 +168,26 @@ def test_events_do_not_show_another_users_volume_reusing_a_name(users, cleanup):
     assert not leaked, f"mallory sees the victim's volume events: {leaked}"
 
 
-def test_past_events_of_a_removed_volume_do_not_follow_its_name(users, cleanup):
+def test_past_events_of_a_removed_volume_do_not_follow_its_name(users, cleanup, direct_client):
     """Same cache, no timing needed: ownership is decided when an event is *relayed*,
     by the volume's current name. The victim's volume ``v`` was mounted and removed;
     mallory creates a volume named ``v`` and replays ``/events?since=...``: the
-    victim's past ``mount`` events of ``v`` (with container IDs) are hers to read."""
-    m, v = users["mallory"], users["victim"]
+    victim's past ``mount`` events of ``v`` (with container IDs) are hers to read.
+
+    The victim's volume and container are made on the daemon (through the gate the
+    name would be held for the victim, and mallory could not take it)."""
+    m = users["mallory"]
     name = f"dgt-rv6b-past-{_rand()}"
     since = int(time.time()) - 1
-    assert v.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
-    victim_cid = created(
-        v, {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": [f"{name}:/d"]}}, cleanup
+    victim = {"dockergate.owner": "rv-victim"}
+    direct_client.volumes.create(name, labels=victim)
+    c = direct_client.containers.create(
+        "busybox", ["true"], labels=victim, volumes={name: {"bind": "/d", "mode": "rw"}}
     )
-    assert v.request("POST", f"/v1.41/containers/{victim_cid}/start").status == 204
+    c.start()
     time.sleep(1)
-    assert v.request("DELETE", f"/v1.41/containers/{victim_cid}?force=1").status == 204
-    assert v.request("DELETE", f"/v1.41/volumes/{name}").status == 204
+    c.remove(force=True)
+    direct_client.volumes.get(name).remove()
     assert m.request("POST", "/v1.41/volumes/create", {"Name": name}).status == 201
     cleanup.append(("volume", name))
     until = int(time.time()) + 1
