@@ -450,8 +450,12 @@ class ChunkScanner:
         self._trailer = 0
 
     def feed(self, data: bytes) -> tuple[int, bool]:
-        """How many bytes of ``data`` belong to the body, and whether it ended there."""
+        """How many bytes of ``data`` belong to the body, and whether it ended there.
+
+        Per chunk this is one ``find`` and a few slices (a 1.3 MB list is ~320 chunks:
+        the scan was a third of the gate's CPU for it)."""
         i, n = 0, len(data)
+        find = data.find
         while i < n:
             if self._state == 1:
                 take = min(self._remaining, n - i)
@@ -460,15 +464,21 @@ class ChunkScanner:
                 if not self._remaining:
                     self._state = 0
                 continue
-            eol = data.find(b"\n", i)
-            self._line += data[i:] if eol < 0 else data[i : eol + 1]
-            i = n if eol < 0 else eol + 1
-            if len(self._line) > 4096:
-                raise HTTPError(502, "chunk size line from the daemon too long")
+            eol = find(b"\n", i)
             if eol < 0:
+                self._line += data[i:]
+                if len(self._line) > 4096:
+                    raise HTTPError(502, "chunk size line from the daemon too long")
                 break
-            line, self._line = bytes(self._line), bytearray()
-            if not line.endswith(CRLF):
+            if self._line:  # the line began in an earlier piece
+                self._line += data[i : eol + 1]
+                line, self._line = bytes(self._line), bytearray()
+            else:
+                line = data[i : eol + 1]
+            i = eol + 1
+            if len(line) > 4096:
+                raise HTTPError(502, "chunk size line from the daemon too long")
+            if line[-2:] != CRLF:
                 raise HTTPError(502, f"malformed chunked framing from the daemon {line[:40]!r}")
             if self._state == 2:
                 if line == CRLF:
@@ -477,13 +487,20 @@ class ChunkScanner:
                 if self._trailer > MAX_HEAD:
                     raise HTTPError(502, "chunked trailer from the daemon too large")
                 continue
-            size = line[:-2].split(b";", 1)[0].strip(b" \t")
-            if not _HEXDIGITS.fullmatch(size):
+            text = line[:-2]
+            if b";" in text:
+                text = text.split(b";", 1)[0]
+            text = text.strip(b" \t")
+            if not _HEXDIGITS.fullmatch(text):
                 raise HTTPError(502, f"malformed chunk size from the daemon {line[:40]!r}")
-            if int(size, 16) == 0:
+            size = int(text, 16) + 2  # data, then CRLF
+            if size == 2:
                 self._state = 2
+            elif i + size <= n:
+                i += size  # the whole chunk is here: on to the next size line
             else:
-                self._state, self._remaining = 1, int(size, 16) + 2  # data, then CRLF
+                self._state, self._remaining = 1, size - (n - i)
+                i = n
         return n, False
 
 
