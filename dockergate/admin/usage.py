@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.labels import TASK_LABEL
+from dockergate.api.labels import is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.checks import service_memory
 from dockergate.policy.model import ProfileSet
@@ -144,7 +144,7 @@ async def collect_usage(
         if owner is None:
             continue
         row = row_for(owner)
-        if TASK_LABEL in (c.get("Labels") or {}):
+        if is_task(c.get("Labels")):
             continue  # counted through its service
         row.containers_total += 1
         state = str(c.get("State"))

@@ -28,6 +28,7 @@ from dockergate.api.labels import (
     SWARM_LABEL_PREFIX,
     TASK_LABEL,
     image_labels,
+    is_task,
     stamp,
     stamp_volume_mounts,
 )
@@ -39,7 +40,7 @@ from dockergate.api.ownership import (
     resolve,
     resolve_owned,
 )
-from dockergate.api.volumes import claim_name
+from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
     Denied,
@@ -112,6 +113,7 @@ async def container_create(ex: Exchange) -> None:
         refuse_task_labels(ex, image.get("Labels"), f"the image {body.get('Image')}'s labels")
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
+    await claim_names(ex)  # every check passed: the names are the caller's from here
     await precreate_bind_volumes(ex, body.get("HostConfig") or {})
     if not ex.admin:
         own_anonymous_volumes(ex, body, list(image.get("Volumes") or {}))
@@ -122,13 +124,13 @@ def refuse_task_labels(ex: Exchange, labels: Any, where: str) -> None:
     """``com.docker.swarm.*`` labels mark the containers of a service's tasks, which
     the quota counts through their service's spec: a container of one's own carrying
     them (set at create or inherited from the image) would count for nothing."""
-    for key in labels if isinstance(labels, dict) else ():
-        if str(key).startswith(SWARM_LABEL_PREFIX):
+    for key, value in labels.items() if isinstance(labels, dict) else ():
+        if str(key).startswith(SWARM_LABEL_PREFIX) and value:
             raise Refusal(
                 403,
-                f"{who(ex)} may not create a container with the label {key!r} ({where}): "
-                "com.docker.swarm.* labels mark Swarm's task containers; run a service, "
-                "or drop the label (build the image without it)",
+                f"{who(ex)} may not create a container with the label {key}={value} "
+                f"({where}): com.docker.swarm.* labels mark Swarm's task containers; run a "
+                "service, or drop the label (or build the image without it)",
             )
 
 
@@ -137,7 +139,7 @@ def refuse_task_container(ex: Exchange, found: Resolved, action: str) -> None:
     through the service's spec, so a user changing or reviving it directly would hold
     memory the quota never sees."""
     labels = (found.obj.get("Config") or {}).get("Labels") or {}
-    if not ex.admin and TASK_LABEL in labels:
+    if not ex.admin and is_task(labels):
         raise Refusal(
             403,
             f"{who(ex)} may not {action} container {found.id[:12]}: it is a task of service "
@@ -426,7 +428,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
             403,
             f"{who(ex)} may not mount volume {name!r} ({field}): it belongs to someone else",
         )
-    await claim_name(ex, name, field, mine=found is not None)
+    ex.volume_claims.append((name, field, found is not None))  # claimed if all else passes
     return False
 
 
@@ -521,4 +523,9 @@ async def commit(ex: Exchange) -> None:
         raise Refusal(400, "commit: OnBuild must be a list")
     check_onbuild(ex, [str(trigger) for trigger in onbuild], "OnBuild", triggers=True)
     config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
+    # A task container's Swarm labels would go into the image (dockerd merges the
+    # container's labels into it) and make its containers refused: emptied.
+    for key in (found.obj.get("Config") or {}).get("Labels") or {}:
+        if str(key).startswith(SWARM_LABEL_PREFIX):
+            config["Labels"][key] = ""
     ex.set_json(config)

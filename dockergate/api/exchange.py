@@ -69,6 +69,10 @@ class Exchange:
     object_id: str | None = None  # for the audit log
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
     on_release: list[Callable[[], None]] = field(default_factory=list)  # run then too
+    # Volume names the request would use: (name, field, the caller's own volume is here).
+    # Claimed once every check has passed (volumes.claim_names): a refused request
+    # must not keep a name.
+    volume_claims: list[tuple[str, str, bool]] = field(default_factory=list)
     # The gate's own answer (``/_dockergate/...``): (status, JSON body); nothing is forwarded.
     reply: tuple[int, Any] | None = None
     raw_reply: bytes | None = None  # a complete daemon answer the gate already holds

@@ -11,6 +11,12 @@ SWARM_LABEL_PREFIX = "com.docker.swarm."  # Swarm's labels on the containers of 
 TASK_LABEL = "com.docker.swarm.service.id"
 
 
+def is_task(labels: Any) -> bool:
+    """A service task's container: Swarm's label with a value (a member's commit of a
+    task container empties it, and the gate refuses containers setting it)."""
+    return isinstance(labels, dict) and bool(labels.get(TASK_LABEL))
+
+
 def stamp(labels: Any, owner: str | None) -> dict[str, str]:
     """Labels with every client-sent ``dockergate.*`` label dropped and the owner set
     (None: an admin updating an object nobody owns; it stays unowned).

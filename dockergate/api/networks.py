@@ -40,7 +40,9 @@ async def network_inspect(ex: Exchange) -> None:
 
 async def builtin_network(ex: Exchange, found: Resolved) -> dict[str, Any] | None:
     """A built-in network, as a non-admin may see it: with only their own containers
-    among its ``Containers`` (the others' names and addresses are theirs)."""
+    among its ``Containers``, and no ``Services`` (``?verbose=true`` on Swarm's ingress
+    lists every service publishing a port, with its tasks' addresses): the others'
+    names and addresses are theirs."""
     obj = found.obj
     name, driver = obj.get("Name"), obj.get("Driver")
     builtin = obj.get("Ingress") is True or (
@@ -51,7 +53,10 @@ async def builtin_network(ex: Exchange, found: Resolved) -> dict[str, Any] | Non
     mine = {c.get("Id") for c in await owned_containers(ex.daemon, ex.identity.name)}
     members = obj.get("Containers")
     members = members if isinstance(members, dict) else {}
-    return {**obj, "Containers": {k: v for k, v in members.items() if k in mine}}
+    shown = {**obj, "Containers": {k: v for k, v in members.items() if k in mine}}
+    if "Services" in shown:
+        shown["Services"] = {}
+    return shown
 
 
 @handles("network.delete")

@@ -22,6 +22,7 @@ from dockergate.api.dispatch import (
 )
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp, stamp_volume_mounts
+from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_service
 from dockergate.policy.quota import check_service_quota, user_lock
@@ -88,6 +89,7 @@ async def _service_spec(
     check_service(ex.profile, spec, await ex.daemon.facts())
     await ex.hold(user_lock(ex.identity.name))
     await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
+    await claim_names(ex)
     ex.set_json(spec)
     return spec
 

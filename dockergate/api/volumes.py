@@ -70,6 +70,14 @@ async def volume_create(ex: Exchange) -> None:
     ex.set_json(body)
 
 
+async def claim_names(ex: Exchange) -> None:
+    """Claim the names ``ex.volume_claims`` gathered (``containers.volume_usable``),
+    at the end of a handler, when the request has passed every other check."""
+    for name, field, mine in ex.volume_claims:
+        await claim_name(ex, name, field, mine=mine)
+    ex.volume_claims.clear()
+
+
 async def claim_name(ex: Exchange, name: str, field: str, *, mine: bool = False) -> None:
     """A named volume's name must be free on the whole cluster, or the caller's
     (``store.models.VolumeName``): a service placed on another node mounts that node's
@@ -99,7 +107,7 @@ async def claim_name(ex: Exchange, name: str, field: str, *, mine: bool = False)
             403,
             f"{who(ex)} may not use volume {name!r} ({field}): another user holds that "
             "name on this cluster (volumes of a name on other nodes are theirs); choose "
-            "another name",
+            "another name, or ask an admin to release it (dockergate volume-names release)",
             rule="volume name held by another user",
         )
 

@@ -64,9 +64,9 @@ def _register() -> None:
         return
     for command in user_cmd.COMMANDS:
         cli.add_command(command)
-    from dockergate.cli import admin_cmd
+    from dockergate.cli import admin_cmd, volume_names_cmd
 
-    for command in admin_cmd.COMMANDS:
+    for command in [*admin_cmd.COMMANDS, *volume_names_cmd.COMMANDS]:
         cli.add_command(command)
 
 

@@ -356,6 +356,8 @@ def purge_cmd(
     outcomes = run_all(opts)
     _report(outcomes, as_json, all_nodes)
     failed = any(o.failed for o in outcomes)
+    if (opts.volumes or opts.everything) and not dry_run and not failed and not stop_only:
+        _release_names(settings, name, all_nodes or _single_node(settings, host))
     if not host and not dry_run:
         detail = "; ".join(
             (f"{o.target.label}: " if all_nodes else "")
@@ -376,6 +378,44 @@ def purge_cmd(
         )
     if failed:
         sys.exit(1)
+
+
+def _single_node(settings: Settings, host: str | None) -> bool:
+    """Whether the engine purged is the only node (no swarm, or a swarm of one): then
+    its volumes were all of the user's volumes."""
+    if host:
+        return False  # a remote engine: its swarm is not read from here
+
+    async def nodes(daemon: Daemon) -> int:
+        reply = await daemon.get("/info")
+        info = reply.json() if reply.ok else {}
+        return int(((info or {}).get("Swarm") or {}).get("Nodes") or 0)
+
+    try:
+        return on_daemon(settings, nodes) <= 1
+    except click.ClickException:
+        return False
+
+
+def _release_names(settings: Settings, user: str, everywhere: bool) -> None:
+    """The user's volumes are gone: their names are free for others (see
+    ``dockergate volume-names``), but only if they are gone on every node."""
+    if not everywhere:
+        click.echo(
+            f"note: {user!r} keeps their volume names (other nodes may still hold volumes "
+            "of those names): purge with --all-nodes, or `dockergate volume-names release "
+            f"--user {user}` once they are gone",
+            err=True,
+        )
+        return
+    try:
+        with Store.open(settings) as store:
+            count = store.release_volume_names(user)
+    except StoreError as exc:
+        click.echo(f"note: {user!r}'s volume names were not released: {exc}", err=True)
+        return
+    if count:
+        click.echo(f"released {count} volume name(s) {user!r} held", err=True)
 
 
 def _report(

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.labels import TASK_LABEL
+from dockergate.api.labels import is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.checks import Denied, service_memory
 from dockergate.policy.model import Profile, human
@@ -67,7 +67,7 @@ async def _container_memory(
     plain = [
         c["Id"]
         for c in containers
-        if TASK_LABEL not in (c.get("Labels") or {})
+        if not is_task(c.get("Labels"))
         and str(c.get("State")) not in ("exited", "dead")
         and c["Id"] != exclude
     ]
@@ -79,7 +79,7 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     services = await _services(daemon, user)
     nodes = await _nodes(daemon) if services else 1
     return {
-        "containers": len([c for c in containers if TASK_LABEL not in (c.get("Labels") or {})]),
+        "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
         "memory": await _container_memory(daemon, containers, exclude)

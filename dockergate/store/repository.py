@@ -560,3 +560,26 @@ class Store:
         with self._read() as session:
             held = session.get(VolumeName, name)
             return held.owner if held is not None else owner
+
+    def volume_names(self, owner: str | None = None) -> list[tuple[str, str, dt.datetime]]:
+        """(name, holder, claimed at), by name; ``owner``: that user's only."""
+        with self._read() as session:
+            query = select(VolumeName).order_by(VolumeName.name)
+            if owner is not None:
+                query = query.where(VolumeName.owner == owner)
+            return [(v.name, v.owner, v.claimed_at) for v in session.scalars(query)]
+
+    def release_volume_names(self, owner: str | None = None, names: Sequence[str] = ()) -> int:
+        """Free ``names`` (any holder's) or every name ``owner`` holds; how many."""
+        if owner is None and not names:
+            return 0
+        try:
+            with Session(self._writer) as session, session.begin():
+                query = delete(VolumeName)
+                if owner is not None:
+                    query = query.where(VolumeName.owner == owner)
+                if names:
+                    query = query.where(VolumeName.name.in_(list(names)))
+                return int(getattr(session.execute(query), "rowcount", 0) or 0)
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc

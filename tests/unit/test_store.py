@@ -392,3 +392,14 @@ def test_volume_name_claims_race_to_one_winner(store: Store) -> None:
     for t in threads:
         t.join()
     assert len(set(results)) == 1 and len(results) == 8
+
+
+def test_volume_names_listed_and_released(store: Store) -> None:
+    for name, owner in (("a1", "alice"), ("a2", "alice"), ("b1", "bob")):
+        store.claim_volume_name(name, owner)
+    assert [n for n, _, _ in store.volume_names("alice")] == ["a1", "a2"]
+    assert store.release_volume_names(names=["b1"]) == 1
+    assert store.release_volume_names("alice") == 2
+    assert store.release_volume_names() == 0  # nothing asked, nothing freed
+    assert store.volume_names() == []
+    assert store.claim_volume_name("a1", "bob") == "bob"

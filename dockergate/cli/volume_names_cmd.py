@@ -1,0 +1,51 @@
+"""``dockergate volume-names``: who holds which volume name on the cluster.
+
+A volume name is held by the first user who used it through a gate of this store
+(see ``store.models.VolumeName``): removing the volume does not free the name, since
+a copy may remain on another node. An admin lists the names and frees them once the
+volumes are gone everywhere (``purge --volumes`` frees a user's names by itself).
+"""
+
+from __future__ import annotations
+
+import click
+
+from dockergate.cli import Context, pass_ctx
+from dockergate.cli.user_cmd import opened, table, when
+from dockergate.store.errors import StoreError
+
+
+@click.group("volume-names")
+def volume_names() -> None:
+    """Volume names held cluster-wide by their first user."""
+
+
+@volume_names.command("ls")
+@click.option("--user", "owner", metavar="NAME", help="Only the names NAME holds.")
+@pass_ctx
+def ls(ctx: Context, owner: str | None) -> None:
+    """List held volume names."""
+    with opened(ctx) as (_, store):
+        rows = store.volume_names(owner)
+    click.echo(table(["NAME", "HOLDER", "SINCE"], [(n, o, when(at)) for n, o, at in rows]))
+
+
+@volume_names.command("release")
+@click.argument("names", nargs=-1)
+@click.option("--user", "owner", metavar="NAME", help="Every name NAME holds.")
+@pass_ctx
+def release(ctx: Context, names: tuple[str, ...], owner: str | None) -> None:
+    """Free NAMES (or every name of --user) for anyone to use. Do it once the volumes
+    of those names are gone on every node: a user who takes a name gets that node's
+    volume of the name, whoever made it."""
+    if not names and owner is None:
+        raise click.UsageError("give volume NAMES, or --user NAME")
+    with opened(ctx) as (_, store):
+        try:
+            count = store.release_volume_names(owner, names)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"released {count} volume name(s)")
+
+
+COMMANDS = [volume_names]
