@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.user_cmd import opened, table, when
 from dockergate.store.errors import StoreError
@@ -40,11 +41,21 @@ def release(ctx: Context, names: tuple[str, ...], owner: str | None) -> None:
     volume of the name, whoever made it."""
     if not names and owner is None:
         raise click.UsageError("give volume NAMES, or --user NAME")
-    with opened(ctx) as (_, store):
+    with opened(ctx) as (settings, store):
         try:
             count = store.release_volume_names(owner, names)
         except StoreError as exc:
             raise click.ClickException(str(exc)) from exc
+        what = " ".join(names) + (f" --user {owner}" if owner else "")
+        actions.record(
+            settings,
+            actions.cli_record(
+                f"volume-names release {what.strip()}",
+                kind="volume",
+                object_id=owner or names[0],
+                detail=f"released {count} name(s)",
+            ),
+        )
     click.echo(f"released {count} volume name(s)")
 
 
