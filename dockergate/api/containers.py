@@ -472,8 +472,9 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
     container holds no memory for the quota; started again, it must fit. The user's
     lock is held until the start is forwarded, as for a create."""
     await check_stored_networks(ex, found.obj)
-    if not (found.obj.get("State") or {}).get("Running"):
-        refuse_task_container(ex, found, "start")  # restarting a running one is fine
+    # Not even a restart of a running one: dockerd stops it, Swarm starts a new task
+    # for the one that died, then dockerd starts the old one again: two containers.
+    refuse_task_container(ex, found, "start or restart")
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))
