@@ -181,6 +181,91 @@ def test_create_with_two_new_names_holds_both(users, cleanup):
         assert r.status in (403, 409), (r.status, r.body)
 
 
+# ------------------------------------------------------- inspect of shared volumes
+
+SHARE_SECRET = "S3cret-review-12a"
+
+
+@pytest.fixture
+def cifs_shared_volume(shared_name, cleanup, direct_client) -> str:
+    """The profile's read-only shared volume, made by an admin as a CIFS share (the
+    local driver mounts it on first use only: creating it needs no server)."""
+    direct_client.volumes.create(
+        shared_name,
+        driver="local",
+        driver_opts={
+            "type": "cifs",
+            "device": "//192.0.2.10/results",
+            "o": f"username=svc-results,password={SHARE_SECRET},vers=3.0",
+        },
+    )
+    cleanup.append(("volume", shared_name))
+    return shared_name
+
+
+def test_shared_volume_inspect_shows_the_admins_driver_options(users, cifs_shared_volume):
+    """``shared_volume`` lets a member inspect the profile's shared volume (compose
+    checks an ``external`` volume exists) and returns dockerd's whole answer, with the
+    ``Options`` the admin created it with: for a CIFS or NFS share, the file server's
+    address and account, password included. A member mounts the volume read-only;
+    with the account they write to the share directly (or anything else it reaches).
+    ``GET /volumes/<shared volume>`` as a member."""
+    r = users["mallory"].request("GET", f"/v1.41/volumes/{cifs_shared_volume}")
+    assert r.status == 200, (r.status, r.body)
+    assert SHARE_SECRET.encode() not in r.body, json.loads(r.body).get("Options")
+
+
+def test_shared_volume_inspect_works_for_a_member(users, cifs_shared_volume):
+    """The neighbour: the member's inspect of the shared volume answers, with its name
+    and driver (what compose needs)."""
+    r = users["mallory"].request("GET", f"/v1.41/volumes/{cifs_shared_volume}")
+    assert r.status == 200, (r.status, r.body)
+    shown = json.loads(r.body)
+    assert shown["Name"] == cifs_shared_volume and shown["Driver"] == "local", shown
+
+
+def test_builtin_networks_show_no_other_users_tasks(users, cleanup):
+    """The neighbour: the built-in networks (the test engines run without the default
+    bridge), as a member inspects them (verbose too), show none of another user's
+    task containers."""
+    sid = eleventh._sleeping_service(users["victim"], cleanup, f"rv12-gw-{_rand()}")
+    tasks = eleventh._running_tasks(users["victim"], sid)
+    for network in ("none", "host", "docker_gwbridge", "ingress"):
+        r = users["mallory"].request("GET", f"/v1.41/networks/{network}?verbose=true")
+        assert r.status == 200, (network, r.status, r.body)
+        for task in tasks:
+            assert task["Id"][:12].encode() not in r.body, (network, r.body)
+
+
+# ------------------------------------------------------- renamed task containers
+
+
+def test_renamed_task_container_outlives_its_task(users, cleanup):
+    """Swarm stops and removes a task's container by its name
+    (``<service>.<slot>.<task>``). A member may rename their task container
+    (``container_rename`` checks only the owner); ``docker service update --force``
+    then starts a new task, while the renamed container, which Swarm no longer finds,
+    keeps running with the task label: the quota skips it. Each rename + update
+    leaves another 200m container running for a 1-replica service.
+    ``POST /containers/<task container>/rename?name=x`` then a forced update."""
+    m = users["mallory"]
+    tenth._remove_own_containers(m)
+    sid = eleventh._sleeping_service(m, cleanup, f"rv12-rename-{_rand()}")
+    task = eleventh._running_tasks(m, sid)[0]["Id"]
+    cleanup.append(("container", task))  # Swarm would no longer remove it
+    r = m.request("POST", f"/v1.41/containers/{task}/rename?name=rv12-renamed-{_rand()}")
+    renamed = r.status
+    r = _update_service(m, sid, lambda spec: None)
+    assert r.status == 200, (r.status, r.body)
+    eleventh._wait_running(m, sid, 2, 15)
+    time.sleep(3)
+    running = eleventh._running_tasks(m, sid)
+    assert len(running) <= 1, (
+        f"rename answered {renamed}; {len(running)} running containers of a 1-replica "
+        f"service: {[(c['Id'][:12], c['Names']) for c in running]}"
+    )
+
+
 def _purge(gate, upstream: str, user: str) -> subprocess.CompletedProcess[str]:
     """``dockergate purge --user USER --volumes --yes`` by the operator of a gate
     whose engine is ``upstream``, with the gate's store."""
