@@ -208,7 +208,10 @@ async def name_free(ex: Exchange) -> None:
 async def container_rename(ex: Exchange) -> None:
     """The owner's; and a name another user holds is only said to be taken (dockerd's
     conflict answer would name that container's full ID)."""
-    await owned_object(ex)
+    found = await owned_object(ex)
+    # Swarm stops and removes a task's container by its name: renamed, it would
+    # outlive its task, running beside the replacement.
+    refuse_task_container(ex, found, "rename")
     await name_free(ex)
 
 

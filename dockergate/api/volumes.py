@@ -37,9 +37,15 @@ async def volume_inspect(ex: Exchange) -> None:
 
 
 async def shared_volume(ex: Exchange, found: Resolved) -> dict[str, Any] | None:
+    """A shared volume as its users may see it: that it exists, its driver and scope;
+    not the admin's driver options (a file server's account and password), its
+    host path or its driver's status."""
     if any(v.name == found.id for v in ex.profile.shared_volumes):
-        return found.obj
+        return {k: v for k, v in found.obj.items() if k not in SHARED_HIDDEN}
     return None
+
+
+SHARED_HIDDEN = frozenset({"Options", "Mountpoint", "Status"})
 
 
 @handles("volume.create")
@@ -72,10 +78,27 @@ async def volume_create(ex: Exchange) -> None:
 
 async def claim_names(ex: Exchange) -> None:
     """Claim the names ``ex.volume_claims`` gathered (``containers.volume_usable``),
-    at the end of a handler, when the request has passed every other check."""
-    for name, field, mine in ex.volume_claims:
+    at the end of a handler, when the request has passed every other check. All or
+    none: every name is checked first, so a request refused for its second name does
+    not keep its first."""
+    claims, ex.volume_claims = ex.volume_claims, []
+    store = ex.gate.store if ex.gate is not None else None
+    if not claims or store is None or ex.admin:
+        for name, field, mine in claims:
+            await claim_name(ex, name, field, mine=mine)
+        return
+    try:
+        holders = await asyncio.to_thread(
+            store.volume_name_holders, [name[:NAME_MAX] for name, _, _ in claims]
+        )
+    except StoreError as exc:
+        raise _store_down(claims[0][0], claims[0][1], exc) from None
+    for name, field, mine in claims:
+        holder = holders.get(name[:NAME_MAX])
+        if holder is not None and holder != ex.identity.name and not mine:
+            raise _held(ex, name, field)
+    for name, field, mine in claims:
         await claim_name(ex, name, field, mine=mine)
-    ex.volume_claims.clear()
 
 
 async def claim_name(ex: Exchange, name: str, field: str, *, mine: bool = False) -> None:
@@ -96,20 +119,28 @@ async def claim_name(ex: Exchange, name: str, field: str, *, mine: bool = False)
         if ex.admin:
             log.warning("volume name %r not recorded for %s: %s", name, ex.identity.name, exc)
             return
-        raise Refusal(
-            503,
-            f"volume {name!r} ({field}): the user store, which keeps who holds each volume "
-            f"name on the cluster, cannot be reached: {exc}",
-            rule="store unavailable",
-        ) from None
+        raise _store_down(name, field, exc) from None
     if holder != ex.identity.name and not ex.admin and not mine:
-        raise Refusal(
-            403,
-            f"{who(ex)} may not use volume {name!r} ({field}): another user holds that "
-            "name on this cluster (volumes of a name on other nodes are theirs); choose "
-            "another name, or ask an admin to release it (dockergate volume-names release)",
-            rule="volume name held by another user",
-        )
+        raise _held(ex, name, field)
+
+
+def _held(ex: Exchange, name: str, field: str) -> Refusal:
+    return Refusal(
+        403,
+        f"{who(ex)} may not use volume {name!r} ({field}): another user holds that "
+        "name on this cluster (volumes of a name on other nodes are theirs); choose "
+        "another name, or ask an admin to release it (dockergate volume-names release)",
+        rule="volume name held by another user",
+    )
+
+
+def _store_down(name: str, field: str, exc: StoreError) -> Refusal:
+    return Refusal(
+        503,
+        f"volume {name!r} ({field}): the user store, which keeps who holds each volume "
+        f"name on the cluster, cannot be reached: {exc}",
+        rule="store unavailable",
+    )
 
 
 async def seed_volume_claims(daemon: Daemon, store: Store) -> int:

@@ -386,13 +386,16 @@ def _single_node(settings: Settings, host: str | None) -> bool:
     if host:
         return False  # a remote engine: its swarm is not read from here
 
-    async def nodes(daemon: Daemon) -> int:
+    async def alone(daemon: Daemon) -> bool:
         reply = await daemon.get("/info")
-        info = reply.json() if reply.ok else {}
-        return int(((info or {}).get("Swarm") or {}).get("Nodes") or 0)
+        swarm = ((reply.json() if reply.ok else None) or {}).get("Swarm") or {}
+        if swarm.get("LocalNodeState") == "inactive":
+            return True  # no swarm
+        # Nodes is filled in on managers only: a worker is never alone.
+        return bool(swarm.get("ControlAvailable")) and int(swarm.get("Nodes") or 0) <= 1
 
     try:
-        return on_daemon(settings, nodes) <= 1
+        return on_daemon(settings, alone)
     except click.ClickException:
         return False
 

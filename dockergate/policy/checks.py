@@ -750,6 +750,19 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
             )
     check_ulimits(profile, container.get("Ulimits"), f"{prefix}.Ulimits")
     check_oom_score_adj(profile, container.get("OomScoreAdj"), f"{prefix}.OomScoreAdj")
+    if profile.quota_memory is not None:
+        for config in ("UpdateConfig", "RollbackConfig"):
+            order = str((spec.get(config) or {}).get("Order") or "")
+            if order.lower() == "start-first":
+                # A new task starts beside the old one in its slot, which stays until
+                # the new one is running: containers the quota (replicas x limit) misses.
+                raise Denied(
+                    profile,
+                    "start-first updates under a memory quota",
+                    f"{config}.Order",
+                    order,
+                    "use stop-first (the default)",
+                )
     for i, mount in enumerate(container.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
     if not profile.host_namespaces:

@@ -561,6 +561,12 @@ class Store:
             held = session.get(VolumeName, name)
             return held.owner if held is not None else owner
 
+    def volume_name_holders(self, names: Sequence[str]) -> dict[str, str]:
+        """Who holds each of ``names`` (the names nobody holds are left out)."""
+        with self._read() as session:
+            query = select(VolumeName).where(VolumeName.name.in_(list(names)))
+            return {v.name: v.owner for v in session.scalars(query)}
+
     def volume_names(self, owner: str | None = None) -> list[tuple[str, str, dt.datetime]]:
         """(name, holder, claimed at), by name; ``owner``: that user's only."""
         with self._read() as session:

@@ -374,7 +374,7 @@ def test_works_member_stack_update_rollback_scale(cli, people, workdir):
         "      replicas: 1\n"
         "      resources: {limits: {memory: 256M, cpus: '0.5'}, reservations: {memory: 64M}}\n"
         "      placement: {constraints: [node.role == manager]}\n"
-        "      update_config: {order: start-first}\n"
+        "      update_config: {order: stop-first}\n"  # start-first: refused under a quota
         "secrets: {pw: {file: ./pw.txt}}\n"
         "configs: {cfg: {file: ./conf.txt}}\n"
         "networks: {net: {driver: overlay, attachable: true}}\n"
