@@ -455,10 +455,15 @@ class ClientConnection:
                         await w.drain()
             elif length == -1:
                 if http10:
+                    # Unframed for an HTTP/1.0 client (the body ends when the gate
+                    # closes), with the same filter and the same watch for a client
+                    # gone as a chunked stream.
                     w.write(head)
-                    async for data in iter_body(conn.reader, None, True):
-                        w.write(data)
-                        await w.drain()
+                    if ex.event_filter is not None and resp.status == 200:
+                        relay = relay_events(conn.reader, w, ex.event_filter, chunked=False)
+                    else:
+                        relay = relay_dechunked(conn.reader, w)
+                    await self._watching_client(relay)
                 elif ex.event_filter is not None and resp.status == 200:
                     w.write(head)
                     await self._watching_client(relay_events(conn.reader, w, ex.event_filter))
@@ -469,9 +474,7 @@ class ClientConnection:
                     await self._watching_client(relay_chunked_raw(conn.reader, w, head))
             else:  # delimited by the daemon closing the connection
                 w.write(head)
-                async for data in iter_body(conn.reader, None, False):
-                    w.write(data)
-                    await w.drain()
+                await self._watching_client(relay_until_close(conn.reader, w))
             await w.drain()
         except (asyncio.IncompleteReadError, HTTPError) as exc:
             conn.close()
@@ -560,9 +563,26 @@ class ClientConnection:
         raise Closed()
 
 
-async def relay_events(reader: asyncio.StreamReader, writer: Writer, allows: EventFilter) -> None:
+async def relay_dechunked(reader: asyncio.StreamReader, writer: Writer) -> None:
+    """A chunked body passed on without its framing (to an HTTP/1.0 client)."""
+    async for data in iter_body(reader, None, True):
+        writer.write(data)
+        await writer.drain()
+
+
+async def relay_until_close(reader: asyncio.StreamReader, writer: Writer) -> None:
+    """A body the daemon ends by closing the connection."""
+    async for data in iter_body(reader, None, False):
+        writer.write(data)
+        await writer.drain()
+
+
+async def relay_events(
+    reader: asyncio.StreamReader, writer: Writer, allows: EventFilter, chunked: bool = True
+) -> None:
     """Relay a line-delimited JSON stream, keeping only the events ``allows``; each
-    kept event goes out as its own chunk, as the daemon sends them."""
+    kept event goes out as its own chunk, as the daemon sends them (as a plain line
+    to an HTTP/1.0 client: ``chunked`` False)."""
     pending = b""
     async for data in iter_body(reader, None, True):
         pending += data
@@ -576,9 +596,10 @@ async def relay_events(reader: asyncio.StreamReader, writer: Writer, allows: Eve
                 continue
             if isinstance(event, dict) and await allows(event):
                 out = line + b"\n"
-                writer.write(b"%x\r\n%b\r\n" % (len(out), out))
+                writer.write(b"%x\r\n%b\r\n" % (len(out), out) if chunked else out)
                 await writer.drain()
-    writer.write(b"0\r\n\r\n")
+    if chunked:
+        writer.write(b"0\r\n\r\n")
     await writer.drain()
 
 
