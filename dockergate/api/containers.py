@@ -23,7 +23,7 @@ from dockergate.api.dispatch import (
     who,
 )
 from dockergate.api.exchange import Exchange
-from dockergate.api.images import check_changes, check_new_tag, check_onbuild
+from dockergate.api.images import check_changes, check_new_tag, check_onbuild, image_config_of
 from dockergate.api.labels import (
     SWARM_LABEL_PREFIX,
     TASK_LABEL,
@@ -50,7 +50,6 @@ from dockergate.policy.checks import (
     check_update,
 )
 from dockergate.policy.quota import check_container_quota, check_memory_quota, user_lock
-from dockergate.proxy.daemon import ref
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
@@ -108,8 +107,7 @@ async def container_create(ex: Exchange) -> None:
     check_container(ex.profile, body, await ex.daemon.facts())
     image: dict[str, Any] = {}
     if not ex.admin:
-        found = await ex.daemon.get(f"/images/{ref(str(body.get('Image') or ''))}/json")
-        image = ((found.json() or {}).get("Config") or {}) if found.ok else {}
+        image = await image_config_of(ex, str(body.get("Image") or "")) or {}
         refuse_task_labels(ex, image.get("Labels"), f"the image {body.get('Image')}'s labels")
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)

@@ -220,12 +220,18 @@ def tag_reference(repo: str, tag: str) -> str:
     return f"{name}:{tag or own or 'latest'}"
 
 
-async def image_labels_of(ex: Exchange, reference: str) -> dict[str, str] | None:
-    """The labels of the image ``reference`` names now (who built it); None if none."""
+async def image_config_of(ex: Exchange, reference: str) -> dict[str, Any] | None:
+    """The ``Config`` of the image ``reference`` names now; None if there is none."""
     found = await ex.daemon.get(f"/images/{ref(reference)}/json")
     if not found.ok:
         return None
-    return dict(((found.json() or {}).get("Config") or {}).get("Labels") or {})
+    return dict((found.json() or {}).get("Config") or {})
+
+
+async def image_labels_of(ex: Exchange, reference: str) -> dict[str, str] | None:
+    """The labels of the image ``reference`` names now (who built it); None if none."""
+    config = await image_config_of(ex, reference)
+    return None if config is None else dict(config.get("Labels") or {})
 
 
 async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:

@@ -13,7 +13,6 @@ import click
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.user_cmd import opened, table, when
-from dockergate.store.errors import StoreError
 
 
 @click.group("volume-names")
@@ -41,11 +40,8 @@ def release(ctx: Context, names: tuple[str, ...], owner: str | None) -> None:
     volume of the name, whoever made it."""
     if not names and owner is None:
         raise click.UsageError("give volume NAMES, or --user NAME")
-    with opened(ctx) as (settings, store):
-        try:
-            count = store.release_volume_names(owner, names)
-        except StoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+    with opened(ctx) as (settings, store):  # a store error is exit 1 (opened)
+        count = store.release_volume_names(owner, names)
         what = " ".join(names) + (f" --user {owner}" if owner else "")
         actions.record(
             settings,
