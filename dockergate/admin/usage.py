@@ -23,8 +23,8 @@ from urllib.parse import quote
 from dockergate.api import query as q
 from dockergate.api.labels import is_task
 from dockergate.api.ownership import OWNER_LABEL
-from dockergate.policy.checks import service_memory
 from dockergate.policy.model import ProfileSet
+from dockergate.policy.quota import services_memory
 from dockergate.proxy.daemon import Daemon, ref
 
 INSPECT_CONCURRENCY = 16
@@ -155,6 +155,7 @@ async def collect_usage(
 
     reply = await daemon.get(f"/services?status=true&filters={flt}")
     services = [s for s in (reply.json() if reply.ok else None) or [] if isinstance(s, dict)]
+    held = await services_memory(daemon, services)  # as the quota counts it
     for s in services:
         spec = s.get("Spec") or {}
         owner = _owner(spec.get("Labels"))
@@ -168,7 +169,7 @@ async def collect_usage(
         desired = int(status.get("DesiredTasks") or spec_replicas)
         row.replicas_desired += desired
         row.replicas_running += int(status.get("RunningTasks") or 0)
-        row.memory += service_memory(spec)
+        row.memory += held.get(str(s.get("ID")), 0)
         row.cpus += _service_cpus(spec, desired)
 
     limit = asyncio.Semaphore(INSPECT_CONCURRENCY)

@@ -10,6 +10,7 @@ the object is gone).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from dockergate.api.dispatch import handles
@@ -167,6 +168,13 @@ async def disk_usage(ex: Exchange) -> None:
         data["Volumes"] = [
             v for v in data.get("Volumes") or [] if (v.get("Labels") or {}).get(OWNER_LABEL) == user
         ]
+        # Images are everyone's to list, but how many containers use each is counted
+        # over the caller's containers only (as ``docker info`` counts them).
+        using = Counter(str(c.get("ImageID") or "") for c in data["Containers"])
+        for image in data.get("Images") or []:
+            count = image.get("Containers") if isinstance(image, dict) else None
+            if isinstance(count, int) and count >= 0:  # -1: not counted
+                image["Containers"] = using[str(image.get("Id") or "")]
         return json.dumps(data).encode()
 
     ex.response_filter = only_own

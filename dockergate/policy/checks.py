@@ -812,7 +812,9 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
             human(reserved),
             f"at most {human(mem_cap)}",
         )
-    mem = {"Memory": int(limits.get("MemoryBytes") or 0)}
+    # The reservation goes in as a container's --memory-reservation does: a default
+    # limit below it would book memory on a node for a task the kernel kills sooner.
+    mem = {"Memory": int(limits.get("MemoryBytes") or 0), "MemoryReservation": reserved}
     apply_memory(profile, mem, facts, "TaskTemplate.Resources.Limits.MemoryBytes")
     if mem["Memory"]:
         limits["MemoryBytes"] = mem["Memory"]
@@ -856,23 +858,33 @@ def keep_off_managers(profile: Profile, template: dict[str, Any]) -> None:
     placement["Constraints"] = constraints
 
 
-def service_tasks(spec: dict[str, Any], nodes: int = 1) -> int:
-    """How many of a service's tasks can run at once: its replicas, a job's
-    ``MaxConcurrent`` (else its completions), one per node for global modes."""
+def service_tasks(spec: dict[str, Any], nodes: int = 1, done: int = 0) -> int:
+    """How many of a service's tasks can run at once: its replicas, one per node for
+    global modes; for a job, what is left of its current run (``done`` tasks of it
+    have completed), at most ``MaxConcurrent`` (else its completions) at once."""
     mode = spec.get("Mode") or {}
-    if "Global" in mode or "GlobalJob" in mode:
+    if "Global" in mode:
         return max(nodes, 1)
+    if "GlobalJob" in mode:
+        return max(max(nodes, 1) - done, 0)
     if "ReplicatedJob" in mode:
         job = mode.get("ReplicatedJob") or {}
-        return int(job.get("MaxConcurrent") or job.get("TotalCompletions") or 1)
+        at_once = int(job.get("MaxConcurrent") or job.get("TotalCompletions") or 1)
+        total = int(job.get("TotalCompletions") or at_once)
+        return max(min(at_once, total - done), 0)
     replicas = (mode.get("Replicated") or {}).get("Replicas")
     return 1 if replicas is None else int(replicas)
 
 
-def service_memory(spec: dict[str, Any], nodes: int = 1) -> int:
+def is_job(spec: dict[str, Any]) -> bool:
+    mode = spec.get("Mode") or {}
+    return "ReplicatedJob" in mode or "GlobalJob" in mode
+
+
+def service_memory(spec: dict[str, Any], nodes: int = 1, done: int = 0) -> int:
     """Memory a service reserves for quotas: tasks at once times its memory limit."""
     limits = ((spec.get("TaskTemplate") or {}).get("Resources") or {}).get("Limits") or {}
-    return service_tasks(spec, nodes) * int(limits.get("MemoryBytes") or 0)
+    return service_tasks(spec, nodes, done) * int(limits.get("MemoryBytes") or 0)
 
 
 __all__ = ["Denied", "NodeFacts", "parse_size"]

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from dockergate.api import query as q
 from dockergate.api.labels import is_task
 from dockergate.api.ownership import OWNER_LABEL
-from dockergate.policy.checks import Denied, service_memory
+from dockergate.policy.checks import Denied, is_job, service_memory
 from dockergate.policy.model import Profile, human
 from dockergate.proxy.daemon import Daemon
 
@@ -45,11 +45,49 @@ async def _services(daemon: Daemon, user: str) -> list[dict[str, Any]]:
     return [s for s in reply.json() or [] if isinstance(s, dict)]
 
 
-async def _nodes(daemon: Daemon) -> int:
-    """Swarm nodes a global service runs a task on (1 when not a manager)."""
+async def swarm_nodes(daemon: Daemon) -> int:
+    """Swarm nodes a global service runs a task on (1 when not a manager). All of
+    them, drained or not: a node made active again gets its task without asking."""
     reply = await daemon.get("/nodes")
     nodes = reply.json() if reply.ok else None
     return len(nodes) if isinstance(nodes, list) and nodes else 1
+
+
+async def jobs_done(daemon: Daemon, services: list[dict[str, Any]]) -> dict[str, int]:
+    """Tasks each job service has completed in its current run (``JobIteration``): a
+    finished job holds no memory, and ``docker service update`` starts a new run."""
+    runs = {
+        str(s.get("ID")): ((s.get("JobStatus") or {}).get("JobIteration") or {}).get("Index")
+        for s in services
+        if is_job(s.get("Spec") or {})
+    }
+    if not runs:
+        return {}
+    flt = q.encode_filters({"service": dict.fromkeys(runs, True)})
+    reply = await daemon.get(f"/tasks?filters={quote(flt, safe='')}")
+    done: dict[str, int] = dict.fromkeys(runs, 0)
+    for task in (reply.json() if reply.ok else None) or []:
+        if not isinstance(task, dict) or (task.get("Status") or {}).get("State") != "complete":
+            continue
+        sid = str(task.get("ServiceID"))
+        if sid in runs and (task.get("JobIteration") or {}).get("Index") == runs[sid]:
+            done[sid] += 1
+    return done
+
+
+async def services_memory(
+    daemon: Daemon, services: list[dict[str, Any]], nodes: int | None = None
+) -> dict[str, int]:
+    """Memory each service holds for the quota, by service ID (see ``service_memory``)."""
+    if not services:
+        return {}
+    if nodes is None:
+        nodes = await swarm_nodes(daemon)
+    done = await jobs_done(daemon, services)
+    return {
+        str(s.get("ID")): service_memory(s.get("Spec") or {}, nodes, done.get(str(s.get("ID")), 0))
+        for s in services
+    }
 
 
 async def _container_memory(
@@ -77,14 +115,15 @@ async def _container_memory(
 async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[str, Any]:
     containers = await owned_containers(daemon, user)
     services = await _services(daemon, user)
-    nodes = await _nodes(daemon) if services else 1
+    nodes = await swarm_nodes(daemon) if services else 1
+    held = await services_memory(daemon, services, nodes)
     return {
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
-        "memory": await _container_memory(daemon, containers, exclude)
-        + sum(service_memory(s.get("Spec") or {}, nodes) for s in services),
+        "memory": await _container_memory(daemon, containers, exclude) + sum(held.values()),
         "service_specs": services,
+        "service_memory": held,
         "nodes": nodes,
     }
 
@@ -123,11 +162,11 @@ async def check_service_quota(
             f"{len(others)} of {profile.quota_services} used",
             "remove a service or ask an admin",
         )
-    nodes = used["nodes"] if used["service_specs"] else await _nodes(daemon)
-    current = sum(service_memory(s.get("Spec") or {}, nodes) for s in others)
-    container_mem = used["memory"] - sum(
-        service_memory(s.get("Spec") or {}, nodes) for s in used["service_specs"]
-    )
+    nodes = used["nodes"] if used["service_specs"] else await swarm_nodes(daemon)
+    held: dict[str, int] = used["service_memory"]
+    current = sum(memory for sid, memory in held.items() if sid != service_id)
+    container_mem = used["memory"] - sum(held.values())
+    # A created or updated service starts afresh (an updated job starts a new run).
     _check_memory(profile, container_mem + current, service_memory(spec, nodes))
 
 

@@ -593,6 +593,19 @@ def test_service_memory_counts_tasks_at_once() -> None:
     assert service_memory(limits) == 1 << 30
 
 
+def test_a_job_holds_memory_for_what_is_left_of_its_run() -> None:
+    limits = {"TaskTemplate": {"Resources": {"Limits": {"MemoryBytes": 1 << 30}}}}
+    job = {"Mode": {"ReplicatedJob": {"MaxConcurrent": 10, "TotalCompletions": 50}}, **limits}
+    assert service_memory(job, done=45) == 5 << 30
+    assert service_memory(job, done=50) == 0
+    assert service_memory(job, done=20) == 10 << 30
+    two = {"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 2}}, **limits}
+    assert service_memory(two, done=2) == 0
+    every = {"Mode": {"GlobalJob": {}}, **limits}
+    assert service_memory(every, nodes=3, done=1) == 2 << 30
+    assert service_memory(every, nodes=3, done=3) == 0
+
+
 def test_what_an_image_imprints_on_its_containers() -> None:
     """An owner label a container may have got from its image (or, under the classic
     builder, from an ONBUILD LABEL trigger) makes no owner."""
