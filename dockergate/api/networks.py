@@ -17,7 +17,7 @@ from dockergate.api.images import check_not_a_build_network
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import Resolved
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import check_network
+from dockergate.policy.checks import check_endpoint_opts, check_network
 from dockergate.policy.quota import owned_containers
 
 # Docker's own networks, by name and driver: nobody's, and everyone's containers use
@@ -86,6 +86,8 @@ async def network_connect(ex: Exchange) -> None:
     container = str(body.get("Container") or "")
     if not ex.admin and container:
         await referenced_owned(ex, "container", container, f"Container={container}")
+    if not ex.admin:
+        check_endpoint_opts(ex.profile, body.get("EndpointConfig"), "EndpointConfig")
     if ex.route.name == "network.connect":
         await endpoint_network(ex, found.id, body)
     ex.set_json(body)

@@ -74,7 +74,16 @@ def _cap_max(
 # -- host access -------------------------------------------------------------------------
 
 
+# SELinux types a container may ask for: Docker's own confined domains (``spc_t``,
+# what ``label=disable`` means, and any other type could be unconfined).
+CONFINED_SELINUX_TYPES = frozenset({"container_t", "container_init_t", "svirt_lxc_net_t"})
+DOCKER_APPARMOR = "docker-default"
+
+
 def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
+    """An allowlist, not a list of the known-bad: any AppArmor profile loaded on the
+    host (Ubuntu loads unconfined ones for desktop apps), any SELinux type or level
+    (``spc_t``, a category range reaching other containers' files) could unconfine."""
     if profile.unconfined:
         return
     for raw in opts:
@@ -84,28 +93,41 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
             key, sep, value = opt.partition(":")
         key = key.strip().lower()
         value = value.strip()
-        bad = (
-            # parseSecurityOpt: a bare "disable" is label=disable
-            opt.strip().lower() == "disable"
-            or (key == "apparmor" and value.lower() == "unconfined")
+        label_key, _, label_value = value.partition(":")
+        good = (
+            key == "no-new-privileges"
+            or (key == "apparmor" and value == DOCKER_APPARMOR)
             # The CLI inlines a profile file's content: "{...}" replaces the default
             # filter, and "null" (an empty profile) makes dockerd run with none at all.
-            or (key == "seccomp" and value.lower() != "builtin")
-            or (key == "writable-cgroups" and value.lower() not in ("false", "0"))
-            or (
-                key == "label"
-                and (value.lower() == "disable" or value.split(":")[0] in ("user", "role"))
-            )
-            or (key == "systempaths" and value.lower() == "unconfined")
+            or (key == "seccomp" and value.lower() == "builtin")
+            or (key == "writable-cgroups" and value.lower() in ("false", "0"))
+            or (key == "label" and label_key == "type" and label_value in CONFINED_SELINUX_TYPES)
         )
-        if bad:
+        if not good:
             raise Denied(
                 profile,
                 "weakening the container's confinement",
                 field,
                 opt,
-                "no-new-privileges and label=type:... are allowed",
+                f"no-new-privileges, apparmor={DOCKER_APPARMOR}, seccomp=builtin and "
+                f"label=type:{'|'.join(sorted(CONFINED_SELINUX_TYPES))} are allowed",
             )
+
+
+def check_endpoint_opts(profile: Profile, endpoint: Any, field: str) -> None:
+    """An endpoint's driver options may set per-interface sysctls (API 1.46+:
+    ``com.docker.network.endpoint.sysctls``): the profile's sysctl allowlist holds."""
+    opts = endpoint.get("DriverOpts") if isinstance(endpoint, dict) else None
+    if not isinstance(opts, dict):
+        return
+    listed = opts.get(ENDPOINT_SYSCTLS)
+    if listed is None:
+        return
+    names = {part.partition("=")[0].strip(): True for part in str(listed).split(",") if part}
+    check_sysctls(profile, names, f"{field}.DriverOpts[{ENDPOINT_SYSCTLS}]")
+
+
+ENDPOINT_SYSCTLS = "com.docker.network.endpoint.sysctls"
 
 
 def check_caps(profile: Profile, caps: list[Any], field: str) -> None:
@@ -406,6 +428,9 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
         host = body["HostConfig"] = {}
     check_image(profile, str(body.get("Image") or ""), "Image")
     check_host_config(profile, host, "HostConfig")
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    for key, endpoint in endpoints.items() if isinstance(endpoints, dict) else ():
+        check_endpoint_opts(profile, endpoint, f"NetworkingConfig.EndpointsConfig.{key}")
     if not profile.containers_on_managers and facts.manager:
         raise Denied(
             profile,
@@ -517,6 +542,16 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
     if host.get("Capabilities"):
         check_caps(profile, host["Capabilities"], f"{prefix}.Capabilities")
     check_security_opts(profile, host.get("SecurityOpt") or [], f"{prefix}.SecurityOpt")
+    if host.get("Annotations") and not profile.privileged:
+        # Passed to the OCI runtime (API 1.43+): runc turns org.systemd.property.* into
+        # the unit's MemoryMax/TasksMax/DeviceAllow, CDI runtimes add devices.
+        raise Denied(
+            profile,
+            "OCI runtime annotations",
+            f"{prefix}.Annotations",
+            host["Annotations"],
+            "leave them out (they reach past the memory, pids and device rules)",
+        )
     if not profile.unconfined:
         for field in ("MaskedPaths", "ReadonlyPaths"):
             if host.get(field) is not None:
@@ -740,13 +775,20 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
                 "disabled",
                 "use the default profile",
             )
-        if selinux.get("Disable") or selinux.get("User") or selinux.get("Role"):
+        selinux_type = str(selinux.get("Type") or "")
+        if (
+            selinux.get("Disable")
+            or selinux.get("User")
+            or selinux.get("Role")
+            or selinux.get("Level")
+            or (selinux_type and selinux_type not in CONFINED_SELINUX_TYPES)
+        ):
             raise Denied(
                 profile,
                 "weakening the container's confinement",
                 f"{prefix}.Privileges.SELinuxContext",
                 selinux,
-                "leave SELinux to Docker",
+                f"leave SELinux to Docker (or Type {'|'.join(sorted(CONFINED_SELINUX_TYPES))})",
             )
     check_ulimits(profile, container.get("Ulimits"), f"{prefix}.Ulimits")
     check_oom_score_adj(profile, container.get("OomScoreAdj"), f"{prefix}.OomScoreAdj")
@@ -765,8 +807,11 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
                 )
     for i, mount in enumerate(container.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
+    attachments = [*(template.get("Networks") or []), *(spec.get("Networks") or [])]
+    for i, attachment in enumerate(attachments):
+        check_endpoint_opts(profile, attachment, f"TaskTemplate.Networks[{i}]")
     if not profile.host_namespaces:
-        for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
+        for attachment in attachments:
             if str((attachment or {}).get("Target") or "").lower() == "host":
                 raise Denied(
                     profile,
@@ -814,6 +859,25 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
         )
     # The reservation goes in as a container's --memory-reservation does: a default
     # limit below it would book memory on a node for a task the kernel kills sooner.
+    swap = resources.get("SwapBytes")  # API 1.52+: -1 is unlimited swap
+    if not profile.swap and swap not in (None, 0):
+        raise Denied(
+            profile,
+            "swap",
+            "TaskTemplate.Resources.SwapBytes",
+            human(swap) if isinstance(swap, int) and swap > 0 else swap,
+            "leave it out: tasks get no swap of their own",
+        )
+    cpu_cap = _cap_max(profile, profile.cpus.max, profile.cpus.max_share, facts.ncpu)
+    cpu_reserved = int((resources.get("Reservations") or {}).get("NanoCPUs") or 0) / NANO
+    if cpu_cap and cpu_reserved > cpu_cap:
+        raise Denied(
+            profile,
+            "reserving this many CPUs",
+            "TaskTemplate.Resources.Reservations.NanoCPUs",
+            f"{cpu_reserved:g}",
+            f"at most {cpu_cap:g}",
+        )
     mem = {"Memory": int(limits.get("MemoryBytes") or 0), "MemoryReservation": reserved}
     apply_memory(profile, mem, facts, "TaskTemplate.Resources.Limits.MemoryBytes")
     if mem["Memory"]:

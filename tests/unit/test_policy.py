@@ -148,6 +148,11 @@ def test_extends_loop(tmp_path: Path) -> None:
         {"SecurityOpt": ["label=user:system_u"]},
         {"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']},
         {"SecurityOpt": ["systempaths=unconfined"]},
+        {"SecurityOpt": ["label=type:spc_t"]},
+        {"SecurityOpt": ["label=level:s0-s0:c0.c1023"]},
+        {"SecurityOpt": ["label=filetype:container_file_t"]},
+        {"SecurityOpt": ["apparmor=chrome"]},
+        {"Annotations": {"org.systemd.property.TasksMax": "uint64 18446744073709551615"}},
         {"MaskedPaths": []},
         {"ReadonlyPaths": []},
         {"Devices": [{"PathOnHost": "/dev", "PathInContainer": "/dev"}]},
@@ -195,7 +200,13 @@ def test_container_refusals(member: Profile, host: dict[str, object]) -> None:
 def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
     host = {
         "CapAdd": ["CHOWN", "cap_kill"],  # Docker's default set may be named again
-        "SecurityOpt": ["no-new-privileges"],
+        "SecurityOpt": [
+            "no-new-privileges",
+            "no-new-privileges:true",
+            "apparmor=docker-default",
+            "seccomp=builtin",
+            "label=type:container_t",
+        ],
         "Sysctls": {"net.ipv4.ping_group_range": "0 0"},
         "Binds": [f"{tmp_path / 'data'}/sub:/d", f"{tmp_path / 'common'}:/c:ro", "myvol:/v"],
         "Mounts": [
@@ -212,6 +223,20 @@ def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
     assert isinstance(applied, dict)
     assert applied["MemorySwap"] == 1 << 30  # swap pinned to memory
     assert applied["NanoCpus"] == 1_000_000_000 and applied["PidsLimit"] == 256
+
+
+def test_endpoint_sysctls_follow_the_sysctl_allowlist(member: Profile) -> None:
+    """Per-interface sysctls in an endpoint's driver options (API 1.46+)."""
+    opts = "com.docker.network.endpoint.sysctls"
+
+    def with_endpoint(sysctls: str) -> dict[str, object]:
+        body = create()
+        body["NetworkingConfig"] = {"EndpointsConfig": {"n": {"DriverOpts": {opts: sysctls}}}}
+        return body
+
+    with pytest.raises(Denied, match="sysctl"):
+        check_container(member, with_endpoint("net.ipv4.conf.IFNAME.route_localnet=1"), FACTS)
+    check_container(member, with_endpoint("net.ipv4.ping_group_range=0 0"), FACTS)
 
 
 def test_defaults_applied_when_absent(member: Profile) -> None:
@@ -316,7 +341,7 @@ def service(**container: object) -> dict[str, object]:
 
 
 def test_service_defaults_and_worker_constraint(member: Profile) -> None:
-    spec = service()
+    spec = service(Privileges={"SELinuxContext": {"Type": "container_t"}})
     check_service(member, spec, FACTS)
     template = spec["TaskTemplate"]
     assert isinstance(template, dict)
@@ -330,6 +355,23 @@ def test_service_defaults_and_worker_constraint(member: Profile) -> None:
         service(CapabilityAdd=["SYS_ADMIN"]),
         service(Privileges={"Seccomp": {"Mode": "unconfined"}}),
         service(Privileges={"AppArmor": {"Mode": "disabled"}}),
+        service(Privileges={"SELinuxContext": {"Type": "spc_t"}}),
+        service(Privileges={"SELinuxContext": {"Level": "s0-s0:c0.c1023"}}),
+        {"TaskTemplate": {"ContainerSpec": {}, "Resources": {"SwapBytes": -1}}},
+        {"TaskTemplate": {"ContainerSpec": {}, "Resources": {"Reservations": {"NanoCPUs": 64e9}}}},
+        {
+            "TaskTemplate": {
+                "ContainerSpec": {},
+                "Networks": [
+                    {
+                        "Target": "n",
+                        "DriverOpts": {
+                            "com.docker.network.endpoint.sysctls": "net.ipv4.conf.IFNAME.forwarding=1"
+                        },
+                    }
+                ],
+            }
+        },
         service(Mounts=[{"Type": "bind", "Source": "/", "Target": "/h"}]),
         service(Sysctls={"kernel.msgmax": "1"}),
         {"TaskTemplate": {"ContainerSpec": {}, "Networks": [{"Target": "host"}]}},
