@@ -367,6 +367,16 @@ async def network_usable(ex: Exchange, reference: str, field: str) -> str:
     found = await resolve(ex.daemon, "network", reference)
     if found is not None and found.obj.get("Name") in BUILTIN_NETWORKS:
         return found.id  # the bridge, host or none network by its ID
+    if found is None and (await ex.daemon.facts()).worker:
+        # A worker's engine lists a Swarm network only once a task of it runs there
+        # (dockerd asks a manager at create): this gate cannot see whose it is.
+        raise Refusal(
+            403,
+            f"{who(ex)} may not use network {reference!r} ({field}) through this worker's "
+            "gate: the engine does not know it (a Swarm network shows on a worker only "
+            "once a task of it runs there), so its owner cannot be checked; run the "
+            "work as a service on that network (docker service create --network ...)",
+        )
     return (await referenced_owned(ex, "network", reference, field)).id
 
 

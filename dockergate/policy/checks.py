@@ -57,11 +57,12 @@ class Denied(Exception):
 
 @dataclass(frozen=True)
 class NodeFacts:
-    """What some rules need to know about the engine: RAM (for shares), manager role."""
+    """What some rules need to know about the engine: RAM (for shares), Swarm role."""
 
     mem_total: int = 0
     ncpu: int = 0
     manager: bool = False
+    worker: bool = False  # in a swarm, not a manager
 
 
 def _cap_max(
@@ -241,8 +242,13 @@ def bind_options(spec: str) -> tuple[str, str, bool]:
     parts = spec.split(":")
     source = parts[0]
     dest = parts[1] if len(parts) > 1 else ""
-    opts = parts[2].split(",") if len(parts) > 2 else []
-    return source, dest, "ro" in opts
+    return source, dest, "ro" in bind_modes(spec)
+
+
+def bind_modes(spec: str) -> set[str]:
+    """The options of ``src:dst:opts`` (``ro``, ``z``, ``nocopy``...)."""
+    parts = spec.split(":")
+    return set(parts[2].split(",")) if len(parts) > 2 else set()
 
 
 def check_volume_driver(
@@ -612,6 +618,16 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
         source, _dest, read_only = bind_options(str(bind))
         if source.startswith("/"):
             check_bind(profile, source, read_only, f"{prefix}.Binds")
+            if {"z", "Z"} & bind_modes(str(bind)) and not profile.unconfined:
+                # On an SELinux host dockerd relabels the host directory itself: :Z
+                # makes a shared tree (the team's data) private to this container.
+                raise Denied(
+                    profile,
+                    "relabelling host files",
+                    f"{prefix}.Binds",
+                    bind,
+                    "leave out :z / :Z",
+                )
     for i, mount in enumerate(host.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
     check_ports(profile, host.get("PortBindings"), f"{prefix}.PortBindings")

@@ -103,6 +103,8 @@ class Daemon:
                 mem_total=int((info or {}).get("MemTotal") or 0),
                 ncpu=int((info or {}).get("NCPU") or 0),
                 manager=bool(swarm.get("ControlAvailable")),
+                worker=swarm.get("LocalNodeState") == "active"
+                and not swarm.get("ControlAvailable"),
             )
             self._facts_at = now
         return self._facts

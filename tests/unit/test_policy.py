@@ -225,6 +225,14 @@ def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
     assert applied["NanoCpus"] == 1_000_000_000 and applied["PidsLimit"] == 256
 
 
+def test_host_files_are_not_relabelled(member: Profile, tmp_path: Path) -> None:
+    """``:z``/``:Z`` make dockerd relabel the host directory (on SELinux hosts)."""
+    for mode in ("Z", "z", "ro,z"):
+        with pytest.raises(Denied, match="relabelling host files"):
+            check_container(member, create(Binds=[f"{tmp_path / 'data'}/sub:/d:{mode}"]), FACTS)
+    check_container(member, create(Binds=[f"{tmp_path / 'data'}/sub:/d:ro"]), FACTS)
+
+
 def test_endpoint_sysctls_follow_the_sysctl_allowlist(member: Profile) -> None:
     """Per-interface sysctls in an endpoint's driver options (API 1.46+)."""
     opts = "com.docker.network.endpoint.sysctls"
