@@ -78,7 +78,7 @@ _run_dir_pids() {
     for f in /proc/[0-9]*/cmdline; do
         pid=${f#/proc/}; pid=${pid%/cmdline}
         [ "$pid" = "$$" ] && continue
-        if tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$run/"; then roots+=("$pid"); fi
+        if { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -qF -- "$run/"; then roots+=("$pid"); fi
     done
     ((${#roots[@]})) || return 0
     # descendants, breadth first, from one ps snapshot
