@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.labels import is_task
+from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.model import ProfileSet
-from dockergate.policy.quota import services_memory
+from dockergate.policy.quota import charged, services_memory
 from dockergate.proxy.daemon import Daemon, ref
 
 INSPECT_CONCURRENCY = 16
@@ -138,30 +139,36 @@ async def collect_usage(
     flt = _label_key_filter()
     reply = await daemon.get(f"/containers/json?all=1&filters={flt}")
     containers = [c for c in (reply.json() if reply.ok else None) or [] if isinstance(c, dict)]
-    live_plain: list[tuple[str, str]] = []
+    # Live containers, as the quota counts memory: (owner, ID, service ID of a task).
+    live: list[tuple[str, str, str | None]] = []
     for c in containers:
-        owner = _owner(c.get("Labels"))
+        labels = c.get("Labels")
+        owner = _owner(labels)
         if owner is None:
             continue
         row = row_for(owner)
-        if is_task(c.get("Labels")):
-            continue  # counted through its service
-        row.containers_total += 1
         state = str(c.get("State"))
+        if is_task(labels):  # counted through its service (or beyond it: quota.charged)
+            if state not in ("exited", "dead"):
+                live.append((owner, str(c.get("Id", "")), str((labels or {})[TASK_LABEL])))
+            continue
+        row.containers_total += 1
         if state == "running":
             row.containers_running += 1
-        if state not in ("exited", "dead"):  # as the quota counts memory
-            live_plain.append((owner, str(c.get("Id", ""))))
+        if state not in ("exited", "dead"):
+            live.append((owner, str(c.get("Id", "")), None))
 
     reply = await daemon.get(f"/services?status=true&filters={flt}")
     services = [s for s in (reply.json() if reply.ok else None) or [] if isinstance(s, dict)]
     held = await services_memory(daemon, services)  # as the quota counts it
+    service_owner: dict[str, str] = {}
     for s in services:
         spec = s.get("Spec") or {}
         owner = _owner(spec.get("Labels"))
         if owner is None:
             continue
         row = row_for(owner)
+        service_owner[str(s.get("ID"))] = owner
         row.services += 1
         status = s.get("ServiceStatus") or {}
         mode = spec.get("Mode") or {}
@@ -169,7 +176,6 @@ async def collect_usage(
         desired = int(status.get("DesiredTasks") or spec_replicas)
         row.replicas_desired += desired
         row.replicas_running += int(status.get("RunningTasks") or 0)
-        row.memory += held.get(str(s.get("ID")), 0)
         row.cpus += _service_cpus(spec, desired)
 
     limit = asyncio.Semaphore(INSPECT_CONCURRENCY)
@@ -178,10 +184,18 @@ async def collect_usage(
         async with limit:
             return await _limits(daemon, cid)
 
-    found = await asyncio.gather(*(one(cid) for _owner_name, cid in live_plain))
-    for (owner, _cid), (memory, cpus) in zip(live_plain, found, strict=True):
-        rows[owner].memory += memory
-        rows[owner].cpus += cpus
+    found = await asyncio.gather(*(one(cid) for _owner_name, cid, _sid in live))
+    tasks: defaultdict[str, int] = defaultdict(int)
+    for (owner, _cid, sid), (memory, cpus) in zip(live, found, strict=True):
+        if sid is None:
+            rows[owner].memory += memory
+            rows[owner].cpus += cpus
+        else:
+            tasks[sid] += memory
+            service_owner.setdefault(sid, owner)  # a removed service's tasks
+    for sid, memory in charged(held, dict(tasks)).items():
+        if sid in service_owner:
+            rows[service_owner[sid]].memory += memory
 
     for name, at in (last_activity or {}).items():
         if name in rows:

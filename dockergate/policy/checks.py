@@ -79,6 +79,7 @@ def _cap_max(
 # what ``label=disable`` means, and any other type could be unconfined).
 CONFINED_SELINUX_TYPES = frozenset({"container_t", "container_init_t", "svirt_lxc_net_t"})
 DOCKER_APPARMOR = "docker-default"
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 
 def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
@@ -96,7 +97,9 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
         value = value.strip()
         label_key, _, label_value = value.partition(":")
         good = (
-            key == "no-new-privileges"
+            # Bare, or a value Go's strconv.ParseBool reads as true: "=false" would
+            # undo a daemon-wide "no-new-privileges": true.
+            (key == "no-new-privileges" and (not sep or value in GO_TRUE))
             or (key == "apparmor" and value == DOCKER_APPARMOR)
             # The CLI inlines a profile file's content: "{...}" replaces the default
             # filter, and "null" (an empty profile) makes dockerd run with none at all.
@@ -618,16 +621,17 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
         source, _dest, read_only = bind_options(str(bind))
         if source.startswith("/"):
             check_bind(profile, source, read_only, f"{prefix}.Binds")
-            if {"z", "Z"} & bind_modes(str(bind)) and not profile.unconfined:
-                # On an SELinux host dockerd relabels the host directory itself: :Z
-                # makes a shared tree (the team's data) private to this container.
-                raise Denied(
-                    profile,
-                    "relabelling host files",
-                    f"{prefix}.Binds",
-                    bind,
-                    "leave out :z / :Z",
-                )
+        if {"z", "Z"} & bind_modes(str(bind)) and not profile.unconfined:
+            # On an SELinux host dockerd relabels the source itself, a host directory or
+            # a volume's (a shared volume may be one): :Z makes the team's data private
+            # to this container.
+            raise Denied(
+                profile,
+                "relabelling host files",
+                f"{prefix}.Binds",
+                bind,
+                "leave out :z / :Z",
+            )
     for i, mount in enumerate(host.get("Mounts") or []):
         check_mount(profile, mount, f"{prefix}.Mounts[{i}]")
     check_ports(profile, host.get("PortBindings"), f"{prefix}.PortBindings")

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.labels import is_task
+from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.checks import Denied, is_job, service_memory
 from dockergate.policy.model import Profile, human
@@ -90,11 +90,13 @@ async def services_memory(
     }
 
 
-async def _container_memory(
+async def live_memory(
     daemon: Daemon, containers: list[dict[str, Any]], exclude: str | None = None
-) -> int:
-    """Memory limits of containers that are not task containers (services count those),
-    ``exclude`` left out (a container being started or updated is counted as asked)."""
+) -> tuple[int, dict[str, int]]:
+    """Memory limits of the live containers (``exclude`` left out: a container being
+    started or updated is counted as asked): (plain containers, task containers by
+    service ID). Task containers count as their service's, and beyond it: a removed
+    service's tasks, or a job's earlier run, stop only after their grace period."""
 
     async def one(cid: str) -> int:
         reply = await daemon.get(f"/containers/{cid}/json")
@@ -102,28 +104,41 @@ async def _container_memory(
             return 0
         return int(((reply.json() or {}).get("HostConfig") or {}).get("Memory") or 0)
 
-    plain = [
-        c["Id"]
+    live = [
+        c
         for c in containers
-        if not is_task(c.get("Labels"))
-        and str(c.get("State")) not in ("exited", "dead")
-        and c["Id"] != exclude
+        if str(c.get("State")) not in ("exited", "dead") and c["Id"] != exclude
     ]
-    return sum(await asyncio.gather(*(one(cid) for cid in plain)))
+    limits = await asyncio.gather(*(one(c["Id"]) for c in live))
+    plain, tasks = 0, defaultdict[str, int](int)
+    for c, memory in zip(live, limits, strict=True):
+        if is_task(c.get("Labels")):
+            tasks[str(c["Labels"][TASK_LABEL])] += memory
+        else:
+            plain += memory
+    return plain, dict(tasks)
+
+
+def charged(held: dict[str, int], tasks: dict[str, int]) -> dict[str, int]:
+    """What each service costs the quota: what its spec holds, or what its task
+    containers here hold if that is more (tasks of a removed service included)."""
+    return {sid: max(held.get(sid, 0), tasks.get(sid, 0)) for sid in held.keys() | tasks.keys()}
 
 
 async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[str, Any]:
     containers = await owned_containers(daemon, user)
     services = await _services(daemon, user)
     nodes = await swarm_nodes(daemon) if services else 1
-    held = await services_memory(daemon, services, nodes)
+    plain, tasks = await live_memory(daemon, containers, exclude)
+    costs = charged(await services_memory(daemon, services, nodes), tasks)
     return {
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
-        "memory": await _container_memory(daemon, containers, exclude) + sum(held.values()),
+        "memory": plain + sum(costs.values()),
         "service_specs": services,
-        "service_memory": held,
+        "service_memory": costs,
+        "task_memory": tasks,
         "nodes": nodes,
     }
 
@@ -163,11 +178,16 @@ async def check_service_quota(
             "remove a service or ask an admin",
         )
     nodes = used["nodes"] if used["service_specs"] else await swarm_nodes(daemon)
-    held: dict[str, int] = used["service_memory"]
-    current = sum(memory for sid, memory in held.items() if sid != service_id)
-    container_mem = used["memory"] - sum(held.values())
-    # A created or updated service starts afresh (an updated job starts a new run).
-    _check_memory(profile, container_mem + current, service_memory(spec, nodes))
+    costs: dict[str, int] = used["service_memory"]
+    current = sum(memory for sid, memory in costs.items() if sid != service_id)
+    container_mem = used["memory"] - sum(costs.values())
+    wanted = service_memory(spec, nodes)
+    if service_id is not None:
+        # An update replaces the tasks running here (stop-first) - except a job's:
+        # its new run starts at once, beside the old run's tasks still stopping.
+        running = used["task_memory"].get(service_id, 0)
+        wanted = wanted + running if is_job(spec) else max(wanted, running)
+    _check_memory(profile, container_mem + current, wanted)
 
 
 async def check_memory_quota(
