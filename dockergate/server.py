@@ -11,6 +11,7 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +54,8 @@ class Gate:
         load_handlers()
         self.closing = False
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
+        self.per_client: Counter[str] = Counter()  # open connections by counted client
+        self.warned_clients: set[str] = set()
         self.servers: list[asyncio.Server] = []
         self.tls_context: ssl.SSLContext | None = None
         self.streams = 0
@@ -160,6 +163,20 @@ class Gate:
         conn = ClientConnection(self, reader, writer, peer)
         task = asyncio.current_task()
         assert task is not None
+        client = self._counted_client(peer, writer)
+        if client is not None:
+            limit = self.settings.max_connections_per_client
+            if self.per_client[client] >= limit:
+                # Its first request gets the refusal (the CLI prints it), then it closes.
+                conn.turned_away = (
+                    f"{client} has {limit} connections open, the most one client may "
+                    "(max_connections_per_client): close some and retry"
+                )
+                if client not in self.warned_clients:
+                    self.warned_clients.add(client)
+                    log.warning("%s reached max_connections_per_client (%d)", client, limit)
+            else:
+                self.per_client[client] += 1
         self.connections[task] = conn
         try:
             await conn.serve()
@@ -169,6 +186,28 @@ class Gate:
             pass
         finally:
             self.connections.pop(task, None)
+            if client is not None and conn.turned_away is None:
+                self.per_client[client] -= 1
+                if self.per_client[client] <= 0:
+                    del self.per_client[client]
+                    self.warned_clients.discard(client)
+
+    def _counted_client(self, peer: Peer, writer: Writer) -> str | None:
+        """Who a connection counts against for ``max_connections_per_client``: the unix
+        uid, the certificate, else the remote address (token clients); None for admins
+        (Portainer opens a stream per container) and with no limit."""
+        if self.settings.max_connections_per_client <= 0:
+            return None
+        try:
+            if self.profile_for(self.authenticator.authenticate(peer, None)).admin:
+                return None
+        except Refusal:
+            pass  # unknown yet (a token comes with each request): counted by address
+        if peer.listener == "unix" or peer.cert_serial is not None:
+            return peer.describe()
+        address = writer.get_extra_info("peername")
+        host = address[0] if isinstance(address, tuple) and address else "?"
+        return f"TLS client at {host}"
 
     @contextlib.contextmanager
     def track_stream(self) -> Iterator[None]:

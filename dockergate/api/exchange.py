@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 
 ADMIN_PROFILE = Profile("admin", admin=True)
 
-# dockerd's own authz plugins see bodies up to 4 MiB; container and service specs
-# are far smaller. A larger body on an inspected route is refused, never passed.
-INSPECT_CAP = 4 << 20
+# Container and service specs are a few kB; the largest inspected bodies are Swarm
+# configs and secrets (at most 500 kB of data, base64 in JSON: about 700 kB). A larger
+# body on an inspected route is refused, never passed. The whole body must arrive
+# within BODY_TIMEOUT: the gate holds it in memory until then.
+INSPECT_CAP = 1 << 20
+BODY_TIMEOUT = 60.0
 
 ResponseFilter = Callable[[bytes], Awaitable[bytes]]  # a whole JSON answer -> what goes out
 EventFilter = Callable[[dict[str, Any]], Awaitable[bool]]
@@ -76,6 +79,8 @@ class Exchange:
     # The gate's own answer (``/_dockergate/...``): (status, JSON body); nothing is forwarded.
     reply: tuple[int, Any] | None = None
     raw_reply: bytes | None = None  # a complete daemon answer the gate already holds
+    # Sends "100 Continue" to a client waiting for it before sending the body.
+    send_continue: Callable[[], Awaitable[None]] | None = None
     _query: q.Query | None = None
 
     def __post_init__(self) -> None:
@@ -125,7 +130,17 @@ class Exchange:
             raise Refusal(400, f"{self.route_name}: an empty body cannot be inspected")
         if ctype != "application/json":
             raise HTTPError(415, f"{self.route_name}: body must be application/json")
-        raw = await read_body(self.reader, req.content_length, req.chunked, INSPECT_CAP)
+        expect = (req.headers.get("expect") or "").lower()
+        if self.send_continue is not None and expect == "100-continue":
+            await self.send_continue()
+            self.send_continue = None
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                raw = await read_body(self.reader, req.content_length, req.chunked, INSPECT_CAP)
+        except TimeoutError:
+            raise HTTPError(
+                408, f"{self.route_name}: the body did not arrive within {BODY_TIMEOUT:.0f} s"
+            ) from None
         req.body_read = True
         try:
             if schema is None:

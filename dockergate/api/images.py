@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from dockergate.api import dockerfile
 from dockergate.api import query as q
+from dockergate.api.body import BodyError, loads_strict
 from dockergate.api.buildcontext import ContextScanner, wanted_paths
 from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, who
 from dockergate.api.exchange import Exchange
@@ -454,13 +455,19 @@ def check_changes(ex: Exchange) -> None:
             )
 
 
+def json_param(name: str, raw: str) -> Any:
+    """A build parameter holding JSON (``labels``, ``ulimits``, ``buildargs``), read as
+    strictly as a body is: malformed or nested without end is a 400, not a crash."""
+    try:
+        return loads_strict(raw.encode("utf-8", "surrogateescape"))
+    except BodyError as exc:
+        raise Refusal(400, f"build: the {name} parameter: {exc.message}") from None
+
+
 @handles("image.build")
 async def build(ex: Exchange) -> None:
     raw = q.first(ex.query, "labels")
-    try:
-        labels = json.loads(raw) if raw else {}
-    except ValueError:
-        raise Refusal(400, "build: the labels parameter is not JSON") from None
+    labels = json_param("labels", raw) if raw else {}
     profile = ex.profile
     if not profile.admin:
         await _check_build(ex)
@@ -539,11 +546,7 @@ async def _check_build(ex: Exchange) -> None:
     _build_cpus(ex, facts)
     raw_ulimits = q.first(ex.query, "ulimits")
     if raw_ulimits:
-        try:
-            ulimits = json.loads(raw_ulimits)
-        except ValueError:
-            raise Refusal(400, "build: the ulimits parameter is not JSON") from None
-        check_ulimits(profile, ulimits, "ulimits")
+        check_ulimits(profile, json_param("ulimits", raw_ulimits), "ulimits")
     shm = q.first_int(ex.query, "shmsize")
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")
@@ -602,7 +605,7 @@ async def check_dockerfile(
     try:
         text = content.decode("utf-8", "surrogateescape")
         instructions = dockerfile.parse(text)
-        buildargs = json.loads(raw_args) if raw_args else {}
+        buildargs = json_param("buildargs", raw_args) if raw_args else {}
         if not isinstance(buildargs, dict) or not all(
             isinstance(v, str | None) for v in buildargs.values()
         ):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -68,11 +70,23 @@ def serve(
         check_schema(settings)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
+    raise_fd_limit()
     try:
         run_loop(_serve(settings), settings.event_loop)
     except (RuntimeError, OSError, ValueError, PolicyError) as exc:
         logging.getLogger("dockergate").error("cannot serve: %s", exc)
         sys.exit(1)
+
+
+def raise_fd_limit() -> None:
+    """Every connection is a file descriptor (two while forwarded): take the hard limit,
+    as Go programs such as dockerd do, instead of the 1024 a service starts with."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_loop(main: Coroutine[Any, Any, None], choice: str) -> None:

@@ -158,7 +158,10 @@ def check_sysctls(profile: Profile, sysctls: dict[str, Any] | None, field: str) 
 
 def resolve_host_path(path: str) -> str:
     """Normalise a host path the way the kernel will see it: ``..``, ``//``, trailing
-    slashes and symlinks resolved on this host (``ln -s / ~/root`` does not help)."""
+    slashes and symlinks resolved on this host (``ln -s / ~/root`` does not help).
+    A path with a NUL byte names nothing the kernel can open: "" (allowed nowhere)."""
+    if "\x00" in path:
+        return ""
     return os.path.realpath(posixpath.normpath(path))
 
 
@@ -520,7 +523,7 @@ def device_requests(value: Any) -> str:
         if not isinstance(request, dict):
             out.append(str(request))
             continue
-        caps = {c for group in request.get("Capabilities") or [] for c in group or []}
+        caps = {str(c) for group in request.get("Capabilities") or [] for c in group or []}
         what = ",".join(sorted(caps)) or str(request.get("Driver") or "device")
         ids = request.get("DeviceIDs")
         count = request.get("Count")
@@ -734,7 +737,7 @@ def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "")
     if (
         is_root_user(user)
         or numeric is None
-        or not all(int(n) <= MAX_ID for n in numeric.groups() if n is not None)
+        or not all(len(n) <= 10 and int(n) <= MAX_ID for n in numeric.groups() if n is not None)
     ):
         raise Denied(
             profile,

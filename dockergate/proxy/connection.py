@@ -54,6 +54,7 @@ log = logging.getLogger("dockergate.access")
 
 KEEPALIVE_IDLE = 300.0  # an idle keep-alive connection is closed after this (not streams)
 HEAD_TIMEOUT = 60.0  # a started message head must be complete within this
+TURN_AWAY_WAIT = 1.0  # a client over its connection limit: how long its request may take
 DISCARD_LIMIT = 1 << 16  # refused bodies up to this are read and dropped to keep the connection
 HIJACK_BODY_CAP = 1 << 20
 UPGRADE_PROTOCOLS = frozenset({"tcp", "h2c", "websocket"})
@@ -118,9 +119,15 @@ class ClientConnection:
         # gate checks these again when its users change (Gate.recheck_streams).
         self.identity: Identity | None = None
         self.token: str | None = None
+        # Set by the gate for a client over its connection limit: the first request
+        # is answered with this refusal, and the connection closes.
+        self.turned_away: str | None = None
 
     # -- connection loop -------------------------------------------------------------
     async def serve(self) -> None:
+        if self.turned_away is not None:
+            await self._turn_away()
+            return
         try:
             while not self.gate.closing:
                 self.phase, self.since = "idle", self.loop.time()
@@ -146,6 +153,24 @@ class ClientConnection:
             return
         finally:
             self.phase = "idle"
+            if self.linger:
+                await self._linger()
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    async def _turn_away(self) -> None:
+        """A client over its connection limit: the request it sends at once gets the
+        refusal (the CLI prints it); a connection that sends nothing is closed in a
+        second, so held-open idle connections cannot pile up."""
+        message = self.turned_away or ""
+        try:
+            async with asyncio.timeout(TURN_AWAY_WAIT):
+                request = parse_request(await read_head(self.reader))
+            self.linger = request.has_body
+            await self._send(error_response(403, message, close=True))
+        except (TimeoutError, ClientGone, HTTPError, ConnectionError, OSError):
+            pass
+        finally:
             if self.linger:
                 await self._linger()
             with contextlib.suppress(Exception):
@@ -183,6 +208,9 @@ class ClientConnection:
             return
         await self.reader._wait_for_data("serve")  # type: ignore[attr-defined]
 
+    async def _send_continue(self) -> None:
+        await self._send(CONTINUE)
+
     async def _send(self, data: bytes) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             self.writer.write(data)
@@ -216,6 +244,7 @@ class ClientConnection:
                 self.reader,
                 profile=self.gate.profile_for(identity),
                 gate=self.gate,
+                send_continue=self._send_continue,
             )
             try:
                 await dispatch(ex)

@@ -326,6 +326,28 @@ def test_works_idle_connections_below_the_limit_harm_nobody(small_gate):
     assert _ping(m) == 200
 
 
+def test_works_a_client_over_its_connection_limit_is_told_why(small_gate):
+    """The fix: past ``max_connections_per_client`` (256) a member's request is refused
+    with a message the CLI prints, and works again once connections are closed."""
+    _g, m, v = small_gate
+    held = _open_idle(m, 256)
+    try:
+        time.sleep(0.5)
+        r = m.request("GET", "/_ping")
+        assert r.status == 403, (r.status, r.body)
+        assert b"max_connections_per_client" in r.body, r.body
+        assert _ping(v) == 200
+    finally:
+        for s in held[:10]:
+            s.close()
+    try:
+        time.sleep(0.5)
+        assert _ping(m) == 200
+    finally:
+        for s in held[10:]:
+            s.close()
+
+
 def test_finding_stalled_inspected_bodies_pin_gate_memory(users, rgate):
     # read_body (proxy/http.py) buffers up to INSPECT_CAP (4 MiB) per request with
     # no time limit on the body ("busy" connections never expire) and no per-user
