@@ -85,7 +85,9 @@ GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
     """An allowlist, not a list of the known-bad: any AppArmor profile loaded on the
     host (Ubuntu loads unconfined ones for desktop apps), any SELinux type or level
-    (``spc_t``, a category range reaching other containers' files) could unconfine."""
+    (``spc_t``, a category range reaching other containers' files) could unconfine.
+    No seccomp option: an inline profile replaces the daemon's filter ("null": none at
+    all), and ``builtin`` would override a stricter daemon-wide ``seccomp-profile``."""
     if profile.unconfined:
         return
     for raw in opts:
@@ -101,9 +103,6 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
             # undo a daemon-wide "no-new-privileges": true.
             (key == "no-new-privileges" and (not sep or value in GO_TRUE))
             or (key == "apparmor" and value == DOCKER_APPARMOR)
-            # The CLI inlines a profile file's content: "{...}" replaces the default
-            # filter, and "null" (an empty profile) makes dockerd run with none at all.
-            or (key == "seccomp" and value.lower() == "builtin")
             or (key == "writable-cgroups" and value.lower() in ("false", "0"))
             or (key == "label" and label_key == "type" and label_value in CONFINED_SELINUX_TYPES)
         )
@@ -113,7 +112,7 @@ def check_security_opts(profile: Profile, opts: list[Any], field: str) -> None:
                 "weakening the container's confinement",
                 field,
                 opt,
-                f"no-new-privileges, apparmor={DOCKER_APPARMOR}, seccomp=builtin and "
+                f"no-new-privileges, apparmor={DOCKER_APPARMOR} and "
                 f"label=type:{'|'.join(sorted(CONFINED_SELINUX_TYPES))} are allowed",
             )
 
@@ -859,7 +858,11 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
         published = int((port or {}).get("PublishedPort") or 0)
         field = "EndpointSpec.Ports.PublishedPort"
         if not published:
-            check_any_port(profile, SWARM_DYNAMIC_PORTS, field, "(any)")
+            # Swarm picks an ingress port from its own range; a host-mode port is the
+            # engine's pick on the node, from the kernel's ephemeral range.
+            host_mode = str((port or {}).get("PublishMode") or "").lower() == "host"
+            picked_from = ephemeral_ports() if host_mode else SWARM_DYNAMIC_PORTS
+            check_any_port(profile, picked_from, field, "(any)")
         elif not profile.allows_port(published):
             raise Denied(
                 profile, "publishing this port", field, published, f"allowed: {_ranges(profile)}"

@@ -152,6 +152,7 @@ def test_extends_loop(tmp_path: Path) -> None:
         {"SecurityOpt": ["label=level:s0-s0:c0.c1023"]},
         {"SecurityOpt": ["label=filetype:container_file_t"]},
         {"SecurityOpt": ["apparmor=chrome"]},
+        {"SecurityOpt": ["seccomp=builtin"]},
         {"SecurityOpt": ["no-new-privileges=false"]},
         {"SecurityOpt": ["no-new-privileges:0"]},
         {"Binds": ["myvol:/v:Z"]},
@@ -207,7 +208,6 @@ def test_container_neighbours_pass(member: Profile, tmp_path: Path) -> None:
             "no-new-privileges",
             "no-new-privileges:true",
             "apparmor=docker-default",
-            "seccomp=builtin",
             "label=type:container_t",
         ],
         "Sysctls": {"net.ipv4.ping_group_range": "0 0"},
@@ -722,3 +722,18 @@ def test_host_port_range_must_fit_the_allowed_ranges(member: Profile) -> None:
     check_container(gappy, create(PortBindings={"80/tcp": [{"HostPort": "8021-8024"}]}), FACTS)
     touching = replace(member, published_ports=((8000, 8009), (8010, 8019)))
     check_container(touching, create(PortBindings={"80/tcp": [{"HostPort": "8005-8015"}]}), FACTS)
+
+
+def test_a_service_port_the_engine_picks_is_checked_against_its_range() -> None:
+    """Without PublishedPort, Swarm picks an ingress port from 30000-32767, but a
+    host-mode port is the node's pick from the kernel's ephemeral range."""
+    from dockergate.policy.checks import ephemeral_ports
+
+    swarm_only = Profile("p", published_ports=((30000, 32767),))
+    ingress = {"EndpointSpec": {"Ports": [{"TargetPort": 80}]}, **service()}
+    check_service(swarm_only, ingress, FACTS)
+    host = {"EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishMode": "host"}]}, **service()}
+    lo, hi = ephemeral_ports()
+    if not (lo >= 30000 and hi <= 32767):
+        with pytest.raises(Denied, match="publishing"):
+            check_service(swarm_only, host, FACTS)
