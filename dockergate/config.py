@@ -60,9 +60,9 @@ class Settings:
     # because ``docker ps`` loops would otherwise drown the writes that matter.
     audit_retention_days: int = 90
     audit_reads: bool = False
-    # Open connections one client (a unix uid, a certificate, else a remote address)
-    # may hold; admins are not counted. 0: no limit. Idle keep-alive connections
-    # last 300 s: without a limit one member could hold every file descriptor.
+    # Open connections one client (a unix uid, a certificate, a token's user) may
+    # hold; admins are not counted. 0: no limit. Idle keep-alive connections last
+    # 300 s: without a limit one member could hold every file descriptor.
     max_connections_per_client: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 

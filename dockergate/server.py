@@ -32,6 +32,11 @@ from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
 from dockergate.store.repository import Store
 
+# Whole bodies one user's requests may be sending at once (each up to 1 MiB); more
+# wait. Compose's parallel creates finish theirs in milliseconds.
+BODY_SLOTS = 8
+UNIDENTIFIED_PER_ADDRESS = 64  # TLS connections without a certificate, before a token
+
 log = logging.getLogger("dockergate")
 SWEEP_INTERVAL = 5.0
 access = logging.getLogger("dockergate.access")
@@ -55,6 +60,8 @@ class Gate:
         self.closing = False
         self.connections: dict[asyncio.Task[Any], ClientConnection] = {}
         self.per_client: Counter[str] = Counter()  # open connections by counted client
+        self.unidentified: Counter[str] = Counter()  # TLS connections not identified yet
+        self._body_slots: dict[str, asyncio.Semaphore] = {}
         self.warned_clients: set[str] = set()
         self.servers: list[asyncio.Server] = []
         self.tls_context: ssl.SSLContext | None = None
@@ -163,20 +170,8 @@ class Gate:
         conn = ClientConnection(self, reader, writer, peer)
         task = asyncio.current_task()
         assert task is not None
-        client = self._counted_client(peer, writer)
-        if client is not None:
-            limit = self.settings.max_connections_per_client
-            if self.per_client[client] >= limit:
-                # Its first request gets the refusal (the CLI prints it), then it closes.
-                conn.turned_away = (
-                    f"{client} has {limit} connections open, the most one client may "
-                    "(max_connections_per_client): close some and retry"
-                )
-                if client not in self.warned_clients:
-                    self.warned_clients.add(client)
-                    log.warning("%s reached max_connections_per_client (%d)", client, limit)
-            else:
-                self.per_client[client] += 1
+        if self.settings.max_connections_per_client > 0:
+            self._admit_at_connect(conn)
         self.connections[task] = conn
         try:
             await conn.serve()
@@ -186,28 +181,82 @@ class Gate:
             pass
         finally:
             self.connections.pop(task, None)
-            if client is not None and conn.turned_away is None:
-                self.per_client[client] -= 1
-                if self.per_client[client] <= 0:
-                    del self.per_client[client]
-                    self.warned_clients.discard(client)
+            self._release(conn)
 
-    def _counted_client(self, peer: Peer, writer: Writer) -> str | None:
-        """Who a connection counts against for ``max_connections_per_client``: the unix
-        uid, the certificate, else the remote address (token clients); None for admins
-        (Portainer opens a stream per container) and with no limit."""
-        if self.settings.max_connections_per_client <= 0:
-            return None
+    # -- connections per client ---------------------------------------------------------
+    # A connection counts against its client (max_connections_per_client): the unix
+    # uid or the certificate from the start; a TLS client without a certificate (a
+    # token comes with each request) against the token's user from its first request
+    # that identifies, and until then against its address among the unidentified
+    # (UNIDENTIFIED_PER_ADDRESS, closed after FIRST_REQUEST_TIMEOUT): anyone who can
+    # reach the port could otherwise take a token user's slots. Admins are not counted
+    # (Portainer opens a stream per container).
+
+    def _admit_at_connect(self, conn: ClientConnection) -> None:
+        """Count a new connection where it can be counted yet."""
+        peer = conn.peer
+        if peer.listener == "tls" and peer.cert_serial is None:
+            address = conn.writer.get_extra_info("peername")
+            host = str(address[0]) if isinstance(address, tuple) and address else "?"
+            if self.unidentified[host] >= UNIDENTIFIED_PER_ADDRESS:
+                # Not counted; closed unless its first request, sent at once, brings a
+                # token (a token user behind the same address as a flood gets through).
+                conn.probation = True
+                return
+            self.unidentified[host] += 1
+            conn.unidentified_at = host
+            return
         try:
             if self.profile_for(self.authenticator.authenticate(peer, None)).admin:
-                return None
+                return
         except Refusal:
-            pass  # unknown yet (a token comes with each request): counted by address
-        if peer.listener == "unix" or peer.cert_serial is not None:
-            return peer.describe()
-        address = writer.get_extra_info("peername")
-        host = address[0] if isinstance(address, tuple) and address else "?"
-        return f"TLS client at {host}"
+            pass  # not a user: every request will be refused, but the slot is counted
+        self._count(conn, peer.describe())
+
+    def identified(self, conn: ClientConnection, identity: Identity) -> None:
+        """A token client's first identified request: counted against its user now."""
+        host, conn.unidentified_at = conn.unidentified_at, None
+        if host is not None:
+            self._uncount(self.unidentified, host)
+        limited = self.settings.max_connections_per_client > 0
+        if limited and not identity.admin and not self.profile_for(identity).admin:
+            self._count(conn, f"token user {identity.name!r}")
+
+    def _count(self, conn: ClientConnection, client: str) -> None:
+        limit = self.settings.max_connections_per_client
+        if self.per_client[client] >= limit:
+            # Its request gets the refusal (the CLI prints it), then it closes.
+            conn.turned_away = (
+                f"{client} has {limit} connections open, the most one client may "
+                "(max_connections_per_client): close some and retry"
+            )
+            if client not in self.warned_clients:
+                self.warned_clients.add(client)
+                log.warning("%s reached max_connections_per_client (%d)", client, limit)
+            return
+        self.per_client[client] += 1
+        conn.counted_as = client
+
+    def _release(self, conn: ClientConnection) -> None:
+        if conn.counted_as is not None:
+            self._uncount(self.per_client, conn.counted_as)
+            conn.counted_as = None
+        if conn.unidentified_at is not None:
+            self._uncount(self.unidentified, conn.unidentified_at)
+            conn.unidentified_at = None
+
+    def _uncount(self, counter: Counter[str], key: str) -> None:
+        counter[key] -= 1
+        if counter[key] <= 0:
+            del counter[key]
+            self.warned_clients.discard(key)
+
+    def body_slot(self, user: str) -> asyncio.Semaphore:
+        """Bodies of ``user`` the gate may hold at once (``Exchange.read_held_body``)."""
+        slot = self._body_slots.get(user)
+        if slot is None:
+            slot = self._body_slots[user] = asyncio.Semaphore(BODY_SLOTS)
+        return slot
 
     @contextlib.contextmanager
     def track_stream(self) -> Iterator[None]:

@@ -8,6 +8,7 @@ for the daemon's answer to be filtered before the client sees it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,10 +26,11 @@ if TYPE_CHECKING:
 ADMIN_PROFILE = Profile("admin", admin=True)
 
 # Container and service specs are a few kB; the largest inspected bodies are Swarm
-# configs and secrets (at most 500 kB of data, base64 in JSON: about 700 kB). A larger
-# body on an inspected route is refused, never passed. The whole body must arrive
-# within BODY_TIMEOUT: the gate holds it in memory until then.
-INSPECT_CAP = 1 << 20
+# configs (at most 1000 kB of data, base64 in JSON: about 1.4 MB). A larger body on an
+# inspected route is refused, never passed. The whole body must arrive within
+# BODY_TIMEOUT, and one user's requests hold at most BODY_SLOTS bodies at a time: the
+# gate keeps each in memory until then.
+INSPECT_CAP = 2 << 20
 BODY_TIMEOUT = 60.0
 
 ResponseFilter = Callable[[bytes], Awaitable[bytes]]  # a whole JSON answer -> what goes out
@@ -119,6 +121,22 @@ class Exchange:
         query = self.target.split("?", 1)[1] if "?" in self.target else ""
         self.target = prefix + path + (f"?{query}" if query else "")
 
+    async def read_held_body(self, cap: int) -> bytes:
+        """Read a body the gate holds whole before acting (an inspected body, an
+        attach's): at most ``cap`` bytes, all within BODY_TIMEOUT, and at most
+        BODY_SLOTS of one user's at a time, so that stalled bodies pin little memory."""
+        req = self.req
+        slot = self.gate.body_slot(self.identity.name) if self.gate and not self.admin else None
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT), slot or contextlib.nullcontext():
+                raw = await read_body(self.reader, req.content_length, req.chunked, cap)
+        except TimeoutError:
+            raise HTTPError(
+                408, f"{self.route_name}: the body did not arrive within {BODY_TIMEOUT:.0f} s"
+            ) from None
+        req.body_read = True
+        return raw
+
     async def read_json(self, schema: str | None) -> Any:
         """Read, strictly parse and (with a schema) validate the JSON body."""
         from dockergate.api.body import BodyError, loads_strict
@@ -134,14 +152,7 @@ class Exchange:
         if self.send_continue is not None and expect == "100-continue":
             await self.send_continue()
             self.send_continue = None
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                raw = await read_body(self.reader, req.content_length, req.chunked, INSPECT_CAP)
-        except TimeoutError:
-            raise HTTPError(
-                408, f"{self.route_name}: the body did not arrive within {BODY_TIMEOUT:.0f} s"
-            ) from None
-        req.body_read = True
+        raw = await self.read_held_body(INSPECT_CAP)
         try:
             if schema is None:
                 return loads_strict(raw)

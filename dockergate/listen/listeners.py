@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import struct
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ _UCRED = struct.Struct("3i")
 # asyncio's default backlog (100) makes a burst of parallel `docker` commands fail
 # with EAGAIN on a unix socket; dockerd itself listens with 4096.
 BACKLOG = 4096
+PENDING_HANDSHAKES_PER_ADDRESS = 64
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
@@ -120,8 +122,29 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    # Handshakes in progress by remote address: each holds a file descriptor for up to
+    # HANDSHAKE_TIMEOUT before anyone is identified; one address may not hold many.
+    pending: Counter[str] = Counter()
+
+    def on_made(stream: TLSStream) -> bool:
+        address = stream.get_extra_info("peername")
+        host = str(address[0]) if isinstance(address, tuple) and address else "?"
+        if pending[host] >= PENDING_HANDSHAKES_PER_ADDRESS:
+            return False
+        pending[host] += 1
+
+        def done(_: object) -> None:
+            pending[host] -= 1
+            if pending[host] <= 0:
+                del pending[host]
+
+        stream.handshake.add_done_callback(done)
+        return True
+
     def factory() -> TLSStream:
-        return TLSStream(context, server_side=True, on_ready=on_ready, limit=MAX_HEAD)
+        return TLSStream(
+            context, server_side=True, on_ready=on_ready, limit=MAX_HEAD, on_made=on_made
+        )
 
     server = await loop.create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)
     with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ class TLSStream(asyncio.Protocol):
         server_hostname: str | None = None,
         on_ready: Callable[[TLSStream], None] | None = None,
         limit: int = 1 << 20,
+        on_made: Callable[[TLSStream], bool] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._in = ssl.MemoryBIO()
@@ -40,6 +41,7 @@ class TLSStream(asyncio.Protocol):
         )
         self._server_side = server_side
         self._on_ready = on_ready
+        self._on_made = on_made  # False: drop the connection before its handshake
         self.reader = asyncio.StreamReader(limit=limit)
         self.handshake: asyncio.Future[None] = self._loop.create_future()
         # A failed handshake nobody awaits must not warn "exception never retrieved".
@@ -56,6 +58,9 @@ class TLSStream(asyncio.Protocol):
         # A stream transport (uvloop's are not asyncio.Transport subclasses).
         self._transport = cast(asyncio.Transport, transport)
         self.reader.set_transport(self._transport)
+        if self._on_made is not None and not self._on_made(self):
+            self._transport.abort()
+            return
         self._timeout = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if not self._server_side:
             self._do_handshake()

@@ -38,6 +38,9 @@ NAMESPACES = {
 NANO = 1_000_000_000
 
 
+SHOWN_MAX = 200  # characters of a refused value a refusal repeats
+
+
 class Denied(Exception):
     """A profile rule forbids a field; ``message`` is written for the user."""
 
@@ -48,6 +51,8 @@ class Denied(Exception):
             shown = json.dumps(value, separators=(",", ":"), default=str)  # as it was sent
         else:
             shown = repr(value)
+        if len(shown) > SHOWN_MAX:  # an inlined seccomp profile is kilobytes of JSON
+            shown = f"{shown[: SHOWN_MAX - 20]}... ({len(shown)} characters)"
         message = f"profile {profile.name!r} forbids {what} ({field}={shown}); {allowed}"
         super().__init__(message)
         self.message = message
@@ -623,10 +628,12 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
         source, _dest, read_only = bind_options(str(bind))
         if source.startswith("/"):
             check_bind(profile, source, read_only, f"{prefix}.Binds")
-        if {"z", "Z"} & bind_modes(str(bind)) and not profile.unconfined:
+        shared = source in {v.name for v in profile.shared_volumes}
+        relabel = {"z", "Z"} & bind_modes(str(bind))
+        if relabel and (source.startswith("/") or shared) and not profile.unconfined:
             # On an SELinux host dockerd relabels the source itself, a host directory or
-            # a volume's (a shared volume may be one): :Z makes the team's data private
-            # to this container.
+            # a shared volume's (which may be one): :Z makes the team's data private to
+            # this container. A user's own volume is theirs to relabel.
             raise Denied(
                 profile,
                 "relabelling host files",

@@ -130,7 +130,8 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     services = await _services(daemon, user)
     nodes = await swarm_nodes(daemon) if services else 1
     plain, tasks = await live_memory(daemon, containers, exclude)
-    costs = charged(await services_memory(daemon, services, nodes), tasks)
+    held = await services_memory(daemon, services, nodes)
+    costs = charged(held, tasks)
     return {
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
@@ -139,6 +140,9 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
         "service_specs": services,
         "service_memory": costs,
         "task_memory": tasks,
+        # Task containers beyond what their services hold: removed services' tasks, a
+        # job's earlier run, stopping (a refusal says so: nothing to stop by hand).
+        "stopping": sum(cost - held.get(sid, 0) for sid, cost in costs.items()),
         "nodes": nodes,
     }
 
@@ -155,7 +159,7 @@ async def check_container_quota(daemon: Daemon, profile: Profile, user: str, mem
             f"{used['containers']} of {profile.quota_containers} used",
             "remove stopped containers (docker container prune) or ask an admin",
         )
-    _check_memory(profile, used["memory"], memory)
+    _check_memory(profile, used["memory"], memory, used["stopping"])
 
 
 async def check_service_quota(
@@ -187,7 +191,7 @@ async def check_service_quota(
         # its new run starts at once, beside the old run's tasks still stopping.
         running = used["task_memory"].get(service_id, 0)
         wanted = wanted + running if is_job(spec) else max(wanted, running)
-    _check_memory(profile, container_mem + current, wanted)
+    _check_memory(profile, container_mem + current, wanted, used["stopping"])
 
 
 async def check_memory_quota(
@@ -198,15 +202,22 @@ async def check_memory_quota(
     if profile.admin or profile.quota_memory is None:
         return
     used = await usage(daemon, user, exclude=container_id)
-    _check_memory(profile, used["memory"], memory)
+    _check_memory(profile, used["memory"], memory, used["stopping"])
 
 
-def _check_memory(profile: Profile, used: int, wanted: int) -> None:
+def _check_memory(profile: Profile, used: int, wanted: int, stopping: int = 0) -> None:
     if profile.quota_memory is not None and used + wanted > profile.quota_memory:
+        advice = "stop something or ask for less"
+        if stopping:
+            advice = (
+                f"{human(stopping)} of it is held by tasks of removed or updated services "
+                "that are still stopping (their stop grace period): retry in a moment, "
+                "or " + advice
+            )
         raise Denied(
             profile,
             "going over the memory quota",
             "quota.memory",
             f"{human(used)} used + {human(wanted)} asked",
-            f"the quota is {human(profile.quota_memory)}; stop something or ask for less",
+            f"the quota is {human(profile.quota_memory)}; {advice}",
         )

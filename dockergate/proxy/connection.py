@@ -54,9 +54,13 @@ log = logging.getLogger("dockergate.access")
 
 KEEPALIVE_IDLE = 300.0  # an idle keep-alive connection is closed after this (not streams)
 HEAD_TIMEOUT = 60.0  # a started message head must be complete within this
+# A TLS client without a certificate must identify (a token) within this, and again
+# after each request until one does.
+FIRST_REQUEST_TIMEOUT = 10.0
 TURN_AWAY_WAIT = 1.0  # a client over its connection limit: how long its request may take
 DISCARD_LIMIT = 1 << 16  # refused bodies up to this are read and dropped to keep the connection
 HIJACK_BODY_CAP = 1 << 20
+HELD_AFTER_END_CAP = 2 << 20  # a checked stream (build context) after its archive's end
 UPGRADE_PROTOCOLS = frozenset({"tcp", "h2c", "websocket"})
 DROP_REQUEST_HEADERS = HOP_BY_HOP | IDENTITY_HEADERS
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection"})
@@ -119,9 +123,15 @@ class ClientConnection:
         # gate checks these again when its users change (Gate.recheck_streams).
         self.identity: Identity | None = None
         self.token: str | None = None
-        # Set by the gate for a client over its connection limit: the first request
-        # is answered with this refusal, and the connection closes.
+        # Connections per client (Gate.handle): what this one counts against, the
+        # address of a TLS client not identified yet, and the refusal for a client
+        # over its limit (its request is answered with it, then the connection closes).
+        self.counted_as: str | None = None
+        self.unidentified_at: str | None = None
         self.turned_away: str | None = None
+        # A TLS client without a certificate from an address with too many connections
+        # not identified yet: served only if its first request, sent at once, identifies.
+        self.probation = False
 
     # -- connection loop -------------------------------------------------------------
     async def serve(self) -> None:
@@ -132,12 +142,14 @@ class ClientConnection:
             while not self.gate.closing:
                 self.phase, self.since = "idle", self.loop.time()
                 try:
-                    await self._wait_readable()
-                    self.phase, self.since = "head", self.loop.time()
-                    raw = await read_head(self.reader)
+                    # On probation: its request (with a token) must come at once.
+                    async with asyncio.timeout(TURN_AWAY_WAIT if self.probation else None):
+                        await self._wait_readable()
+                        self.phase, self.since = "head", self.loop.time()
+                        raw = await read_head(self.reader)
                     self.phase = "busy"
                     request = parse_request(raw)
-                except ClientGone:
+                except (ClientGone, TimeoutError):
                     return
                 except HTTPError as exc:
                     if not self.timed_out:
@@ -147,7 +159,7 @@ class ClientConnection:
                     keep = await self.handle(request)
                 except Closed:
                     return
-                if not keep:
+                if not keep or self.probation:  # still on probation: it did not identify
                     return
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             return
@@ -193,7 +205,8 @@ class ClientConnection:
 
     def expire(self, now: float) -> None:
         """Called by the gate's sweeper: close a connection idle or stalled too long."""
-        if self.phase == "idle" and now - self.since > KEEPALIVE_IDLE:
+        idle_limit = KEEPALIVE_IDLE if self.unidentified_at is None else FIRST_REQUEST_TIMEOUT
+        if self.phase == "idle" and now - self.since > idle_limit:
             self.timed_out = True
             self.writer.close()
         elif self.phase == "head" and now - self.since > HEAD_TIMEOUT:
@@ -232,6 +245,15 @@ class ClientConnection:
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
             identity = self.gate.authenticator.authenticate(self.peer, token)
             self.identity, self.token = identity, token
+            if self.unidentified_at is not None or self.probation:
+                self.probation = False
+                self.gate.identified(self, identity)
+            if self.turned_away is not None:
+                self.rule = "max_connections_per_client"
+                self.status = 403
+                self.linger = req.has_body
+                await self._send(error_response(403, self.turned_away, close=True))
+                raise Closed()
             found = match(req.method, path)
             ex = Exchange(
                 req,
@@ -313,8 +335,9 @@ class ClientConnection:
                 keep = False
             else:
                 try:
-                    await read_body(self.reader, req.content_length, False, DISCARD_LIMIT)
-                except HTTPError:
+                    async with asyncio.timeout(HEAD_TIMEOUT):
+                        await read_body(self.reader, req.content_length, False, DISCARD_LIMIT)
+                except (HTTPError, TimeoutError):
                     keep = False
         await self._send(
             error_response(status, message, close=not keep, head_only=req.method == "HEAD", raw=raw)
@@ -427,6 +450,7 @@ class ClientConnection:
                 writer.write(data)
 
         held: list[bytes] = []
+        held_size = 0
         req.body_started = True
         async for data in iter_body(self.reader, req.content_length, req.chunked):
             if check is None:
@@ -438,8 +462,18 @@ class ClientConnection:
                 for piece in held:
                     send(piece)
                 held.clear()
+                held_size = 0
                 await writer.drain()
             held.append(data)
+            held_size += len(data)
+            if check.complete and held_size > HELD_AFTER_END_CAP:
+                # What follows the end is held until the body ends: compressed filler
+                # that inflates to nothing would otherwise grow without limit.
+                raise Refusal(
+                    400,
+                    f"{req.method} {req.path}: more than {HELD_AFTER_END_CAP >> 20} MiB "
+                    "after the end of the archive",
+                )
         req.body_read = True
         if check is not None:
             await check.finish()
@@ -565,8 +599,7 @@ class ClientConnection:
         if ex.body is not None:
             body = ex.body  # inspected by the route's handler (exec start)
         elif req.has_body:
-            body = await read_body(self.reader, req.content_length, req.chunked, HIJACK_BODY_CAP)
-            req.body_read = True
+            body = await ex.read_held_body(HIJACK_BODY_CAP)
         assert req.upgrade is not None
         extra = [("Connection", "Upgrade"), ("Upgrade", req.upgrade)]
         if body or (req.content_length == 0 and req.headers.get("content-length") is not None):

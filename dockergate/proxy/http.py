@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
-MAX_HEAD = 1 << 20  # dockerd's Go http.Server default MaxHeaderBytes is 1 MiB
+# A message head at most this long (dockerd's Go server takes 1 MiB; the CLI's largest,
+# a build's X-Registry-Config, is a few kB per registry). It is also each connection's
+# read buffer: a peer that sends what the gate is not reading yet (a stalled body, a
+# client that does not read its answer) pins at most twice this before reads pause.
+MAX_HEAD = 256 << 10
 READ_SIZE = 1 << 18  # bulk streams: fewer, larger reads and writes
 CRLF = b"\r\n"
 
@@ -236,7 +240,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
             raise HTTPError(505, "HTTP/2 is not supported; use HTTP/1.1") from None
         raise HTTPError(400, "connection closed in the middle of a message head") from None
     except asyncio.LimitOverrunError:
-        raise HTTPError(431, "message head larger than 1 MiB") from None
+        raise HTTPError(431, f"message head larger than {MAX_HEAD >> 10} KiB") from None
 
 
 def parse_request(raw: bytes) -> Request:

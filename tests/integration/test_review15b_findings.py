@@ -359,6 +359,11 @@ def test_finding_admin_token_client_is_counted(cli, low_gate, workdir, gate):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (README): past max_connections_per_client the CLI's per-container "
+    "stats streams are refused, and `docker stats` drops their errors",
+)
 def test_finding_docker_stats_over_the_limit_shows_blank_rows_without_a_reason(
     cli, people, low_gate
 ):
@@ -454,7 +459,7 @@ def test_finding_seccomp_profile_refusal_prints_the_whole_profile(cli, people, w
     f = _file(workdir, "profile.json", json.dumps(SECCOMP_LIKE_DEFAULT, indent=2))
     r = member(cli, people, ["run", "--rm", "--security-opt", f"seccomp={f}", "busybox", "true"])
     assert r.returncode != 0 and "dockergate:" in r.stderr, r.stderr
-    assert "seccomp=builtin" in r.stderr, r.stderr
+    assert "are allowed" in r.stderr and len(r.stderr) < 1000, r.stderr
     assert len(r.stderr) < 2000, f"{len(r.stderr)} characters: {r.stderr[:300]}..."
 
 
@@ -504,7 +509,10 @@ def test_works_refusals_name_the_rule_and_what_is_allowed(cli, people):
     sysctl_opt = "com.docker.network.endpoint.sysctls=net.ipv4.conf.IFNAME.log_martians=1"
     try:
         for args, words in (
-            (["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"], "builtin"),
+            (
+                ["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"],
+                "no-new-privileges",
+            ),
             (["run", "--rm", "--security-opt", "no-new-privileges=false", "busybox", "true"], ""),
             (["run", "--rm", "--security-opt", "label=disable", "busybox", "true"], "label=type"),
             (["run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "true"], "allowed"),
