@@ -9,13 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import describe
+from tests.helpers import Gate, describe, new_gate, nosymfollow
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("DOCKERGATE_TEST_CACHE", "/var/cache/dockergate-test"))
@@ -82,3 +84,131 @@ def image(cli, docker_host: str) -> Iterator[str]:
     assert r.returncode == 0, r.stdout + r.stderr
     yield tag
     cli(["rmi", "-f", tag], listener="direct")
+
+
+# ------------------------------------------------ gates shared by several modules
+#
+# The review gate (tests/integration/test_review_findings.py's ``rgate``/``users``,
+# imported by most review modules) and the build-check gate
+# (tests/integration/test_build_checks.py's ``bgate``/``people``, imported by the
+# build review modules): one each per session instead of one per importing module.
+# Tests that change users on them add users of their own (unique names and uids).
+
+
+@pytest.fixture(scope="session")
+def review_area() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="dgt-rev-"))
+    d.chmod(0o755)
+    (d / "data").mkdir()
+    (d / "secret").mkdir()
+    (d / "secret" / "flag").write_text("REVIEW-FLAG-outside-the-allowed-bind-root\n")
+    for p in (d / "data", d / "secret"):
+        p.chmod(0o755)
+    (d / "secret" / "flag").chmod(0o644)
+    with nosymfollow(d / "data"):  # as the gate requires for binds below a root
+        yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def review_shared_name() -> str:
+    return f"dgt-review-shared-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def review_gate(
+    session_dir: Path, docker_host: str, review_area: Path, review_shared_name: str
+) -> Iterator[Gate]:
+    policies = review_area / "policies"
+    policies.mkdir()
+    (policies / "admin.yaml").write_text("admin: true\n")
+    (policies / "member.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            description: review member
+            containers:
+              published_ports: ["8000-8999"]
+            exec:
+              root: false
+            mounts:
+              binds:
+                - path: {review_area / "data"}
+              shared_volumes:
+                - name: {review_shared_name}
+                  read_only: true
+            resources:
+              memory: {{default: 64m, max: 256m}}
+              cpus: {{max: 2}}
+            quota:
+              memory: 512m
+            """
+        )
+    )
+    (policies / "intern.yaml").write_text(
+        textwrap.dedent(
+            """
+            description: review intern
+            extends: member
+            containers:
+              on_managers: false
+            """
+        )
+    )
+    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
+    g.init()
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture(scope="session")
+def review_users(review_gate: Gate, unix_user) -> dict[str, int]:
+    """short name -> uid of rv-mallory, rv-victim (members) and rv-pintern (intern)."""
+    out = {}
+    for short, profile in (("mallory", "member"), ("victim", "member"), ("pintern", "intern")):
+        u = unix_user(short)
+        name = f"rv-{short}"
+        review_gate.dockergate("user", "add", name, "--profile", profile, "--uid", str(u.uid))
+        out[short] = u.uid
+    return out
+
+
+@pytest.fixture(scope="session")
+def build_gate(session_dir: Path, docker_host: str, tmp_path_factory) -> Iterator[Gate]:
+    policies = tmp_path_factory.mktemp("build-policies")
+    (policies / "admin.yaml").write_text("admin: true\n")
+    (policies / "member.yaml").write_text(
+        textwrap.dedent(
+            """
+            description: build-check member
+            containers:
+              registries: [docker.io, "127.0.0.1:9"]
+            resources:
+              memory: {default: 64m, max: 256m}
+              cpus: {default: 1, max: 2}
+            quota:
+              memory: 400m
+            """
+        )
+    )
+    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
+    g.init()
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture(scope="session")
+def build_people(build_gate: Gate, unix_user):
+    out = {}
+    for short, profile in (("bcann", "member"), ("bcbob", "member"), ("bcboss", "admin")):
+        u = unix_user(short)
+        build_gate.dockergate(
+            "user", "add", f"bc-{short}", "--profile", profile, "--uid", str(u.uid)
+        )
+        out[short] = u
+    return out

@@ -14,7 +14,6 @@ import io
 import shutil
 import tarfile
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate
 from tests.integration.test_hostile import Raw
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,41 +35,19 @@ def _rand() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture(scope="module")
-def bgate(session_dir: Path, docker_host: str, tmp_path_factory) -> Iterator[Gate]:
-    policies = tmp_path_factory.mktemp("build-policies")
-    (policies / "admin.yaml").write_text("admin: true\n")
-    (policies / "member.yaml").write_text(
-        textwrap.dedent(
-            """
-            description: build-check member
-            containers:
-              registries: [docker.io, "127.0.0.1:9"]
-            resources:
-              memory: {default: 64m, max: 256m}
-              cpus: {default: 1, max: 2}
-            quota:
-              memory: 400m
-            """
-        )
-    )
-    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
-        yield g
-    finally:
-        g.stop()
+# The build-check gate and its people are started once per session (in
+# tests/integration/conftest.py) and shared by every module that imports these
+# fixtures: each module used to start its own identical gate.
 
 
 @pytest.fixture(scope="module")
-def people(bgate: Gate, unix_user):
-    out = {}
-    for short, profile in (("bcann", "member"), ("bcbob", "member"), ("bcboss", "admin")):
-        u = unix_user(short)
-        bgate.dockergate("user", "add", f"bc-{short}", "--profile", profile, "--uid", str(u.uid))
-        out[short] = u
-    return out
+def bgate(build_gate: Gate) -> Gate:
+    return build_gate
+
+
+@pytest.fixture(scope="module")
+def people(build_people):
+    return build_people
 
 
 @pytest.fixture

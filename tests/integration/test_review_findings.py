@@ -12,10 +12,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import tarfile
-import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -24,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gate, new_gate, nosymfollow
+from tests.helpers import Gate
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,81 +33,29 @@ def _rand() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture(scope="module")
-def area() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="dgt-rev-"))
-    d.chmod(0o755)
-    (d / "data").mkdir()
-    (d / "secret").mkdir()
-    (d / "secret" / "flag").write_text("REVIEW-FLAG-outside-the-allowed-bind-root\n")
-    for p in (d / "data", d / "secret"):
-        p.chmod(0o755)
-    (d / "secret" / "flag").chmod(0o644)
-    with nosymfollow(d / "data"):  # as the gate requires for binds below a root
-        yield d
-    shutil.rmtree(d, ignore_errors=True)
+# The review gate, its area and its users are started once per session (in
+# tests/integration/conftest.py) and shared by every module that imports these
+# fixtures: each module used to start its own identical gate.
 
 
 @pytest.fixture(scope="module")
-def shared_name() -> str:
-    return f"dgt-review-shared-{_rand()}"
+def area(review_area: Path) -> Path:
+    return review_area
 
 
 @pytest.fixture(scope="module")
-def rgate(session_dir: Path, docker_host: str, area: Path, shared_name: str) -> Iterator[Gate]:
-    policies = area / "policies"
-    policies.mkdir()
-    (policies / "admin.yaml").write_text("admin: true\n")
-    (policies / "member.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            description: review member
-            containers:
-              published_ports: ["8000-8999"]
-            exec:
-              root: false
-            mounts:
-              binds:
-                - path: {area / "data"}
-              shared_volumes:
-                - name: {shared_name}
-                  read_only: true
-            resources:
-              memory: {{default: 64m, max: 256m}}
-              cpus: {{max: 2}}
-            quota:
-              memory: 512m
-            """
-        )
-    )
-    (policies / "intern.yaml").write_text(
-        textwrap.dedent(
-            """
-            description: review intern
-            extends: member
-            containers:
-              on_managers: false
-            """
-        )
-    )
-    g = new_gate(session_dir, docker_host, extra_args=["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
-        yield g
-    finally:
-        g.stop()
+def shared_name(review_shared_name: str) -> str:
+    return review_shared_name
 
 
 @pytest.fixture(scope="module")
-def users(rgate: Gate, unix_user) -> dict[str, Raw]:
-    out = {}
-    for short, profile in (("mallory", "member"), ("victim", "member"), ("pintern", "intern")):
-        u = unix_user(short)
-        name = f"rv-{short}"
-        rgate.dockergate("user", "add", name, "--profile", profile, "--uid", str(u.uid))
-        out[short] = Raw(str(rgate.socket), u.uid)
-    return out
+def rgate(review_gate: Gate) -> Gate:
+    return review_gate
+
+
+@pytest.fixture(scope="module")
+def users(rgate: Gate, review_users: dict[str, int]) -> dict[str, Raw]:
+    return {short: Raw(str(rgate.socket), uid) for short, uid in review_users.items()}
 
 
 @pytest.fixture
