@@ -374,7 +374,9 @@ def test_works_member_stack_update_rollback_scale(cli, people, workdir):
         "      replicas: 1\n"
         "      resources: {limits: {memory: 256M, cpus: '0.5'}, reservations: {memory: 64M}}\n"
         "      placement: {constraints: [node.role == manager]}\n"
-        "      update_config: {order: stop-first}\n"  # start-first: refused under a quota
+        # start-first: refused under a quota; monitor: how long `--detach=false` waits
+        # after convergence (the CLI's default is 5 s, for each of the four steps)
+        "      update_config: {order: stop-first, monitor: 1s}\n"
         "secrets: {pw: {file: ./pw.txt}}\n"
         "configs: {cfg: {file: ./conf.txt}}\n"
         "networks: {net: {driver: overlay, attachable: true}}\n"

@@ -104,6 +104,8 @@ STACK = (
     "    deploy:\n"
     "      resources: {limits: {memory: 64M}}\n"
     "      placement: {constraints: [node.role == manager]}\n"
+    # `--detach=false` waits this long after convergence (the CLI's default is 5 s)
+    "      update_config: {monitor: 1s}\n"
     "volumes: {hdfs: {}}\n"
 )
 
@@ -174,6 +176,7 @@ def test_finding_committed_task_container_image_can_be_run(cli, people, direct_c
     svc = f"r11b-c{_rand()}"
     snap = f"r11b-snap-{svc}:1"
     create = ["service", "create", "--detach=false", "--name", svc, "--limit-memory", "64m"]
+    create += ["--update-monitor", "1s"]  # the CLI's wait after convergence (default 5 s)
     create += ["--constraint", "node.role==manager", "busybox", "sleep", "300"]
     ok(as_(cli, people, ALICE, create, timeout=90))
     try:
@@ -290,6 +293,7 @@ def test_works_admin_creates_shared_volume_after_member_tried(cli, people, direc
 def test_works_task_containers_restart_exec_force_update(cli, people):
     svc = f"r11b-t{_rand()}"
     create = ["service", "create", "--detach=false", "--name", svc, "--limit-memory", "64m"]
+    create += ["--update-monitor", "1s"]  # the CLI's wait after convergence (default 5 s)
     create += ["--constraint", "node.role==manager", "busybox", "sleep", "300"]
     ok(as_(cli, people, ALICE, create, timeout=90))
     try:
