@@ -47,15 +47,33 @@ ensure_venv test
 ensure_cgroups
 cleanup_stale_run_dirs
 start_private_dockerd
+# A second node (a drained worker on 127.0.0.2) for the cluster-wide purge, and the
+# private PostgreSQL the store tests (unit and identity) run on besides SQLite: both
+# start in the background while the first engine is set up (they are independent).
+PRIV_DOCKER_HOST2="unix://$PRIV_RUN/n2/docker.sock"
+(start_second_dockerd && import_busybox "$PRIV_DOCKER_HOST2") >"$PRIV_RUN/n2-start.log" 2>&1 &
+n2_job=$!
+PG_DIR="$PRIV_RUN/pg"
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pg_start "$PG_DIR" "$pg_port" >"$PRIV_RUN/pg-start.out" 2>"$PRIV_RUN/pg-start.log" &
+pg_job=$!
 import_busybox "$PRIV_DOCKER_HOST"
 init_swarm "$PRIV_DOCKER_HOST"
-# A second node (a drained worker on 127.0.0.2) for the cluster-wide purge.
-start_second_dockerd
-import_busybox "$PRIV_DOCKER_HOST2"
+if ! wait "$n2_job"; then
+    cat "$PRIV_RUN/n2-start.log" >&2
+    echo "test.sh: the second engine did not start" >&2
+    exit 1
+fi
 join_second_node "$PRIV_DOCKER_HOST" "$PRIV_DOCKER_HOST2"
-# The store tests (unit and identity) run on SQLite and on a private PostgreSQL.
-PG_DIR="$PRIV_RUN/pg"
-pg_start "$PG_DIR" "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" >/dev/null
+if ! wait "$pg_job"; then
+    cat "$PRIV_RUN/pg-start.log" >&2
+    echo "test.sh: PostgreSQL did not start" >&2
+    exit 1
+fi
+cat "$PRIV_RUN/pg-start.log" >&2
+# pg_start exported the URL in its (background) subshell: take it from its output.
+DOCKERGATE_TEST_PG_URL=$(sed -n 's/^DOCKERGATE_TEST_PG_URL=//p' "$PRIV_RUN/pg-start.out")
+export DOCKERGATE_TEST_PG_URL
 printf 'test.sh: private dockerd at %s ready in %ss\n' "$PRIV_DOCKER_HOST" $((SECONDS - t0)) >&2
 
 ((${#})) || set -- -q -ra

@@ -244,8 +244,11 @@ CONFIG
 
 # busybox:latest from Debian's busybox-static, imported (no registry needed).
 import_busybox() {
-    local host=$1 rootfs="$PRIV_RUN/rootfs.$RANDOM" a
+    local host=$1 rootfs a
     docker -H "$host" image inspect busybox:latest >/dev/null 2>&1 && return 0
+    # mktemp: both engines import at the same time (test.sh), each from its own tree
+    rootfs=$(mktemp -d "$PRIV_RUN/rootfs.XXXXXX")
+    chmod 0755 "$rootfs"  # it becomes the image's / (mktemp made it 0700)
     mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/root"
     chmod 1777 "$rootfs/tmp"
     cp /bin/busybox "$rootfs/bin/busybox"
