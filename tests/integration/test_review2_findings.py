@@ -84,7 +84,7 @@ def test_service_mount_without_a_type_is_checked_as_a_bind(
 
 
 def _victim_build_seen_by_mallory(users, base: str) -> list[dict]:
-    return first_round.victim_build_seen_by_mallory(users, base, sleep=10)
+    return first_round.victim_build_seen_by_mallory(users, base)
 
 
 def test_onbuild_label_does_not_claim_other_users_build_containers(users, cleanup):

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -59,26 +58,9 @@ def test_rename_of_ones_own_container_works(users, cleanup):
 
 
 def _during_victim_build(users, base: str, probe) -> list[str]:
-    """Run a victim build from ``base`` (a RUN step that lasts 10 s and whose command
-    holds a marker); call ``probe(marker)`` as mallory until it reports something."""
-    marker = f"MARK{_rand()}"
-    done = threading.Event()
-
-    def victim_build() -> None:
-        try:
-            build(users["victim"], "nocache=1", f"FROM {base}\nRUN sleep 10 && echo {marker}\n")
-        finally:
-            done.set()
-
-    t = threading.Thread(target=victim_build, daemon=True)
-    t.start()
-    seen: list[str] = []
-    deadline = time.time() + 20
-    while time.time() < deadline and not done.is_set() and not seen:
-        seen = probe(marker)
-        time.sleep(0.5)
-    t.join(60)
-    return seen
+    """Run a victim build from ``base`` (a RUN step whose command holds a marker);
+    call ``probe(marker)`` as mallory while it runs until it reports something."""
+    return first_round.during_victim_build(users, base, probe)
 
 
 def _onbuild_base(users, cleanup) -> str | None:

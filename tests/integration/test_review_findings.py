@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gate
+from tests.helpers import ENV_DOCKER_HOST, Gate
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(180)
@@ -202,32 +202,58 @@ def test_build_cannot_move_existing_tag(users, victim_tag):
     assert r.status == 403, (r.status, r.body[-300:])
 
 
-def victim_build_seen_by_mallory(users, base: str, sleep: int) -> list[dict]:
-    """Run the victim's classic build FROM ``base`` (a RUN step of ``sleep`` seconds)
-    and return the build containers mallory's container list shows meanwhile."""
+def during_victim_build(users, base: str, probe, looks: int = 6) -> list:
+    """Run the victim's classic build FROM ``base``, whose RUN step's command holds a
+    marker; once its RUN container exists (asked of the daemon directly), call
+    ``probe(marker)`` as mallory up to ``looks`` times, 0.5 s apart, until it reports
+    something; then remove that container (which ends the build) and return what the
+    probe reported. The RUN step sleeps long; nobody waits it out."""
+    import docker
+
     marker = f"MARK{_rand()}"
     done = threading.Event()
 
     def victim_build() -> None:
         try:
-            build(
-                users["victim"], "nocache=1", f"FROM {base}\nRUN sleep {sleep} && echo {marker}\n"
-            )
+            build(users["victim"], "nocache=1", f"FROM {base}\nRUN sleep 120 && echo {marker}\n")
         finally:
             done.set()
 
+    client = docker.APIClient(base_url=os.environ[ENV_DOCKER_HOST], version="auto")
     t = threading.Thread(target=victim_build, daemon=True)
     t.start()
-    seen: list[dict] = []
-    deadline = time.time() + 20
-    while time.time() < deadline and not done.is_set():
-        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
-        seen = [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
-        if seen:
-            break
-        time.sleep(0.5)
-    t.join(60)
+    seen: list = []
+    running: list[dict] = []
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not done.is_set():
+            running = [c for c in client.containers(all=True) if marker in (c.get("Command") or "")]
+            if running:
+                break
+            time.sleep(0.2)
+        for _ in range(looks if running else 0):
+            seen = probe(marker)
+            if seen or done.is_set():
+                break
+            time.sleep(0.5)
+    finally:
+        for c in running:
+            with contextlib.suppress(Exception):
+                client.remove_container(c["Id"], force=True)
+        t.join(60)
+        client.close()
     return seen
+
+
+def victim_build_seen_by_mallory(users, base: str) -> list[dict]:
+    """The victim's build containers that mallory's container list shows while the
+    build's RUN step runs."""
+
+    def probe(marker: str) -> list[dict]:
+        r = users["mallory"].request("GET", "/v1.41/containers/json?all=1")
+        return [c for c in json.loads(r.body) if marker in (c.get("Command") or "")]
+
+    return during_victim_build(users, base, probe)
 
 
 def test_build_container_of_other_user_not_owned_through_base_image_label(
@@ -240,7 +266,7 @@ def test_build_container_of_other_user_not_owned_through_base_image_label(
     r = build(users["mallory"], f"t={base}:1", "FROM busybox\nRUN true\n")
     assert r.status == 200, r.body[-300:]
     cleanup.append(("image", f"{base}:1"))
-    seen = victim_build_seen_by_mallory(users, f"{base}:1", sleep=12)
+    seen = victim_build_seen_by_mallory(users, f"{base}:1")
     assert not seen, f"mallory sees the victim's build container: {seen[0]['Id'][:12]}"
 
 
