@@ -375,6 +375,7 @@ def test_docker_compose_up_as_member(cli, members, direct_client):
     os.chmod(d, 0o755)
     (d / "docker-compose.yml").write_text(
         "version: '3.8'\nservices:\n  web:\n    image: busybox\n    command: sleep 300\n"
+        "    stop_grace_period: 1s\n"  # sleep as pid 1 ignores SIGTERM: down waits this
         "    volumes: [data:/data]\n    networks: [back]\nvolumes:\n  data: {}\nnetworks:\n  back: {}\n"
     )
     project = f"cmp{uuid.uuid4().hex[:6]}"

@@ -188,6 +188,7 @@ def test_finding_compose_does_not_warn_that_labels_changed(cli, people, workdir)
         "  app:\n"
         "    image: busybox\n"
         "    command: sleep 120\n"
+        "    stop_grace_period: 1s\n"  # sleep as pid 1 ignores SIGTERM: down waits this
         "    volumes: [pdata:/data]\n"
         "volumes:\n  pdata: {}\n",
     )
@@ -308,9 +309,11 @@ def test_works_compose_build_healthcheck_depends_on_and_recreate(cli, people, wo
         "    volumes: ['/anon', 'dbdata:/data']\n"
         "    environment: ['V=${V:-1}']\n"
         "    healthcheck: {test: ['CMD', 'true'], interval: 1s, timeout: 1s, retries: 3}\n"
+        "    stop_grace_period: 1s\n"  # the recreate and down stop `sleep` (pid 1)
         "  web:\n"
         "    image: busybox\n"
         "    command: sh -c 'echo web up; sleep 120'\n"
+        "    stop_grace_period: 1s\n"
         "    depends_on: {db: {condition: service_healthy}}\n"
         "volumes:\n  dbdata: {}\n",
     )
@@ -337,7 +340,8 @@ def test_works_compose_build_healthcheck_depends_on_and_recreate(cli, people, wo
 def test_works_compose_over_tls(cli, people, workdir, member_bundle):
     proj = _project(
         workdir,
-        "version: '3.8'\nservices:\n  app:\n    image: busybox\n    command: sleep 120\n",
+        "version: '3.8'\nservices:\n  app:\n    image: busybox\n    command: sleep 120\n"
+        "    stop_grace_period: 1s\n",  # sleep as pid 1 ignores SIGTERM: down waits this
     )
     kw = {"listener": "tls", "cert_dir": member_bundle}
     try:

@@ -53,7 +53,12 @@ def _sleeping_service(raw: Raw, cleanup, name: str, **extra: Any) -> str:
     spec = {
         "Name": name,
         "TaskTemplate": {
-            "ContainerSpec": {"Image": "busybox", "Command": ["sleep", "300"]},
+            # `sleep` as pid 1 ignores SIGTERM: a replaced task stops after this (not 10 s)
+            "ContainerSpec": {
+                "Image": "busybox",
+                "Command": ["sleep", "300"],
+                "StopGracePeriod": 1_000_000_000,
+            },
             "Resources": {"Limits": {"MemoryBytes": 200 * MIB}},
         },
         "Mode": {"Replicated": {"Replicas": 1}},

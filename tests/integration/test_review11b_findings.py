@@ -177,6 +177,7 @@ def test_finding_committed_task_container_image_can_be_run(cli, people, direct_c
     snap = f"r11b-snap-{svc}:1"
     create = ["service", "create", "--detach=false", "--name", svc, "--limit-memory", "64m"]
     create += ["--update-monitor", "1s"]  # the CLI's wait after convergence (default 5 s)
+    create += ["--stop-grace-period", "1s"]  # `sleep` (pid 1) ignores SIGTERM
     create += ["--constraint", "node.role==manager", "busybox", "sleep", "300"]
     ok(as_(cli, people, ALICE, create, timeout=90))
     try:
@@ -243,6 +244,7 @@ def test_works_compose_up_down_v_up(cli, people, workdir):
     proj.chmod(0o777)
     (proj / "docker-compose.yml").write_text(
         "version: '3.8'\nservices:\n  app:\n    image: busybox\n    command: sleep 120\n"
+        "    stop_grace_period: 1s\n"  # sleep as pid 1 ignores SIGTERM: down waits this
         "    volumes: [pdata:/data]\nvolumes:\n  pdata: {}\n"
     )
 
@@ -294,6 +296,7 @@ def test_works_task_containers_restart_exec_force_update(cli, people):
     svc = f"r11b-t{_rand()}"
     create = ["service", "create", "--detach=false", "--name", svc, "--limit-memory", "64m"]
     create += ["--update-monitor", "1s"]  # the CLI's wait after convergence (default 5 s)
+    create += ["--stop-grace-period", "1s"]  # `sleep` (pid 1) ignores SIGTERM
     create += ["--constraint", "node.role==manager", "busybox", "sleep", "300"]
     ok(as_(cli, people, ALICE, create, timeout=90))
     try:

@@ -396,6 +396,7 @@ def test_works_compose_up_and_down(cli, people, workdir):
         "  app:\n"
         "    image: busybox\n"
         "    command: sh -c 'echo started; sleep 120'\n"
+        "    stop_grace_period: 1s\n"  # sleep as pid 1 ignores SIGTERM: down waits this
         "    volumes: [pdata:/data]\n"
         "    networks: [pnet]\n"
         "volumes:\n  pdata: {}\n"
