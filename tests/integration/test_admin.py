@@ -398,7 +398,6 @@ def test_burst_of_audited_requests_all_stored(gate_factory: Any, unix_user: Any)
     g = gate_factory(tls=False)
     u = unix_user("pa-burst")
     g.dockergate("user", "add", "pa-burst", "--profile", "member", "--uid", str(u.uid))
-    time.sleep(1.0)  # the gate notices the new user within a second
     socks = connect_as(g.socket, u.uid, 10)
     per_conn = 100
     request = (

@@ -237,7 +237,6 @@ def test_demoting_an_admin_ends_their_unfiltered_event_stream(rgate, unix_user, 
     u = unix_user("r9ademoted")
     name = f"rv9a-demoted-{_rand()}"
     rgate.dockergate("user", "add", name, "--profile", "admin", "--uid", str(u.uid))
-    time.sleep(1.5)
     raw = Raw(str(rgate.socket), u.uid)
     sock = raw.connect()
     try:
