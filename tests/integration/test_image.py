@@ -32,6 +32,10 @@ def test_image_runs_in_front_of_the_daemon(image, cli, docker_host, session_dir,
             f"{sock}:/var/run/docker.sock",
             "-v",
             f"{run_dir}:/run/dockergate",
+            # The image's own HEALTHCHECK command, run every second: its 10 s interval
+            # would make the first check (and so "healthy") wait 10 s.
+            "--health-interval",
+            "1s",
             image,
         ],
         listener="direct",
@@ -46,7 +50,7 @@ def test_image_runs_in_front_of_the_daemon(image, cli, docker_host, session_dir,
             ).stdout.strip()
             if status == "healthy":
                 break
-            time.sleep(1)
+            time.sleep(0.3)
         logs = cli(["logs", name], listener="direct")
         assert status == "healthy", logs.stdout + logs.stderr
         env = {"DOCKER_HOST": f"unix://{run_dir}/docker.sock"}
