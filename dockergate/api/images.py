@@ -45,7 +45,7 @@ from dockergate.policy.checks import (
     check_image,
     check_ulimits,
 )
-from dockergate.policy.quota import check_memory_quota
+from dockergate.policy.quota import building, check_memory_quota, user_lock
 from dockergate.proxy.daemon import ref
 
 log = logging.getLogger(__name__)
@@ -540,9 +540,12 @@ async def _check_build(ex: Exchange) -> None:
     if res["Memory"]:
         query = q.replace(ex.query, "memory", str(res["Memory"]))
         ex.set_query(q.replace(query, "memswap", str(res.get("MemorySwap", -1))))
-        # Build containers belong to nobody, so usage never counts them: a build
-        # may start only while its memory fits in what the quota leaves.
-        await check_memory_quota(ex.daemon, profile, ex.identity.name, "", res["Memory"])
+        # Build containers belong to nobody, so the engine's state does not show
+        # them: a build may start only while its memory fits in what the quota
+        # leaves, and holds that memory in the quota until it ends.
+        async with user_lock(ex.identity.name):
+            await check_memory_quota(ex.daemon, profile, ex.identity.name, "", res["Memory"])
+            ex.on_release.append(building(ex.identity.name, res["Memory"]))
     _build_cpus(ex, facts)
     raw_ulimits = q.first(ex.query, "ulimits")
     if raw_ulimits:

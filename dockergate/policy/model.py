@@ -166,6 +166,7 @@ class Profile:
     quota_memory: int | None = None
     quota_containers: int | None = None
     quota_services: int | None = None
+    quota_networks: int | None = None
     # swarm
     avoid_managers: bool = False
     containers_on_managers: bool = True
@@ -270,7 +271,7 @@ _SCHEMA: dict[str, Any] = {
         "pids": {"default": int, "max": int},
         "shm_size": {"max": "size"},
     },
-    "quota": {"memory": "size", "containers": int, "services": int},
+    "quota": {"memory": "size", "containers": int, "services": int, "networks": int},
     "swarm": {"avoid_managers": bool},
 }
 
@@ -482,6 +483,7 @@ class ProfileSet:
             "quota_memory": qd.get("memory"),
             "quota_containers": qd.get("containers"),
             "quota_services": qd.get("services"),
+            "quota_networks": qd.get("networks"),
         }
         kwargs.update({k: v for k, v in simple.items() if v is not None})
         if "ulimits" in c:
@@ -606,6 +608,7 @@ def rules_of(p: Profile) -> dict[str, Any]:
             "memory": size(p.quota_memory),
             "containers": p.quota_containers,
             "services": p.quota_services,
+            "networks": p.quota_networks,
         },
         "swarm": {"avoid_managers": p.avoid_managers},
     }

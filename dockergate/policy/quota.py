@@ -9,7 +9,9 @@ both take the last slot.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -136,7 +138,7 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
-        "memory": plain + sum(costs.values()),
+        "memory": plain + sum(costs.values()) + building_memory(user),
         "service_specs": services,
         "service_memory": costs,
         "task_memory": tasks,
@@ -145,6 +147,47 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
         "stopping": sum(cost - held.get(sid, 0) for sid, cost in costs.items()),
         "nodes": nodes,
     }
+
+
+async def check_network_quota(daemon: Daemon, profile: Profile, user: str) -> None:
+    """Networks take address pools from the engine's few (about 30 with Docker's
+    defaults): one user must not be able to take them all."""
+    if profile.admin or profile.quota_networks is None:
+        return
+    reply = await daemon.get(f"/networks?filters={owner_filter(user)}")
+    owned = len(reply.json() or []) if reply.ok else 0
+    if owned >= profile.quota_networks:
+        raise Denied(
+            profile,
+            "more networks",
+            "quota.networks",
+            f"{owned} of {profile.quota_networks} used",
+            "remove networks you no longer use (docker network prune) or ask an admin",
+        )
+
+
+# Memory of builds in progress, by user: their RUN containers carry no owner label,
+# so the engine's state does not show them (images._check_build registers each).
+_building: dict[str, dict[int, int]] = {}
+_build_ids = itertools.count()
+
+
+def building(user: str, memory: int) -> Callable[[], None]:
+    """Count ``memory`` for ``user``'s build until the returned callable is called."""
+    key = next(_build_ids)
+    _building.setdefault(user, {})[key] = memory
+
+    def done() -> None:
+        builds = _building.get(user, {})
+        builds.pop(key, None)
+        if not builds:
+            _building.pop(user, None)
+
+    return done
+
+
+def building_memory(user: str) -> int:
+    return sum(_building.get(user, {}).values())
 
 
 async def check_container_quota(daemon: Daemon, profile: Profile, user: str, memory: int) -> None:

@@ -141,6 +141,7 @@ def review_gate(
               cpus: {{max: 2}}
             quota:
               memory: 512m
+              networks: 12
             """
         )
     )

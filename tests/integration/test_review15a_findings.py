@@ -158,7 +158,7 @@ def _hold_bodies(raw: Raw, head: bytes, body: bytes, n: int) -> list[socket.sock
     held = []
     for _ in range(n):
         s = raw.connect()
-        s.settimeout(0.5)
+        s.settimeout(0.1)
         with contextlib.suppress(TimeoutError):
             s.sendall(head + body)
         held.append(s)

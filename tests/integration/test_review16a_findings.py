@@ -101,6 +101,10 @@ def test_works_member_creates_a_few_networks_and_uses_them(users, cleanup):
 PIDS_MAX = "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (policies/README.md, builds): the classic builder has no pids limit to set",
+)
 def test_finding_build_run_steps_have_no_pids_limit(users):
     """The profile caps pids (default 4096, max 32768 shipped; every container and
     service gets the default), but a classic build's RUN steps are containers the
@@ -203,6 +207,11 @@ def victim_app(users, direct_client) -> Iterator[str]:
         direct_client.images.remove(tag, force=True)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (policies/README.md, builds): a build's FROM tags cannot be "
+    "moved while it runs, whoever's tag it is",
+)
 def test_finding_another_members_endless_build_pins_ones_own_tag(users, victim_app, direct_client):
     """While a member's build runs, no one may move the tags it starts ``FROM``
     (``pin_build_bases`` / ``check_not_a_build_base`` in api/images.py: 409 "a build
