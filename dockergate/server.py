@@ -218,8 +218,13 @@ class Gate:
         host, conn.unidentified_at = conn.unidentified_at, None
         if host is not None:
             self._uncount(self.unidentified, host)
-        limited = self.settings.max_connections_per_client > 0
-        if limited and not identity.admin and not self.profile_for(identity).admin:
+        if self.settings.max_connections_per_client <= 0 or identity.admin:
+            return
+        try:
+            admin = self.profile_for(identity).admin
+        except Refusal:
+            admin = False  # a profile with no file: its requests are refused, but counted
+        if not admin:
             self._count(conn, f"token user {identity.name!r}")
 
     def _count(self, conn: ClientConnection, client: str) -> None:

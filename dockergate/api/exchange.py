@@ -126,6 +126,10 @@ class Exchange:
         attach's): at most ``cap`` bytes, all within BODY_TIMEOUT, and at most
         BODY_SLOTS of one user's at a time, so that stalled bodies pin little memory."""
         req = self.req
+        expect = (req.headers.get("expect") or "").lower()
+        if self.send_continue is not None and expect == "100-continue":
+            await self.send_continue()  # the client waits for it before sending
+            self.send_continue = None
         slot = self.gate.body_slot(self.identity.name) if self.gate and not self.admin else None
         try:
             async with asyncio.timeout(BODY_TIMEOUT), slot or contextlib.nullcontext():
@@ -148,10 +152,6 @@ class Exchange:
             raise Refusal(400, f"{self.route_name}: an empty body cannot be inspected")
         if ctype != "application/json":
             raise HTTPError(415, f"{self.route_name}: body must be application/json")
-        expect = (req.headers.get("expect") or "").lower()
-        if self.send_continue is not None and expect == "100-continue":
-            await self.send_continue()
-            self.send_continue = None
         raw = await self.read_held_body(INSPECT_CAP)
         try:
             if schema is None:

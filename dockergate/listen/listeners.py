@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from dockergate.listen.identity import Peer
-from dockergate.listen.tls import TLSStream
+from dockergate.listen.tls import HANDSHAKE_TIMEOUT, TLSStream
 from dockergate.proxy.http import MAX_HEAD, Writer
 from dockergate.proxy.upstream import keepalive
 
@@ -35,6 +35,8 @@ _UCRED = struct.Struct("3i")
 # with EAGAIN on a unix socket; dockerd itself listens with 4096.
 BACKLOG = 4096
 PENDING_HANDSHAKES_PER_ADDRESS = 64
+CROWDED_HANDSHAKE_TIMEOUT = 1.0
+CROWDED_HANDSHAKES = 128
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
@@ -123,14 +125,26 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
         task.add_done_callback(tasks.discard)
 
     # Handshakes in progress by remote address: each holds a file descriptor for up to
-    # HANDSHAKE_TIMEOUT before anyone is identified; one address may not hold many.
+    # HANDSHAKE_TIMEOUT before anyone is identified. Past PENDING_HANDSHAKES_PER_ADDRESS
+    # from one address, a handshake must end within a second (a real client there
+    # still gets through a flood of silent connections), and at most CROWDED_HANDSHAKES
+    # such are open at once; more are dropped.
     pending: Counter[str] = Counter()
+    crowded = [0]
 
-    def on_made(stream: TLSStream) -> bool:
+    def on_made(stream: TLSStream) -> float:
         address = stream.get_extra_info("peername")
         host = str(address[0]) if isinstance(address, tuple) and address else "?"
         if pending[host] >= PENDING_HANDSHAKES_PER_ADDRESS:
-            return False
+            if crowded[0] >= CROWDED_HANDSHAKES:
+                return 0.0
+            crowded[0] += 1
+
+            def uncrowd(_: object) -> None:
+                crowded[0] -= 1
+
+            stream.handshake.add_done_callback(uncrowd)
+            return CROWDED_HANDSHAKE_TIMEOUT
         pending[host] += 1
 
         def done(_: object) -> None:
@@ -139,7 +153,7 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
                 del pending[host]
 
         stream.handshake.add_done_callback(done)
-        return True
+        return HANDSHAKE_TIMEOUT
 
     def factory() -> TLSStream:
         return TLSStream(

@@ -31,7 +31,7 @@ class TLSStream(asyncio.Protocol):
         server_hostname: str | None = None,
         on_ready: Callable[[TLSStream], None] | None = None,
         limit: int = 1 << 20,
-        on_made: Callable[[TLSStream], bool] | None = None,
+        on_made: Callable[[TLSStream], float] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._in = ssl.MemoryBIO()
@@ -41,7 +41,7 @@ class TLSStream(asyncio.Protocol):
         )
         self._server_side = server_side
         self._on_ready = on_ready
-        self._on_made = on_made  # False: drop the connection before its handshake
+        self._on_made = on_made  # the handshake's deadline for this connection (0: drop)
         self.reader = asyncio.StreamReader(limit=limit)
         self.handshake: asyncio.Future[None] = self._loop.create_future()
         # A failed handshake nobody awaits must not warn "exception never retrieved".
@@ -58,10 +58,11 @@ class TLSStream(asyncio.Protocol):
         # A stream transport (uvloop's are not asyncio.Transport subclasses).
         self._transport = cast(asyncio.Transport, transport)
         self.reader.set_transport(self._transport)
-        if self._on_made is not None and not self._on_made(self):
+        deadline = HANDSHAKE_TIMEOUT if self._on_made is None else self._on_made(self)
+        if deadline <= 0:
             self._transport.abort()
             return
-        self._timeout = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._timeout = self._loop.call_later(deadline, self._handshake_timeout)
         if not self._server_side:
             self._do_handshake()
 

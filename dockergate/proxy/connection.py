@@ -329,7 +329,9 @@ class ClientConnection:
     async def refuse(self, req: Request, status: int, message: str, raw: bool = False) -> bool:
         """Answer with a Docker-style error; keep the connection only if the body is gone."""
         self.status = status
-        keep = req.keep_alive and not req.headers.get("expect")
+        # A connection on probation that did not identify is answered and closed, its
+        # body not waited for (it is counted nowhere).
+        keep = req.keep_alive and not req.headers.get("expect") and not self.probation
         if keep and req.has_body and not req.body_read:
             if req.body_started or req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
                 keep = False
