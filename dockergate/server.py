@@ -32,8 +32,8 @@ from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
 from dockergate.store.repository import Store
 
-# Whole bodies one user's requests may be sending at once (each up to 1 MiB); more
-# wait. Compose's parallel creates finish theirs in milliseconds.
+# Whole bodies one user's requests may be sending at once (each up to INSPECT_CAP);
+# more wait. Compose's parallel creates finish theirs in milliseconds.
 BODY_SLOTS = 8
 UNIDENTIFIED_PER_ADDRESS = 64  # TLS connections without a certificate, before a token
 

@@ -130,18 +130,20 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
     # still gets through a flood of silent connections), and at most CROWDED_HANDSHAKES
     # such are open at once; more are dropped.
     pending: Counter[str] = Counter()
-    crowded = [0]
+    crowded = 0  # handshakes in progress past the per-address count
 
     def on_made(stream: TLSStream) -> float:
+        nonlocal crowded
         address = stream.get_extra_info("peername")
         host = str(address[0]) if isinstance(address, tuple) and address else "?"
         if pending[host] >= PENDING_HANDSHAKES_PER_ADDRESS:
-            if crowded[0] >= CROWDED_HANDSHAKES:
+            if crowded >= CROWDED_HANDSHAKES:
                 return 0.0
-            crowded[0] += 1
+            crowded += 1
 
             def uncrowd(_: object) -> None:
-                crowded[0] -= 1
+                nonlocal crowded
+                crowded -= 1
 
             stream.handshake.add_done_callback(uncrowd)
             return CROWDED_HANDSHAKE_TIMEOUT
