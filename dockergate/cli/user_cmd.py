@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dockergate.audit.actions import audited
 from dockergate.cli import Context, pass_ctx
 from dockergate.config import Settings
-from dockergate.listen.pki import CLIENT_DAYS, CertificateAuthority
+from dockergate.listen.pki import CLIENT_DAYS, CertificateAuthority, prepare_bundle_dir
 from dockergate.store.db import (
     check_schema,
     current_revision,
@@ -268,10 +268,14 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
         if not ca.exists():
             raise click.ClickException(f"no CA in {settings.pki_dir}: run `dockergate init` first")
         info = store.get_user(name)
+        out = out_dir.absolute()
+        try:
+            prepare_bundle_dir(out)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the bundle to {out}: {exc}") from exc
         issued = ca.issue_client(name, days=days)
         # Recorded before the files are written: a bundle on disk is always usable.
         store.add_certificate(name, issued.serial, issued.fingerprint, issued.not_after)
-    out = out_dir.absolute()
     try:
         ca.write_bundle(out, issued)
     except OSError as exc:

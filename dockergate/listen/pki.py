@@ -7,9 +7,11 @@ accepted only while its serial is known and not revoked. Keys are written 0600.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,15 +59,38 @@ def _key_pem(key: Key) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with the final mode from the start (no window at 0644)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write atomically with the final mode from the start (no window at 0644).
+
+    The temporary file is a new one of random name (``mkstemp``: ``O_EXCL``, 0600):
+    a file or symlink someone planted in the directory is never opened, so root
+    writes neither into another user's file nor through a link (``user cert --out``
+    may point into a directory a user can write)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def prepare_bundle_dir(out_dir: Path) -> None:
+    """Make ``out_dir`` for a client bundle, or accept it if the caller owns it.
+
+    Whoever owns the directory may swap the files the admin is about to hand over
+    (their own cert.pem, a link in place of key.pem): PermissionError otherwise."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    owner = out_dir.stat().st_uid
+    if owner != os.geteuid():
+        raise PermissionError(
+            f"{out_dir} belongs to uid {owner}, not to you: write the bundle into a new "
+            "directory (or one of yours), then hand it over"
+        )
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -222,7 +247,7 @@ class CertificateAuthority:
 
     def write_bundle(self, out_dir: Path, issued: IssuedCert) -> None:
         """Write ``ca.pem``, ``cert.pem``, ``key.pem``: a DOCKER_CERT_PATH directory."""
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_bundle_dir(out_dir)
         _write(out_dir / "ca.pem", self.ca_pem(), 0o644)
         _write(out_dir / "cert.pem", issued.cert_pem, 0o644)
         _write(out_dir / "key.pem", issued.key_pem, 0o600)
