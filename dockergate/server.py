@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -17,6 +18,7 @@ from typing import Any
 
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
+from dockergate.api.ownership import OWNER_LABEL
 from dockergate.api.volumes import seed_volume_claims
 from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import AuditWriter, writer_of
@@ -42,6 +44,9 @@ SWEEP_INTERVAL = 5.0
 access = logging.getLogger("dockergate.access")
 
 
+_UNKNOWN = object()
+
+
 class Gate:
     def __init__(self, settings: Settings, authenticator: Authenticator) -> None:
         self.settings = settings
@@ -55,6 +60,7 @@ class Gate:
             )
         self.upstream = Upstream(settings.upstream, tls)
         self.daemon = Daemon(self.upstream)
+        self._container_owners: dict[str, object] = {}  # container ID -> owner label
         self.profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
         load_handlers()
         self.closing = False
@@ -167,6 +173,8 @@ class Gate:
 
     # -- connections -------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: Writer, peer: Peer) -> None:
+        if peer.container is not None:
+            peer = await self._container_peer(peer)
         conn = ClientConnection(self, reader, writer, peer)
         task = asyncio.current_task()
         assert task is not None
@@ -182,6 +190,31 @@ class Gate:
         finally:
             self.connections.pop(task, None)
             self._release(conn)
+
+    async def _container_peer(self, peer: Peer) -> Peer:
+        """A unix peer in a container: whose container it is, from its owner label
+        (labels never change, so the answer is kept). A container the daemon does
+        not know is not this engine's: the peer is taken as the host sees it."""
+        assert peer.container is not None
+        owner = self._container_owners.get(peer.container, _UNKNOWN)
+        if owner is _UNKNOWN:
+            try:
+                reply = await self.daemon.get(f"/containers/{peer.container}/json")
+            except UpstreamError as exc:
+                problem = f"cannot ask the daemon whose container {peer.container[:12]} is: {exc}"
+                return dataclasses.replace(peer, problem=problem)
+            if reply.status == 404:
+                return dataclasses.replace(peer, container=None)
+            obj = reply.json() if reply.ok else None
+            if not isinstance(obj, dict):
+                problem = f"the daemon does not say whose container {peer.container[:12]} is"
+                return dataclasses.replace(peer, problem=problem)
+            labels = (obj.get("Config") or {}).get("Labels") or {}
+            owner = labels.get(OWNER_LABEL) if isinstance(labels, dict) else None
+            if len(self._container_owners) > 10_000:
+                self._container_owners.clear()
+            self._container_owners[peer.container] = owner
+        return dataclasses.replace(peer, container_owner=owner if isinstance(owner, str) else None)
 
     # -- connections per client ---------------------------------------------------------
     # A connection counts against its client (max_connections_per_client): the unix

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -648,3 +649,59 @@ def nosymfollow(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+class _Connector:
+    """The child that made connections as another uid, kept alive until the last of
+    them is collected: the gate places a unix peer by its process (/proc/<pid>), and
+    refuses a connection whose process is gone before it could look (a container's
+    process could otherwise connect, hand the socket out and exit)."""
+
+    def __init__(self, pid: int, pipe: socket.socket, count: int) -> None:
+        self.pid, self.pipe, self.count = pid, pipe, count
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.count <= 0:
+            self.pipe.close()  # the child's cue to exit
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+
+def connect_as_uid(path: str, uid: int, count: int = 1) -> list[socket.socket]:
+    """``count`` connections to a unix socket made by ``uid`` (as the kernel records
+    them): a child drops to the uid, connects, passes the sockets back and stays
+    until they are all gone."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            parent.close()
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(uid)
+            conns = []  # kept referenced: a collected socket object closes its fd
+            for _ in range(count):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(path)
+                conns.append(s)
+            socket.send_fds(child, [b"x"], [s.fileno() for s in conns])
+            for s in conns:
+                s.detach()  # the parent's now; the child only waits
+            child.recv(1)  # until the parent closes its end (or dies)
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                child.sendall(b"!" + repr(exc).encode())
+        finally:
+            os._exit(0)
+    child.close()
+    msg, fds, _, _ = socket.recv_fds(parent, 1024, count)
+    if msg.startswith(b"!") or len(fds) != count:
+        parent.close()
+        os.waitpid(pid, 0)
+        pytest.fail(f"connecting as uid {uid} failed: {msg[1:].decode(errors='replace')}")
+    connector = _Connector(pid, parent, count)
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    for s in socks:
+        weakref.finalize(s, connector.release)
+    return socks

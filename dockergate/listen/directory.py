@@ -176,6 +176,10 @@ class DirectoryAuthenticator:
         uid = peer.uid
         if uid is None:
             raise Refusal(403, "unix peer without credentials; cannot tell who is calling")
+        if peer.problem is not None:
+            raise Refusal(403, f"cannot tell who is calling: {peer.problem}")
+        if peer.container is not None and peer.container_owner is not None:
+            return self._in_container(snap, peer, peer.container, peer.container_owner)
         if uid == 0 and self.root_is_admin:
             return Identity("root", ADMIN_PROFILE, True, "unix uid 0", uid=0)
         member = snap.by_uid.get(uid)
@@ -193,6 +197,23 @@ class DirectoryAuthenticator:
                 f"dockergate user add {login} --profile member --unix-user {login}",
             )
         return self._identity(member, f"unix uid {uid}", uid)
+
+    def _in_container(self, snap: Snapshot, peer: Peer, container: str, owner: str) -> Identity:
+        """A process in a container made through the gate acts for the container's
+        owner, whatever uid it runs as (root in a member's container is not the host's
+        root). Containers without an owner label were made on the daemon directly, by
+        whoever had its socket: their uid is taken as the host's."""
+        method = f"unix uid {peer.uid} in container {container[:12]} of {owner}"
+        if owner == "root" and self.root_is_admin:
+            return Identity("root", ADMIN_PROFILE, True, method, uid=0)
+        member = snap.by_name.get(owner)
+        if member is None:
+            raise Refusal(
+                403,
+                f"this process runs in container {container[:12]} of {owner!r}, "
+                "who is not a registered user",
+            )
+        return self._identity(member, method, member.unix_uid)
 
     def _cert(self, snap: Snapshot, peer: Peer) -> Identity:
         assert peer.cert_serial is not None

@@ -31,10 +31,18 @@ class Peer:
     cert_serial: int | None = None
     cert_cn: str | None = None
     cert_fingerprint: str | None = None  # sha256 of the DER certificate, hex
+    # A unix peer whose process runs in a container of the engine (its cgroup says
+    # which): its uid is the container's (root, or any uid the image chose), not a
+    # person's, so it is taken for the container's owner (the gate asks the daemon).
+    container: str | None = None
+    container_owner: str | None = None  # the owner label; None: the container has none
+    problem: str | None = None  # why this peer cannot be identified at all
 
     def describe(self) -> str:
         """How the peer was identified, for logs and refusals."""
         if self.listener == "unix":
+            if self.container:
+                return f"unix uid {self.uid} in container {self.container[:12]}"
             return f"unix uid {self.uid}"
         if self.cert_serial is not None:
             return f"certificate CN={self.cert_cn!r} serial {self.cert_serial:x}"

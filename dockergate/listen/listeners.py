@@ -11,6 +11,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import socket
 import ssl
 import struct
@@ -40,10 +41,47 @@ CROWDED_HANDSHAKES = 128
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
-    """The kernel's record of who connected (pid, uid, gid at connect time)."""
+    """The kernel's record of who connected (pid, uid, gid at connect time), and
+    whether that process runs in a container (see :func:`peer_container`)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
-    return Peer("unix", uid=uid, gid=gid, pid=pid)
+    container, problem = peer_container(pid, uid)
+    return Peer("unix", uid=uid, gid=gid, pid=pid, container=container, problem=problem)
+
+
+# A container's cgroup: a path part that is its ID, under systemd (docker-<id>.scope)
+# or cgroupfs (/docker/<id>, /<cgroup-parent>/<id>). What matches but is no container
+# of the engine (another runtime's) is found out by asking the daemon.
+_CONTAINER_CGROUP = re.compile(rb"[/-]([0-9a-f]{64})(?:\.scope)?(?:/|$)", re.M)
+_EUID = re.compile(rb"^Uid:\s+\d+\s+(\d+)", re.M)
+
+
+def peer_container(pid: int, uid: int, proc: str = "/proc") -> tuple[str | None, str | None]:
+    """The engine container the peer process runs in (None: the host), or why the
+    peer cannot be placed.
+
+    A container of a rootful engine runs as the host's root (or as any uid its image
+    names), and a descriptor of the gate's socket can reach it (SCM_RIGHTS over a
+    socket in a bind mount, then ``connect("/proc/self/fd/N")``): its uid says
+    nothing about who is calling. Its cgroup names the container, whose owner label
+    does. The process must still be the one that connected: gone, or with another
+    effective uid than the kernel recorded (its pid reused), it is refused. With pid
+    0 (the peer is outside the gate's pid namespace: the gate itself runs in a
+    container without the host's pids) nothing can be told; the README says so."""
+    if pid <= 0:
+        return None, None
+    try:
+        with open(f"{proc}/{pid}/cgroup", "rb") as f:
+            cgroup = f.read()
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return None, f"process {pid} was gone before the gate could see where it runs"
+    euid = _EUID.search(status)
+    if euid is None or int(euid.group(1)) != uid:
+        return None, f"process {pid} is no longer the uid {uid} that connected"
+    found = _CONTAINER_CGROUP.search(cgroup)
+    return (found.group(1).decode("ascii") if found else None), None
 
 
 def certificate_peer(der: bytes | None) -> Peer:

@@ -26,7 +26,7 @@ import pytest
 from dockergate.config import Settings
 from dockergate.store.repository import Store
 from tests import helpers
-from tests.helpers import UnixUser, dockergate_argv, read_response
+from tests.helpers import UnixUser, connect_as_uid, dockergate_argv, read_response
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -95,32 +95,8 @@ def audit_json(gate: Any, *args: str) -> list[dict[str, Any]]:
 
 def connect_as(path: Path, uid: int, count: int) -> list[socket.socket]:
     """``count`` connections to the gate's unix socket made by ``uid`` (the kernel's
-    peer credentials are what identify a caller): a child drops to the uid,
-    connects and passes the sockets back."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(uid)
-            conns = []  # kept referenced: a collected socket object closes its fd
-            for _ in range(count):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(str(path))
-                conns.append(s)
-            socket.send_fds(child, [b"x"], [s.fileno() for s in conns])
-        except BaseException as exc:
-            child.sendall(b"!" + repr(exc).encode())
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    msg, fds, _, _ = socket.recv_fds(parent, 1024, count)
-    parent.close()
-    child.close()
-    if msg.startswith(b"!"):
-        pytest.fail(f"connecting as uid {uid} failed: {msg[1:].decode()}")
-    return [socket.socket(fileno=fd) for fd in fds]
+    peer credentials are what identify a caller)."""
+    return connect_as_uid(str(path), uid, count)
 
 
 # -- fixtures -----------------------------------------------------------------------------

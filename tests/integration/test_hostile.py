@@ -8,7 +8,6 @@ Each refusal sits next to the legitimate form of the same request.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import uuid
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
+
+from tests.helpers import connect_as_uid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,24 +82,7 @@ class Raw:
         self.uid = uid
 
     def connect(self) -> socket.socket:
-        # Connect in a child that drops to the uid, pass the socket back over a pair.
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(self.uid)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(self.path)
-                socket.send_fds(child, [b"x"], [s.fileno()])
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-        _, fds, _, _ = socket.recv_fds(parent, 1, 1)
-        parent.close()
-        child.close()
-        sock = socket.socket(fileno=fds[0])
+        sock = connect_as_uid(self.path, self.uid)[0]
         sock.settimeout(30)
         return sock
 

@@ -21,6 +21,7 @@ from dockergate.cli import cli
 from dockergate.config import Settings
 from dockergate.listen.directory import DirectoryAuthenticator
 from dockergate.listen.identity import Identity, Peer, Refusal
+from dockergate.listen.listeners import peer_container
 from dockergate.store import tokens
 from dockergate.store.db import make_engine, upgrade
 from dockergate.store.repository import Store
@@ -97,6 +98,47 @@ async def test_unix_users(auth: DirectoryAuthenticator) -> None:
 
 async def test_root_is_the_builtin_admin(auth: DirectoryAuthenticator) -> None:
     assert auth.authenticate(unix(0), None) == Identity("root", "admin", True, "unix uid 0", 0)
+
+
+CID = "c0ffee" * 10 + "abcd"  # 64 hex digits
+
+
+def in_container(uid: int, owner: str | None) -> Peer:
+    return Peer("unix", uid=uid, gid=uid, pid=4242, container=CID, container_owner=owner)
+
+
+async def test_a_process_in_a_container_acts_for_its_owner(auth: DirectoryAuthenticator) -> None:
+    """Root (or any uid) in alice's container is alice, not the host's root or bob."""
+    for uid in (0, 1002):
+        me = auth.authenticate(in_container(uid, "alice"), None)
+        assert (me.name, me.admin, me.uid) == ("alice", False, 1001)
+        assert f"in container {CID[:12]} of alice" in me.method
+    assert auth.authenticate(in_container(1001, "root"), None).admin  # the admin's container
+    assert "not a registered user" in refused(auth, in_container(0, "carol")).message
+    # No owner label: made on the daemon directly (by whoever had its socket): the uid.
+    assert auth.authenticate(in_container(0, None), None).name == "root"
+    gone = Peer("unix", uid=0, gid=0, pid=4242, problem="process 4242 was gone")
+    assert "process 4242 was gone" in refused(auth, gone).message
+
+
+def test_peer_container_reads_the_process_cgroup(tmp_path: Path) -> None:
+    def proc(pid: int, cgroup: str, euid: int) -> None:
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "cgroup").write_text(cgroup)
+        (d / "status").write_text(f"Name:\tx\nUid:\t{euid}\t{euid}\t{euid}\t{euid}\n")
+
+    proc(10, f"0::/system.slice/docker-{CID}.scope\n", 0)
+    proc(11, f"12:memory:/dgtest-parent/{CID}\n0::/\n", 0)
+    proc(12, "0::/user.slice/user-1001.slice/session-3.scope\n", 1001)
+    proc(13, f"0::/system.slice/docker-{CID}.scope\n", 1001)
+    look = lambda pid, uid: peer_container(pid, uid, proc=str(tmp_path))  # noqa: E731
+    assert look(10, 0) == (CID, None)
+    assert look(11, 0) == (CID, None)
+    assert look(12, 1001) == (None, None)
+    assert look(13, 0)[1] == "process 13 is no longer the uid 0 that connected"  # pid reused
+    assert "gone" in str(look(14, 0)[1])
+    assert look(0, 0) == (None, None)  # outside the gate's pid namespace: cannot tell
 
 
 async def test_root_can_be_turned_off(settings: Settings, store: Store) -> None:
