@@ -6,6 +6,7 @@ from dockergate.api.dispatch import handles, own_filters, owned_object
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
+from dockergate.policy.quota import check_swarm_object_quota, user_lock
 
 
 @handles("secret.list", "config.list")
@@ -23,4 +24,8 @@ async def secret_create(ex: Exchange) -> None:
     if not isinstance(body, dict):
         raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), owner)
+    if ex.route.name.endswith(".create") and not ex.admin:
+        kind = "secret" if ex.route.name.startswith("secret.") else "config"
+        await ex.hold(user_lock(ex.identity.name))  # the count holds until the create
+        await check_swarm_object_quota(ex.daemon, ex.profile, ex.identity.name, kind)
     ex.set_json(body)

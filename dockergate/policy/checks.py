@@ -68,6 +68,7 @@ class NodeFacts:
     ncpu: int = 0
     manager: bool = False
     worker: bool = False  # in a swarm, not a manager
+    log_driver: str = "json-file"  # the daemon's default (``docker info``'s LoggingDriver)
 
 
 def _cap_max(
@@ -426,8 +427,9 @@ def apply_cpus(
         raise Denied(profile, "an unlimited CPU quota", field, res["CpuQuota"], f"at most {cap:g}")
     cpus = container_cpus(res)
     if cpus <= 0 and not update and profile.cpus.default:
-        res["NanoCpus"] = int(profile.cpus.default * NANO)
-        cpus = profile.cpus.default
+        # Never more than the node has: dockerd refuses that (and it limits nothing).
+        cpus = min(profile.cpus.default, facts.ncpu) if facts.ncpu else profile.cpus.default
+        res["NanoCpus"] = int(cpus * NANO)
     if cap and cpus > cap:
         raise Denied(profile, "this many CPUs", field, f"{cpus:g}", f"at most {cap:g}")
 
@@ -458,6 +460,12 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
     apply_memory(profile, host, facts, "HostConfig.Memory")
     apply_cpus(profile, host, facts, "HostConfig.NanoCpus")
     apply_pids(profile, host, "HostConfig.PidsLimit")
+    log = host.get("LogConfig") or {}
+    # No Type: the daemon's default driver, which reads these options too.
+    driver = str(log.get("Type") or "") or facts.log_driver
+    opts = capped_log_options(profile, driver, log.get("Config"), "HostConfig.LogConfig.Config")
+    if opts is not None:
+        host["LogConfig"] = {**log, "Config": opts}
     shm = int(host.get("ShmSize") or 0)
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(
@@ -467,6 +475,59 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
             human(shm),
             f"at most {human(profile.shm_max)}",
         )
+
+
+# Log drivers that write files on the node's disk, with their own rotation options.
+FILE_LOG_DRIVERS = frozenset({"json-file", "local"})
+LOCAL_DEFAULT_FILES = 5  # the local driver's max-file when none is given
+
+
+def capped_log_options(
+    profile: Profile, driver: str, options: Any, field: str
+) -> dict[str, Any] | None:
+    """The options of a file log driver within the profile's caps, ``max-size`` filled
+    in when missing (json-file's default is to keep everything: a chatty container
+    fills the node's disk, outside every cgroup); None when nothing changes.
+
+    Docker reads these sizes in decimal units (``100m`` = 10^8 bytes) and the gate
+    in binary ones: a value that passes is never larger than the gate thought."""
+    if driver not in FILE_LOG_DRIVERS or profile.admin:
+        return None
+    opts = dict(options) if isinstance(options, dict) else {}
+    changed = False
+    cap, files_cap = profile.log_max_size, profile.log_max_files
+    if cap is not None:
+        size_text = opts.get("max-size")
+        if size_text in (None, ""):
+            opts["max-size"] = human(cap)
+            changed = True
+        else:
+            try:
+                size = parse_size(size_text)
+            except ValueError:
+                size = -1
+            if not 0 < size <= cap:
+                raise Denied(
+                    profile, "logs this large", f"{field}.max-size", size_text,
+                    f"at most {human(cap)} per file (resources.logs.max_size)",
+                )  # fmt: skip
+    if files_cap is not None:
+        files_text = opts.get("max-file")
+        if files_text in (None, ""):
+            if driver == "local" and files_cap < LOCAL_DEFAULT_FILES:
+                opts["max-file"] = str(files_cap)
+                changed = True
+        else:
+            try:
+                files = int(str(files_text))
+            except ValueError:
+                files = -1
+            if not 0 < files <= files_cap:
+                raise Denied(
+                    profile, "this many log files", f"{field}.max-file", files_text,
+                    f"at most {files_cap} (resources.logs.max_files)",
+                )  # fmt: skip
+    return opts if changed else None
 
 
 def check_oom_score_adj(profile: Profile, value: Any, field: str) -> None:
@@ -625,6 +686,8 @@ def check_host_config(profile: Profile, host: dict[str, Any], prefix: str) -> No
     if host.get("VolumeDriver"):
         check_volume_driver(profile, str(host["VolumeDriver"]), None, f"{prefix}.VolumeDriver")
     for bind in host.get("Binds") or []:
+        if ":" not in str(bind):
+            continue  # a container path alone: dockerd makes an anonymous volume there
         source, _dest, read_only = bind_options(str(bind))
         if source.startswith("/"):
             check_bind(profile, source, read_only, f"{prefix}.Binds")
@@ -858,6 +921,14 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
             log_driver,
             f"allowed: {', '.join(profile.log_drivers)}",
         )
+    log_spec = template.get("LogDriver") or {}
+    # No driver named: tasks get their engine's default; this engine's stands for it.
+    driver = log_driver or facts.log_driver
+    opts = capped_log_options(
+        profile, driver, log_spec.get("Options"), "TaskTemplate.LogDriver.Options"
+    )
+    if opts is not None:
+        template["LogDriver"] = {**log_spec, "Name": driver, "Options": opts}
     runtime = str(template.get("Runtime") or "")
     if runtime and runtime not in ("container", *profile.runtimes):
         raise Denied(profile, "this runtime", "TaskTemplate.Runtime", runtime, "use the default")

@@ -162,11 +162,17 @@ class Profile:
     cpus: Limit = Limit()
     pids: Limit = Limit()
     shm_max: int | None = None
+    # json-file and local logs: each file at most this big (filled in when missing:
+    # json-file keeps everything otherwise), at most this many files
+    log_max_size: int | None = 100 << 20
+    log_max_files: int | None = 5
     # quotas (None: unlimited)
     quota_memory: int | None = None
     quota_containers: int | None = None
     quota_services: int | None = None
     quota_networks: int | None = None
+    quota_secrets: int | None = None
+    quota_configs: int | None = None
     # swarm
     avoid_managers: bool = False
     containers_on_managers: bool = True
@@ -270,8 +276,16 @@ _SCHEMA: dict[str, Any] = {
         "cpus": {"default": float, "max": "float_or_share"},
         "pids": {"default": int, "max": int},
         "shm_size": {"max": "size"},
+        "logs": {"max_size": "size", "max_files": int},
     },
-    "quota": {"memory": "size", "containers": int, "services": int, "networks": int},
+    "quota": {
+        "memory": "size",
+        "containers": int,
+        "services": int,
+        "networks": int,
+        "secrets": int,
+        "configs": int,
+    },
     "swarm": {"avoid_managers": bool},
 }
 
@@ -412,6 +426,7 @@ RESOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpus": {"max": 16},
     "pids": {"default": 4096, "max": 32768},
     "shm_size": {"max": 8 << 30},
+    "logs": {"max_size": 100 << 20, "max_files": 5},
 }
 
 
@@ -484,6 +499,8 @@ class ProfileSet:
             "quota_containers": qd.get("containers"),
             "quota_services": qd.get("services"),
             "quota_networks": qd.get("networks"),
+            "quota_secrets": qd.get("secrets"),
+            "quota_configs": qd.get("configs"),
         }
         kwargs.update({k: v for k, v in simple.items() if v is not None})
         if "ulimits" in c:
@@ -528,6 +545,8 @@ class ProfileSet:
         kwargs["cpus"] = _limit(cpus)
         kwargs["pids"] = Limit(pids.get("default"), pids.get("max"))
         kwargs["shm_max"] = {**RESOURCE_DEFAULTS["shm_size"], **r.get("shm_size", {})}.get("max")
+        logs = {**RESOURCE_DEFAULTS["logs"], **r.get("logs", {})}
+        kwargs["log_max_size"], kwargs["log_max_files"] = logs["max_size"], logs["max_files"]
         for key, limit in (
             ("memory", kwargs["memory"]),
             ("cpus", kwargs["cpus"]),
@@ -603,12 +622,15 @@ def rules_of(p: Profile) -> dict[str, Any]:
             "cpus": cap(p.cpus, lambda n: n),
             "pids": cap(p.pids, lambda n: None if n is None else int(n)),
             "shm_size": {"max": size(p.shm_max)},
+            "logs": {"max_size": size(p.log_max_size), "max_files": p.log_max_files},
         },
         "quota": {
             "memory": size(p.quota_memory),
             "containers": p.quota_containers,
             "services": p.quota_services,
             "networks": p.quota_networks,
+            "secrets": p.quota_secrets,
+            "configs": p.quota_configs,
         },
         "swarm": {"avoid_managers": p.avoid_managers},
     }

@@ -166,6 +166,24 @@ async def check_network_quota(daemon: Daemon, profile: Profile, user: str) -> No
         )
 
 
+async def check_swarm_object_quota(daemon: Daemon, profile: Profile, user: str, kind: str) -> None:
+    """Secrets and configs live in the swarm's raft store: in every manager's memory,
+    WAL and snapshots, up to 500 kB (secret) or 1000 kB (config) each."""
+    limit = profile.quota_secrets if kind == "secret" else profile.quota_configs
+    if profile.admin or limit is None:
+        return
+    reply = await daemon.get(f"/{kind}s?filters={owner_filter(user)}")
+    owned = len(reply.json() or []) if reply.ok else 0
+    if owned >= limit:
+        raise Denied(
+            profile,
+            f"more {kind}s",
+            f"quota.{kind}s",
+            f"{owned} of {limit} used",
+            f"remove {kind}s you no longer use (docker {kind} rm) or ask an admin",
+        )
+
+
 # Memory of builds in progress, by user: their RUN containers carry no owner label,
 # so the engine's state does not show them (images._check_build registers each).
 _building: dict[str, dict[int, int]] = {}

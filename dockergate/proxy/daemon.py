@@ -105,6 +105,7 @@ class Daemon:
                 manager=bool(swarm.get("ControlAvailable")),
                 worker=swarm.get("LocalNodeState") == "active"
                 and not swarm.get("ControlAvailable"),
+                log_driver=str((info or {}).get("LoggingDriver") or "json-file"),
             )
             self._facts_at = now
         return self._facts

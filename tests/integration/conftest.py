@@ -142,6 +142,8 @@ def review_gate(
             quota:
               memory: 512m
               networks: 12
+              secrets: 60
+              configs: 60
             """
         )
     )
