@@ -44,9 +44,6 @@ SWEEP_INTERVAL = 5.0
 access = logging.getLogger("dockergate.access")
 
 
-_UNKNOWN = object()
-
-
 class Gate:
     def __init__(self, settings: Settings, authenticator: Authenticator) -> None:
         self.settings = settings
@@ -60,7 +57,6 @@ class Gate:
             )
         self.upstream = Upstream(settings.upstream, tls)
         self.daemon = Daemon(self.upstream)
-        self._container_owners: dict[str, object] = {}  # container ID -> owner label
         self.profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
         load_handlers()
         self.closing = False
@@ -192,28 +188,37 @@ class Gate:
             self._release(conn)
 
     async def _container_peer(self, peer: Peer) -> Peer:
-        """A unix peer in a container: whose container it is, from its owner label
-        (labels never change, so the answer is kept). A container the daemon does
-        not know is not this engine's: the peer is taken as the host sees it."""
+        """A unix peer whose cgroup names a container: whose container it is, from its
+        owner label, once the peer is seen to be in the container's pid namespace (a
+        cgroup is only a name). A container the daemon does not know is not this
+        engine's, and a process outside the container's namespace is not in it:
+        the peer is then taken as the host sees it."""
         assert peer.container is not None
-        owner = self._container_owners.get(peer.container, _UNKNOWN)
-        if owner is _UNKNOWN:
-            try:
-                reply = await self.daemon.get(f"/containers/{peer.container}/json")
-            except UpstreamError as exc:
-                problem = f"cannot ask the daemon whose container {peer.container[:12]} is: {exc}"
-                return dataclasses.replace(peer, problem=problem)
-            if reply.status == 404:
-                return dataclasses.replace(peer, container=None)
-            obj = reply.json() if reply.ok else None
-            if not isinstance(obj, dict):
-                problem = f"the daemon does not say whose container {peer.container[:12]} is"
-                return dataclasses.replace(peer, problem=problem)
-            labels = (obj.get("Config") or {}).get("Labels") or {}
-            owner = labels.get(OWNER_LABEL) if isinstance(labels, dict) else None
-            if len(self._container_owners) > 10_000:
-                self._container_owners.clear()
-            self._container_owners[peer.container] = owner
+        short = peer.container[:12]
+        try:
+            reply = await self.daemon.get(f"/containers/{peer.container}/json")
+        except UpstreamError as exc:
+            return dataclasses.replace(
+                peer, problem=f"cannot ask the daemon whose container {short} is: {exc}"
+            )
+        if reply.status == 404:
+            return dataclasses.replace(peer, container=None)
+        obj = reply.json() if reply.ok else None
+        if not isinstance(obj, dict):
+            return dataclasses.replace(
+                peer, problem=f"the daemon does not say whose container {short} is"
+            )
+        init = int((obj.get("State") or {}).get("Pid") or 0)
+        try:
+            init_ns = os.readlink(f"/proc/{init}/ns/pid") if init > 0 else None
+        except OSError:
+            init_ns = None
+        if init_ns is None:
+            return dataclasses.replace(peer, problem=f"container {short} is not running")
+        if init_ns != peer.pid_ns:
+            return dataclasses.replace(peer, container=None)
+        labels = (obj.get("Config") or {}).get("Labels") or {}
+        owner = labels.get(OWNER_LABEL) if isinstance(labels, dict) else None
         return dataclasses.replace(peer, container_owner=owner if isinstance(owner, str) else None)
 
     # -- connections per client ---------------------------------------------------------

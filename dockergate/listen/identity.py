@@ -35,6 +35,7 @@ class Peer:
     # which): its uid is the container's (root, or any uid the image chose), not a
     # person's, so it is taken for the container's owner (the gate asks the daemon).
     container: str | None = None
+    pid_ns: str | None = None  # the peer's pid namespace (``pid:[inode]``), to check it
     container_owner: str | None = None  # the owner label; None: the container has none
     problem: str | None = None  # why this peer cannot be identified at all
 

@@ -46,7 +46,15 @@ def peer_credentials(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     container, problem = peer_container(pid, uid)
-    return Peer("unix", uid=uid, gid=gid, pid=pid, container=container, problem=problem)
+    pid_ns = None
+    if container is not None:
+        try:
+            pid_ns = os.readlink(f"/proc/{pid}/ns/pid")
+        except OSError:
+            problem = f"process {pid} was gone before the gate could see where it runs"
+    return Peer(
+        "unix", uid=uid, gid=gid, pid=pid, container=container, pid_ns=pid_ns, problem=problem
+    )
 
 
 # A container's cgroup: a path part that is its ID, under systemd (docker-<id>.scope)
@@ -65,7 +73,10 @@ def peer_container(pid: int, uid: int, proc: str = "/proc") -> tuple[str | None,
     socket in a bind mount, then ``connect("/proc/self/fd/N")``): its uid says
     nothing about who is calling. Its cgroup names the container, whose owner label
     does. The process must still be the one that connected: gone, or with another
-    effective uid than the kernel recorded (its pid reused), it is refused. With pid
+    effective uid than the kernel recorded (its pid reused), it is refused. A cgroup
+    is only a name (a user may make one named like a container in the subtree systemd
+    delegates to them): the gate then checks that the process is in the container's
+    pid namespace, which nobody but root can enter. With pid
     0 (the peer is outside the gate's pid namespace: the gate itself runs in a
     container without the host's pids) nothing can be told; the README says so."""
     if pid <= 0:

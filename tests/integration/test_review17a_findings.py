@@ -396,3 +396,78 @@ def test_works_user_cert_into_a_new_directory(rgate, users, tmp_path):
     key = (out / "key.pem").stat()
     assert key.st_uid == 0 and stat.S_IMODE(key.st_mode) == 0o600
     assert stat.S_IMODE((out / "cert.pem").stat().st_mode) == 0o644
+
+
+# ------------------------------------- a cgroup is only a name: the pid namespace decides
+
+
+def _cgroup_base() -> Path:
+    """A cgroup hierarchy root may make groups in (v2, or a v1 controller's)."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.procs").exists():
+        return root
+    for name in ("pids", "freezer", "systemd", "cpu"):
+        if (root / name / "cgroup.procs").exists():
+            return root / name
+    pytest.skip("no cgroup hierarchy to make a group in")
+
+
+def test_works_a_cgroup_named_like_a_container_is_not_the_container(
+    rgate, users, cleanup, mallory_login
+):
+    """On Debian, systemd delegates a cgroup subtree to each logged-in user: they may
+    make a group named like anyone's container ID and move their own process into it.
+    The gate must not take that process for the container's owner: rv-mallory's host
+    process in a group named like rv-victim's running container is rv-mallory (it is
+    not in the container's pid namespace). Root makes the group here, as systemd's
+    delegation would let her."""
+    victim = users["victim"]
+    cid = created(victim, {"Image": "busybox", "Cmd": ["sleep", "60"]}, cleanup)
+    assert start(victim, cid).status == 204
+    parent_group = _cgroup_base() / f"dgtest-rv17a-{_rand()}"
+    fake = parent_group / cid
+    fake.mkdir(parents=True)
+    m = mallory_login
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(go_w)
+            os.close(out_r)
+            os.read(go_r, 1)  # moved into the fake group by now
+            os.setgroups([])
+            os.setgid(m.gid)
+            os.setuid(m.uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(15)
+            s.connect(str(rgate.socket))
+            s.sendall(b"GET /_dockergate/whoami HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+            os.write(out_w, reply)
+        except BaseException as exc:
+            os.write(out_w, repr(exc).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(out_w)
+    try:
+        (fake / "cgroup.procs").write_text(str(pid))
+        assert cid.encode() in Path(f"/proc/{pid}/cgroup").read_bytes()
+        os.write(go_w, b"x")
+        reply = b""
+        while chunk := os.read(out_r, 65536):
+            reply += chunk
+    finally:
+        os.close(go_w)
+        os.close(out_r)
+        os.waitpid(pid, 0)
+        fake.rmdir()
+        parent_group.rmdir()
+    body = reply.partition(b"\r\n\r\n")[2]
+    me = json.loads(body[body.find(b"{") : body.rfind(b"}") + 1])
+    assert me.get("user") == "rv-mallory" and "in container" not in me["identified_by"], me
