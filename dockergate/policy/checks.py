@@ -69,6 +69,7 @@ class NodeFacts:
     manager: bool = False
     worker: bool = False  # in a swarm, not a manager
     log_driver: str = "json-file"  # the daemon's default (``docker info``'s LoggingDriver)
+    tasks_max: int = 0  # processes and threads the node may run (pid_max, threads-max)
 
 
 def _cap_max(
@@ -382,31 +383,43 @@ def apply_memory(
         res["MemorySwap"] = memory
 
 
-def apply_pids(profile: Profile, res: dict[str, Any], field: str, *, update: bool = False) -> None:
-    """Default and cap ``PidsLimit``. Absent or null: the profile's default (on update:
-    no change). Negative, or 0 on update, is dockerd's "unlimited": refused where the
-    profile has a maximum. 0 on create is how older clients say "not set"."""
-    pids = res.get("PidsLimit")
+def apply_pids(
+    profile: Profile,
+    res: dict[str, Any],
+    field: str,
+    facts: NodeFacts,
+    *,
+    update: bool = False,
+    key: str = "PidsLimit",
+) -> None:
+    """Default and cap ``PidsLimit`` (``key``). Absent or null: the profile's default
+    (on update: no change). Negative, or 0 on update, is dockerd's "unlimited":
+    refused where the profile has a maximum. 0 on create is how older clients say
+    "not set". The maximum is the profile's number or its share of the node's tasks,
+    whichever is lower."""
+    top = _cap_max(profile, profile.pids.max, profile.pids.max_share, facts.tasks_max)
+    pids = res.get(key)
     if pids is None or (pids == 0 and not update):
         if update:
             return
         if profile.pids.default:
-            res["PidsLimit"] = int(profile.pids.default)
-        pids = res.get("PidsLimit") or 0
+            default = int(profile.pids.default)
+            res[key] = min(default, int(top)) if top else default
+        pids = res.get(key) or 0
     if not isinstance(pids, int | float):
         return  # the schema check refuses a non-number
-    if pids <= 0 and profile.pids.max:
+    if pids <= 0 and top:
         raise Denied(
-            profile,
-            "an unlimited number of processes",
-            field,
-            int(pids),
-            f"at most {int(profile.pids.max)}",
+            profile, "an unlimited number of processes", field, int(pids), f"at most {int(top)}"
         )
-    if profile.pids.max and pids > profile.pids.max:
-        raise Denied(
-            profile, "this many processes", field, pids, f"at most {int(profile.pids.max)}"
-        )
+    if top and pids > top:
+        share = ""
+        if profile.pids.max_share and facts.tasks_max:
+            share = (
+                f" ({profile.pids.max_share * 100:g}% of the {facts.tasks_max} processes "
+                "this node can run, resources.pids.max)"
+            )
+        raise Denied(profile, "this many processes", field, pids, f"at most {int(top)}{share}")
 
 
 def container_cpus(res: dict[str, Any]) -> float:
@@ -459,7 +472,7 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
         )
     apply_memory(profile, host, facts, "HostConfig.Memory")
     apply_cpus(profile, host, facts, "HostConfig.NanoCpus")
-    apply_pids(profile, host, "HostConfig.PidsLimit")
+    apply_pids(profile, host, "HostConfig.PidsLimit", facts)
     log = host.get("LogConfig") or {}
     # No Type: the daemon's default driver, which reads these options too.
     driver = str(log.get("Type") or "") or facts.log_driver
@@ -784,7 +797,7 @@ def check_update(
     if not body.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
         apply_cpus(profile, cpu, facts, "CpuQuota", update=True)
     apply_cpus(profile, body, facts, "NanoCpus", update=True)
-    apply_pids(profile, body, "PidsLimit", update=True)
+    apply_pids(profile, body, "PidsLimit", facts, update=True)
 
 
 def check_exec(profile: Profile, body: dict[str, Any], container_user: str = "") -> None:
@@ -991,7 +1004,7 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
     if cpu["NanoCpus"]:
         limits["NanoCPUs"] = cpu["NanoCpus"]
     pids = {"PidsLimit": int(limits.get("Pids") or 0) or None}  # swarm: 0 is unset
-    apply_pids(profile, pids, "TaskTemplate.Resources.Limits.Pids")
+    apply_pids(profile, pids, "TaskTemplate.Resources.Limits.Pids", facts)
     if pids.get("PidsLimit"):
         limits["Pids"] = pids["PidsLimit"]
     if (resources.get("Reservations") or {}).get("GenericResources") and not profile.devices:

@@ -235,7 +235,7 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
                 run(name, check_host_config, profile, {key: value}, "service")
         run(name, apply_memory, profile, dict(host), facts, "memory")
         run(name, apply_cpus, profile, dict(host), facts, "cpus")
-        run(name, apply_pids, profile, dict(host), "pids_limit")
+        run(name, apply_pids, profile, dict(host), "pids_limit", facts)
         placement = ((service.get("deploy") or {}).get("placement") or {}).get("constraints")
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:

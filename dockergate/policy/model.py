@@ -274,7 +274,7 @@ _SCHEMA: dict[str, Any] = {
         "memory": {"default": "size", "max": "size_or_share"},
         "swap": bool,
         "cpus": {"default": float, "max": "float_or_share"},
-        "pids": {"default": int, "max": int},
+        "pids": {"default": int, "max": "int_or_share"},
         "shm_size": {"max": "size"},
         "logs": {"max_size": "size", "max_files": int},
     },
@@ -352,12 +352,16 @@ def _check(path: Path, node: yaml.Node, schema: Any, key: str) -> Any:
             return value
         if schema == "size":
             return parse_size(value)
-        if schema in ("size_or_share", "float_or_share"):
+        if schema in ("size_or_share", "float_or_share", "int_or_share"):
             if isinstance(value, str) and value.strip().endswith("%"):
                 share = float(value.strip()[:-1]) / 100
                 if not 0 < share <= 1:
                     raise ValueError("a share must be between 0% and 100%")
                 return ("share", share)
+            if schema == "int_or_share":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError("expected a whole number or a share such as 50%")
+                return value
             return parse_size(value) if schema == "size_or_share" else float(value)
     except ValueError as exc:
         raise PolicyError(f"{where}: {exc}") from None
@@ -424,7 +428,10 @@ def _subnets(path: Path, values: list[str]) -> tuple[str, ...]:
 RESOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "memory": {"default": 2 << 30, "max": 64 << 30},
     "cpus": {"max": 16},
-    "pids": {"default": 4096, "max": 32768},
+    # A share of the node's tasks (the lower of kernel.pid_max and threads-max) caps
+    # one container as well as the number: with Linux's default pid_max (32768), one
+    # container of 32768 would hold every pid of the node (review 17b).
+    "pids": {"default": 4096, "max": 32768, "max_share": 0.5},
     "shm_size": {"max": 8 << 30},
     "logs": {"max_size": 100 << 20, "max_files": 5},
 }
@@ -543,7 +550,10 @@ class ProfileSet:
         pids = {**RESOURCE_DEFAULTS["pids"], **r.get("pids", {})}
         kwargs["memory"] = _limit(memory)
         kwargs["cpus"] = _limit(cpus)
-        kwargs["pids"] = Limit(pids.get("default"), pids.get("max"))
+        top = pids.get("max")
+        if isinstance(top, tuple):  # "25%": the share, below the default number
+            pids["max"], pids["max_share"] = RESOURCE_DEFAULTS["pids"]["max"], top[1]
+        kwargs["pids"] = Limit(pids.get("default"), pids.get("max"), pids.get("max_share"))
         kwargs["shm_max"] = {**RESOURCE_DEFAULTS["shm_size"], **r.get("shm_size", {})}.get("max")
         logs = {**RESOURCE_DEFAULTS["logs"], **r.get("logs", {})}
         kwargs["log_max_size"], kwargs["log_max_files"] = logs["max_size"], logs["max_files"]
@@ -620,7 +630,14 @@ def rules_of(p: Profile) -> dict[str, Any]:
             "memory": cap(p.memory, size),
             "swap": p.swap,
             "cpus": cap(p.cpus, lambda n: n),
-            "pids": cap(p.pids, lambda n: None if n is None else int(n)),
+            "pids": {
+                "default": None if p.pids.default is None else int(p.pids.default),
+                # Both apply, the lower wins (a share alone in a file keeps the number).
+                "max": [
+                    *([int(p.pids.max)] if p.pids.max else []),
+                    *([f"{p.pids.max_share * 100:g}%"] if p.pids.max_share else []),
+                ],
+            },
             "shm_size": {"max": size(p.shm_max)},
             "logs": {"max_size": size(p.log_max_size), "max_files": p.log_max_files},
         },

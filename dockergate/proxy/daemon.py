@@ -106,9 +106,23 @@ class Daemon:
                 worker=swarm.get("LocalNodeState") == "active"
                 and not swarm.get("ControlAvailable"),
                 log_driver=str((info or {}).get("LoggingDriver") or "json-file"),
+                tasks_max=node_tasks_max(),
             )
             self._facts_at = now
         return self._facts
+
+
+def node_tasks_max(proc: str = "/proc/sys/kernel") -> int:
+    """Processes and threads this node may run: the lower of ``pid_max`` and
+    ``threads-max`` (0 if unknown). Read where the gate runs: one gate per node."""
+    values = []
+    for name in ("pid_max", "threads-max"):
+        try:
+            with open(f"{proc}/{name}") as f:
+                values.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+    return min(values) if values else 0
 
 
 def ref(value: str) -> str:
