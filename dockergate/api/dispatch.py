@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,7 @@ from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import Denied
 
 log = logging.getLogger(__name__)
+ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")  # dockerd's names for anonymous volumes
 # Exceptions that mean a bug in a handler, not I/O: those end the connection as usual.
 BUG_ERRORS = (
     ArithmeticError,
@@ -89,8 +91,39 @@ async def owned_object(ex: Exchange, kind: str | None = None) -> Resolved:
     ex.object_id = found.id
     if ex.req.method == "DELETE":
         remember_removal(found)  # for its events, replayed once it is gone
+        if kind == "container":
+            remember_anonymous_volumes(found)
     ex.forward_to(route_path(ex.route.pattern, {**ex.params, "id": found.id}))
     return found
+
+
+def remember_anonymous_volumes(container: Resolved) -> None:
+    """``rm -v`` takes the container's anonymous volumes (random 64-hex names, made
+    with its owner's label) with it: remembered like a removal of each, for their
+    events replayed later. If they stay, they are found as they are."""
+    for mount in container.obj.get("Mounts") or []:
+        if not isinstance(mount, dict) or mount.get("Type") != "volume":
+            continue
+        name = str(mount.get("Name") or "")
+        if ANONYMOUS_VOLUME.fullmatch(name):
+            obj = {"CreatedAt": container.obj.get("Created")}
+            remember_removal(Resolved("volume", name, container.owner, obj))
+
+
+async def remember_pruned(ex: Exchange, kind: str) -> None:
+    """A prune removes the caller's unused volumes or networks: each of theirs is
+    remembered like a removal (for its events, replayed once it is gone); those the
+    prune leaves are found as they are."""
+    from dockergate.policy.quota import owner_filter
+
+    reply = await ex.daemon.get(f"/{kind}s?filters={owner_filter(ex.identity.name)}")
+    found = reply.json() if reply.ok else None
+    items = found.get("Volumes") if kind == "volume" and isinstance(found, dict) else found
+    for obj in items if isinstance(items, list) else []:
+        if isinstance(obj, dict):
+            key = str(obj.get("Name") if kind == "volume" else obj.get("Id") or "")
+            if key:
+                remember_removal(Resolved(kind, key, ex.identity.name, obj))
 
 
 Readable = Callable[[Exchange, Resolved], Awaitable[dict[str, Any] | None]]

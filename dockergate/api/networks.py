@@ -11,6 +11,7 @@ from dockergate.api.dispatch import (
     own_filters,
     owned_object,
     referenced_owned,
+    remember_pruned,
 )
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import check_not_a_build_network
@@ -30,6 +31,7 @@ async def network_list(ex: Exchange) -> None:
     own_filters(ex)
     if ex.route_name == "network.prune" and not ex.admin:
         check_not_a_build_network(ex, f"user:{ex.identity.name}")
+        await remember_pruned(ex, "network")
 
 
 @handles("network.inspect")

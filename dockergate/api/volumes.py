@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.dispatch import handles, inspect_object, own_filters, who
+from dockergate.api.dispatch import handles, inspect_object, own_filters, remember_pruned, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve
@@ -26,6 +26,8 @@ NAME_MAX = 255  # the store's column; dockerd sets no limit, no real name comes 
 @handles("volume.list", "volume.prune")
 async def volume_list(ex: Exchange) -> None:
     own_filters(ex)
+    if ex.route_name == "volume.prune" and not ex.admin:
+        await remember_pruned(ex, "volume")
 
 
 @handles("volume.inspect")

@@ -696,7 +696,9 @@ def test_finding_events_replay_of_volumes_removed_with_their_container(gate, peo
     )
     ok(res, "prune", "events")
     seen = set(res["events"]["r"])
-    assert {"create anon", "destroy anon", "create named", "destroy named"} <= seen, seen
+    # dockerd 20.10 logs no ``destroy`` for a pruned volume (only a ``prune`` event
+    # without an ID): the named volume shows its create, as on the daemon.
+    assert {"create anon", "destroy anon", "create named"} <= seen, res
 
 
 def test_finding_docker_py_volumes_list_with_a_bare_container_path(gate, people, direct_client):
