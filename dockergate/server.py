@@ -57,6 +57,7 @@ class Gate:
             )
         self.upstream = Upstream(settings.upstream, tls)
         self.daemon = Daemon(self.upstream)
+        self._own_pid_ns: str | None = None  # /proc/self/ns/pid, read when needed
         self.profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
         load_handlers()
         self.closing = False
@@ -202,7 +203,7 @@ class Gate:
                 peer, problem=f"cannot ask the daemon whose container {short} is: {exc}"
             )
         if reply.status == 404:
-            return dataclasses.replace(peer, container=None)
+            return self._unmatched(peer, f"container {short} is not the engine's")
         obj = reply.json() if reply.ok else None
         if not isinstance(obj, dict):
             return dataclasses.replace(
@@ -216,10 +217,23 @@ class Gate:
         if init_ns is None:
             return dataclasses.replace(peer, problem=f"container {short} is not running")
         if init_ns != peer.pid_ns:
-            return dataclasses.replace(peer, container=None)
+            return self._unmatched(peer, f"it is not in container {short}")
         labels = (obj.get("Config") or {}).get("Labels") or {}
         owner = labels.get(OWNER_LABEL) if isinstance(labels, dict) else None
         return dataclasses.replace(peer, container_owner=owner if isinstance(owner, str) else None)
+
+    def _unmatched(self, peer: Peer, why: str) -> Peer:
+        """A peer whose cgroup names a container it cannot be matched to: a process of
+        the host (in the gate's pid namespace) is taken by its uid; one in another pid
+        namespace is refused (the container may have gone, or a pid been reused,
+        between the connect and the check: its uid cannot be trusted)."""
+        if self._own_pid_ns is None:
+            self._own_pid_ns = os.readlink("/proc/self/ns/pid")
+        if peer.pid_ns == self._own_pid_ns:
+            return dataclasses.replace(peer, container=None)
+        return dataclasses.replace(
+            peer, problem=f"a process in another pid namespace, and {why}; connect again"
+        )
 
     # -- connections per client ---------------------------------------------------------
     # A connection counts against its client (max_connections_per_client): the unix
@@ -245,25 +259,33 @@ class Gate:
             conn.unidentified_at = host
             return
         try:
-            if self.profile_for(self.authenticator.authenticate(peer, None)).admin:
-                return
+            identity = self.authenticator.authenticate(peer, None)
         except Refusal:
-            pass  # not a user: every request will be refused, but the slot is counted
-        self._count(conn, peer.describe())
+            # Not a user: every request will be refused, but the slot is counted.
+            self._count(conn, peer.describe())
+            return
+        self._count_user(conn, identity)
 
     def identified(self, conn: ClientConnection, identity: Identity) -> None:
         """A token client's first identified request: counted against its user now."""
         host, conn.unidentified_at = conn.unidentified_at, None
         if host is not None:
             self._uncount(self.unidentified, host)
-        if self.settings.max_connections_per_client <= 0 or identity.admin:
+        if self.settings.max_connections_per_client <= 0:
+            return
+        self._count_user(conn, identity)
+
+    def _count_user(self, conn: ClientConnection, identity: Identity) -> None:
+        """One count per user however they connect: uid, certificates, tokens, and
+        processes in their containers (each of those is a peer of its own)."""
+        if identity.admin:
             return
         try:
             admin = self.profile_for(identity).admin
         except Refusal:
             admin = False  # a profile with no file: its requests are refused, but counted
         if not admin:
-            self._count(conn, f"token user {identity.name!r}")
+            self._count(conn, f"user {identity.name!r}")
 
     def _count(self, conn: ClientConnection, client: str) -> None:
         limit = self.settings.max_connections_per_client

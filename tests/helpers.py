@@ -663,7 +663,11 @@ class _Connector:
     def release(self) -> None:
         self.count -= 1
         if self.count <= 0:
-            self.pipe.close()  # the child's cue to exit
+            # A byte, not EOF: later children inherited this end too (fork), so its
+            # EOF would not reach the child while they live.
+            with contextlib.suppress(OSError):
+                self.pipe.send(b"x")
+            self.pipe.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
 
@@ -676,7 +680,11 @@ def connect_as_uid(path: str, uid: int, count: int = 1) -> list[socket.socket]:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
-            parent.close()
+            # It lingers: it must not hold copies of the test's other sockets (a
+            # connection the test closes would stay open to the gate).
+            keep = child.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 20)
             os.setgroups([])
             os.setgid(65534)
             os.setuid(uid)
@@ -687,8 +695,9 @@ def connect_as_uid(path: str, uid: int, count: int = 1) -> list[socket.socket]:
                 conns.append(s)
             socket.send_fds(child, [b"x"], [s.fileno() for s in conns])
             for s in conns:
-                s.detach()  # the parent's now; the child only waits
-            child.recv(1)  # until the parent closes its end (or dies)
+                s.close()  # the parent's now (a copy here would keep them open)
+            child.settimeout(3600)
+            child.recv(1)  # until the parent says so (or dies)
         except BaseException as exc:
             with contextlib.suppress(BaseException):
                 child.sendall(b"!" + repr(exc).encode())

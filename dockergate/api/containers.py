@@ -511,6 +511,10 @@ EXEC_BODY_MAX = 128 << 10
 
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
+    if not ex.admin:
+        # Counted under the user's lock, which holds until dockerd has answered: the
+        # creates of parallel connections would all see the same count.
+        await ex.hold(user_lock(ex.identity.name))
     found = await owned_object(ex)
     body = await ex.read_json("exec.create")
     if not isinstance(body, dict):

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,14 +83,34 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 def prepare_bundle_dir(out_dir: Path) -> None:
     """Make ``out_dir`` for a client bundle, or accept it if the caller owns it.
 
-    Whoever owns the directory may swap the files the admin is about to hand over
-    (their own cert.pem, a link in place of key.pem): PermissionError otherwise."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    owner = out_dir.stat().st_uid
-    if owner != os.geteuid():
+    Whoever owns the directory, or any directory above it, may swap what the admin
+    is about to write (their own cert.pem; a link sending root's writes into
+    /etc/docker): every component must be a real directory (no symbolic link) of
+    root's or the caller's, and the last one the caller's. PermissionError
+    otherwise; missing directories are made."""
+    me = os.geteuid()
+    current = Path("/")
+    st = os.lstat(current)
+    for part in out_dir.absolute().parts[1:]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            os.mkdir(current)
+            st = os.lstat(current)
+        if stat.S_ISLNK(st.st_mode):
+            raise PermissionError(f"{current} is a symbolic link: give the directory itself")
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(f"{current} is not a directory")
+        if st.st_uid not in (0, me):
+            raise PermissionError(
+                f"{current} belongs to uid {st.st_uid}: write the bundle into a new "
+                "directory of yours (not below someone else's), then hand it over"
+            )
+    if st.st_uid != me:
         raise PermissionError(
-            f"{out_dir} belongs to uid {owner}, not to you: write the bundle into a new "
-            "directory (or one of yours), then hand it over"
+            f"{out_dir} belongs to uid {st.st_uid}, not to you: write the bundle into a "
+            "new directory (or one of yours), then hand it over"
         )
 
 

@@ -24,6 +24,7 @@ from dockergate.policy.checks import (
     apply_cpus,
     apply_memory,
     apply_pids,
+    capped_log_options,
     check_host_config,
     check_image,
     check_network,
@@ -114,7 +115,10 @@ def host_config(service: dict[str, Any]) -> dict[str, Any]:
         "OomKillDisable": bool(service.get("oom_kill_disable")),
         "OomScoreAdj": service.get("oom_score_adj"),
         "Ulimits": _ulimits(service.get("ulimits")),
-        "LogConfig": {"Type": (service.get("logging") or {}).get("driver") or ""},
+        "LogConfig": {
+            "Type": (service.get("logging") or {}).get("driver") or "",
+            "Config": (service.get("logging") or {}).get("options") or {},
+        },
         "Binds": binds,
         "Mounts": mounts,
         "PortBindings": _ports(service),
@@ -209,7 +213,7 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         for key, net in (data.get("networks") or {}).items()
     }
 
-    def run(where: str, check: Callable[..., None], *args: Any) -> None:
+    def run(where: str, check: Callable[..., object], *args: Any) -> None:
         offline = OFFLINE.set(True)  # the team's bind paths need not exist here
         try:
             check(*args)
@@ -236,6 +240,9 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         run(name, apply_memory, profile, dict(host), facts, "memory")
         run(name, apply_cpus, profile, dict(host), facts, "cpus")
         run(name, apply_pids, profile, dict(host), "pids_limit", facts)
+        log = host["LogConfig"]
+        driver = log["Type"] or facts.log_driver
+        run(name, capped_log_options, profile, driver, log["Config"], "logging.options")
         placement = ((service.get("deploy") or {}).get("placement") or {}).get("constraints")
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:

@@ -330,6 +330,14 @@ def _check(path: Path, node: yaml.Node, schema: Any, key: str) -> Any:
         return [_check(path, item, schema[0], f"{key}[{i}]") for i, item in enumerate(node.value)]
     if schema == "ulimits":
         return _ulimits(path, node, key)
+    if schema == "int_or_share" and isinstance(node, yaml.SequenceNode):
+        # As ``policy show`` prints it: [number, share], both apply.
+        parts = [_check(path, item, schema, key) for item in node.value]
+        numbers = [p for p in parts if isinstance(p, int)]
+        shares = [p[1] for p in parts if isinstance(p, tuple)]
+        if len(numbers) > 1 or len(shares) > 1 or not parts:
+            raise PolicyError(f"{where}: give a number, a share such as 50%, or [number, share]")
+        return ("both", numbers[0] if numbers else None, shares[0] if shares else None)
     if not isinstance(node, yaml.ScalarNode):
         raise PolicyError(f"{where}: expected a single value")
     value = yaml.load(yaml.serialize(node), Loader=yaml.SafeLoader)
@@ -551,7 +559,10 @@ class ProfileSet:
         kwargs["memory"] = _limit(memory)
         kwargs["cpus"] = _limit(cpus)
         top = pids.get("max")
-        if isinstance(top, tuple):  # "25%": the share, below the default number
+        if isinstance(top, tuple) and top[0] == "both":  # [number, share]
+            pids["max"] = top[1] if top[1] is not None else RESOURCE_DEFAULTS["pids"]["max"]
+            pids["max_share"] = top[2] if top[2] is not None else None
+        elif isinstance(top, tuple):  # "25%": the share, below the default number
             pids["max"], pids["max_share"] = RESOURCE_DEFAULTS["pids"]["max"], top[1]
         kwargs["pids"] = Limit(pids.get("default"), pids.get("max"), pids.get("max_share"))
         kwargs["shm_max"] = {**RESOURCE_DEFAULTS["shm_size"], **r.get("shm_size", {})}.get("max")
