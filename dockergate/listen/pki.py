@@ -83,30 +83,39 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 def prepare_bundle_dir(out_dir: Path) -> None:
     """Make ``out_dir`` for a client bundle, or accept it if the caller owns it.
 
-    Whoever owns the directory, or any directory above it, may swap what the admin
-    is about to write (their own cert.pem; a link sending root's writes into
-    /etc/docker): every component must be a real directory (no symbolic link) of
-    root's or the caller's, and the last one the caller's. PermissionError
+    Whoever owns the directory, or any directory or symbolic link on the way to it,
+    may swap what the admin is about to write (their own cert.pem; a link sending
+    root's writes into /etc/docker): every component, and every link followed, must
+    be root's or the caller's, and the directory itself the caller's. PermissionError
     otherwise; missing directories are made."""
     me = os.geteuid()
+    parts = list(out_dir.absolute().parts[1:])
     current = Path("/")
     st = os.lstat(current)
-    for part in out_dir.absolute().parts[1:]:
-        current = current / part
+    hops = 0
+    while parts:
+        current = current / parts.pop(0)
         try:
             st = os.lstat(current)
         except FileNotFoundError:
             os.mkdir(current)
             st = os.lstat(current)
-        if stat.S_ISLNK(st.st_mode):
-            raise PermissionError(f"{current} is a symbolic link: give the directory itself")
-        if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(f"{current} is not a directory")
         if st.st_uid not in (0, me):
             raise PermissionError(
                 f"{current} belongs to uid {st.st_uid}: write the bundle into a new "
-                "directory of yours (not below someone else's), then hand it over"
+                "directory of yours (not below or through someone else's), then hand it over"
             )
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise PermissionError(f"{out_dir}: too many symbolic links")
+            target = Path(os.readlink(current))
+            base = target if target.is_absolute() else current.parent / target
+            parts = list(base.parts[1:]) + parts  # walk the link's target, checked alike
+            current = Path("/")
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(f"{current} is not a directory")
     if st.st_uid != me:
         raise PermissionError(
             f"{out_dir} belongs to uid {st.st_uid}, not to you: write the bundle into a "

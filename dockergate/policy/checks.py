@@ -442,7 +442,13 @@ def apply_cpus(
     if cpus <= 0 and not update and profile.cpus.default:
         # Never more than the node has: dockerd refuses that (and it limits nothing).
         cpus = min(profile.cpus.default, facts.ncpu) if facts.ncpu else profile.cpus.default
-        res["NanoCpus"] = int(cpus * NANO)
+        period = int(res.get("CpuPeriod") or 0)
+        if period > 0:
+            # dockerd takes no NanoCpus beside a period (--cpu-period alone): the same
+            # limit as a quota of that period.
+            res["CpuQuota"] = int(cpus * period)
+        else:
+            res["NanoCpus"] = int(cpus * NANO)
     if cap and cpus > cap:
         raise Denied(profile, "this many CPUs", field, f"{cpus:g}", f"at most {cap:g}")
 
@@ -793,6 +799,25 @@ def check_update(
         )
     check_ulimits(profile, body.get("Ulimits"), "Ulimits")
     apply_memory(profile, body, facts, "Memory", update=True)
+    nano = int(current.get("NanoCpus") or 0)
+    if nano and (body.get("CpuQuota") or body.get("CpuPeriod")) and not body.get("NanoCpus"):
+        # The container's CPU limit is NanoCpus (the profile's default when none was
+        # given at create), and dockerd refuses a quota or period beside it ("CPU
+        # Period cannot be updated as NanoCPUs has already been set"): a quota is
+        # the same limit in NanoCpus; a period alone says no limit and is refused.
+        quota = int(body.get("CpuQuota") or 0)
+        if quota <= 0:
+            raise Denied(
+                profile,
+                "a CPU period on a container limited in CPUs",
+                "CpuPeriod",
+                body.get("CpuPeriod"),
+                f"it has --cpus {nano / NANO:g}: change that with docker update --cpus",
+            )
+        period = int(body.get("CpuPeriod") or current.get("CpuPeriod") or 100_000)
+        body["NanoCpus"] = quota * NANO // period
+        body.pop("CpuQuota", None)
+        body.pop("CpuPeriod", None)
     cpu = {k: body[k] if k in body else current.get(k) for k in ("CpuQuota", "CpuPeriod")}
     if not body.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
         apply_cpus(profile, cpu, facts, "CpuQuota", update=True)
