@@ -511,10 +511,6 @@ EXEC_BODY_MAX = 128 << 10
 
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
-    if not ex.admin:
-        # Counted under the user's lock, which holds until dockerd has answered: the
-        # creates of parallel connections would all see the same count.
-        await ex.hold(user_lock(ex.identity.name))
     found = await owned_object(ex)
     body = await ex.read_json("exec.create")
     if not isinstance(body, dict):
@@ -523,15 +519,6 @@ async def exec_create(ex: Exchange) -> None:
     ex.set_json(body)
     if ex.admin:
         return
-    execs = found.obj.get("ExecIDs") or []
-    if isinstance(execs, list) and len(execs) >= EXEC_PENDING_MAX:
-        raise Refusal(
-            403,
-            f"{who(ex)} may not create another exec in container {found.id[:12]}: it has "
-            f"{len(execs)} not yet ended (created and never started, or running), at most "
-            f"{EXEC_PENDING_MAX}; start or end them, or remove the container",
-            rule="execs per container",
-        )
     if ex.body is not None and len(ex.body) > EXEC_BODY_MAX:
         raise Refusal(
             403,
@@ -539,6 +526,21 @@ async def exec_create(ex: Exchange) -> None:
             f"environment; at most {EXEC_BODY_MAX >> 10} KiB): dockerd keeps it in memory; "
             "copy a script into the container and run that",
             rule="exec size",
+        )
+    # Counted under the user's lock, which holds until dockerd has answered (parallel
+    # creates would all see the same count), and taken only now that the body is
+    # here: a client slow to send it must not hold the user's other requests.
+    await ex.hold(user_lock(ex.identity.name))
+    reply = await ex.daemon.get(f"/containers/{found.id}/json")
+    now = reply.json() if reply.ok else None
+    execs = (now.get("ExecIDs") if isinstance(now, dict) else None) or []
+    if isinstance(execs, list) and len(execs) >= EXEC_PENDING_MAX:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not create another exec in container {found.id[:12]}: it has "
+            f"{len(execs)} not yet ended (created and never started, or running), at most "
+            f"{EXEC_PENDING_MAX}; start or end them, or remove the container",
+            rule="execs per container",
         )
 
 

@@ -98,7 +98,7 @@ def prepare_bundle_dir(out_dir: Path) -> None:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            os.mkdir(current)
+            os.mkdir(current, 0o755)
             st = os.lstat(current)
         if st.st_uid not in (0, me):
             raise PermissionError(
@@ -116,6 +116,13 @@ def prepare_bundle_dir(out_dir: Path) -> None:
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{current} is not a directory")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            # Others may rename what is in it (a team's setgid directory): they could
+            # swap the bundle's directory for a link between two of the writes.
+            raise PermissionError(
+                f"{current} is writable by others (and not sticky): write the bundle "
+                "into a directory only you can change, then hand it over"
+            )
     if st.st_uid != me:
         raise PermissionError(
             f"{out_dir} belongs to uid {st.st_uid}, not to you: write the bundle into a "

@@ -818,7 +818,11 @@ def check_update(
         body["NanoCpus"] = quota * NANO // period
         body.pop("CpuQuota", None)
         body.pop("CpuPeriod", None)
-    cpu = {k: body[k] if k in body else current.get(k) for k in ("CpuQuota", "CpuPeriod")}
+    # dockerd reads 0 (what the CLI sends for a flag not given) as "unchanged": the
+    # pair the container ends up with is the body's non-zero values over its own.
+    cpu = {k: body.get(k) or current.get(k) for k in ("CpuQuota", "CpuPeriod")}
+    if int(body.get("CpuPeriod") or 0) < 0:
+        raise Denied(profile, "a negative CPU period", "CpuPeriod", body["CpuPeriod"], "> 0")
     if not body.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
         apply_cpus(profile, cpu, facts, "CpuQuota", update=True)
     apply_cpus(profile, body, facts, "NanoCpus", update=True)
