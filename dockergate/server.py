@@ -18,7 +18,7 @@ from typing import Any
 
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
-from dockergate.api.ownership import OWNER_LABEL
+from dockergate.api.ownership import OWNER_LABEL, image_claim, imprinted
 from dockergate.api.volumes import seed_volume_claims
 from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import AuditWriter, writer_of
@@ -171,7 +171,13 @@ class Gate:
     # -- connections -------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: Writer, peer: Peer) -> None:
         if peer.container is not None:
-            peer = await self._container_peer(peer)
+            try:
+                peer = await self._container_peer(peer)
+            except Exception as exc:  # the peer is refused, never served unplaced
+                log.warning("placing unix peer pid %s: %r", peer.pid, exc)
+                peer = dataclasses.replace(
+                    peer, problem=f"the gate could not tell whose container this is ({exc})"
+                )
         conn = ClientConnection(self, reader, writer, peer)
         task = asyncio.current_task()
         assert task is not None
@@ -190,8 +196,9 @@ class Gate:
 
     async def _container_peer(self, peer: Peer) -> Peer:
         """A unix peer whose cgroup names a container: whose container it is, from its
-        owner label, once the peer is seen to be in the container's pid namespace (a
-        cgroup is only a name). A container the daemon does not know is not this
+        owner label, once the peer is seen to be in the container's pid and mount
+        namespaces (a cgroup is only a name; a container with the host's pids still
+        has mounts of its own). A container the daemon does not know is not this
         engine's, and a process outside the container's namespace is not in it:
         the peer is then taken as the host sees it."""
         assert peer.container is not None
@@ -211,16 +218,24 @@ class Gate:
             )
         init = int((obj.get("State") or {}).get("Pid") or 0)
         try:
-            init_ns = os.readlink(f"/proc/{init}/ns/pid") if init > 0 else None
+            if init <= 0:
+                raise FileNotFoundError
+            init_ns = os.readlink(f"/proc/{init}/ns/pid"), os.readlink(f"/proc/{init}/ns/mnt")
         except OSError:
-            init_ns = None
-        if init_ns is None:
             return dataclasses.replace(peer, problem=f"container {short} is not running")
-        if init_ns != peer.pid_ns:
+        if init_ns != (peer.pid_ns, peer.mnt_ns):
             return self._unmatched(peer, f"it is not in container {short}")
         labels = (obj.get("Config") or {}).get("Labels") or {}
         owner = labels.get(OWNER_LABEL) if isinstance(labels, dict) else None
-        return dataclasses.replace(peer, container_owner=owner if isinstance(owner, str) else None)
+        if not isinstance(owner, str):
+            return dataclasses.replace(peer, container_owner=None)
+        if imprinted(await image_claim(self.daemon, str(obj.get("Image") or "")), owner):
+            # The label may have come with the image (a build's RUN container, say):
+            # it names nobody for sure, and the uid is the container's.
+            return dataclasses.replace(
+                peer, problem=f"container {short}'s owner label may come from its image"
+            )
+        return dataclasses.replace(peer, container_owner=owner)
 
     def _unmatched(self, peer: Peer, why: str) -> Peer:
         """A peer whose cgroup names a container it cannot be matched to: a process of

@@ -35,7 +35,10 @@ class Peer:
     # which): its uid is the container's (root, or any uid the image chose), not a
     # person's, so it is taken for the container's owner (the gate asks the daemon).
     container: str | None = None
-    pid_ns: str | None = None  # the peer's pid namespace (``pid:[inode]``), to check it
+    # The peer's pid and mount namespaces (``pid:[inode]``, ``mnt:[inode]``): to check
+    # it is in the container its cgroup names.
+    pid_ns: str | None = None
+    mnt_ns: str | None = None
     container_owner: str | None = None  # the owner label; None: the container has none
     problem: str | None = None  # why this peer cannot be identified at all
 

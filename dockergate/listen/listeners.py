@@ -46,14 +46,22 @@ def peer_credentials(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     container, problem = peer_container(pid, uid)
-    pid_ns = None
+    pid_ns = mnt_ns = None
     if container is not None:
         try:
             pid_ns = os.readlink(f"/proc/{pid}/ns/pid")
+            mnt_ns = os.readlink(f"/proc/{pid}/ns/mnt")
         except OSError:
             problem = f"process {pid} was gone before the gate could see where it runs"
     return Peer(
-        "unix", uid=uid, gid=gid, pid=pid, container=container, pid_ns=pid_ns, problem=problem
+        "unix",
+        uid=uid,
+        gid=gid,
+        pid=pid,
+        container=container,
+        pid_ns=pid_ns,
+        mnt_ns=mnt_ns,
+        problem=problem,
     )
 
 
@@ -76,7 +84,8 @@ def peer_container(pid: int, uid: int, proc: str = "/proc") -> tuple[str | None,
     effective uid than the kernel recorded (its pid reused), it is refused. A cgroup
     is only a name (a user may make one named like a container in the subtree systemd
     delegates to them): the gate then checks that the process is in the container's
-    pid namespace, which nobody but root can enter. With pid
+    pid and mount namespaces, which nobody but root can enter (a container with the
+    host's pids still has its own mounts). With pid
     0 (the peer is outside the gate's pid namespace: the gate itself runs in a
     container without the host's pids) nothing can be told; the README says so."""
     if pid <= 0:

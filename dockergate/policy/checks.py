@@ -499,6 +499,7 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
 # Log drivers that write files on the node's disk, with their own rotation options.
 FILE_LOG_DRIVERS = frozenset({"json-file", "local"})
 LOCAL_DEFAULT_FILES = 5  # the local driver's max-file when none is given
+LOCAL_DEFAULT_SIZE = 20 << 20  # and its max-size
 
 
 def capped_log_options(
@@ -518,8 +519,10 @@ def capped_log_options(
     if cap is not None:
         size_text = opts.get("max-size")
         if size_text in (None, ""):
-            opts["max-size"] = human(cap)
-            changed = True
+            # The local driver keeps 20m files by default: set only to be smaller.
+            if driver == "json-file" or cap < LOCAL_DEFAULT_SIZE:
+                opts["max-size"] = human(cap)
+                changed = True
         else:
             try:
                 size = parse_size(size_text)
@@ -799,6 +802,8 @@ def check_update(
         )
     check_ulimits(profile, body.get("Ulimits"), "Ulimits")
     apply_memory(profile, body, facts, "Memory", update=True)
+    if int(body.get("CpuPeriod") or 0) < 0:
+        raise Denied(profile, "a negative CPU period", "CpuPeriod", body["CpuPeriod"], "> 0")
     nano = int(current.get("NanoCpus") or 0)
     if nano and (body.get("CpuQuota") or body.get("CpuPeriod")) and not body.get("NanoCpus"):
         # The container's CPU limit is NanoCpus (the profile's default when none was
@@ -821,8 +826,6 @@ def check_update(
     # dockerd reads 0 (what the CLI sends for a flag not given) as "unchanged": the
     # pair the container ends up with is the body's non-zero values over its own.
     cpu = {k: body.get(k) or current.get(k) for k in ("CpuQuota", "CpuPeriod")}
-    if int(body.get("CpuPeriod") or 0) < 0:
-        raise Denied(profile, "a negative CPU period", "CpuPeriod", body["CpuPeriod"], "> 0")
     if not body.get("NanoCpus") and (body.get("CpuQuota") or body.get("CpuPeriod")):
         apply_cpus(profile, cpu, facts, "CpuQuota", update=True)
     apply_cpus(profile, body, facts, "NanoCpus", update=True)

@@ -561,7 +561,7 @@ class ProfileSet:
         top = pids.get("max")
         if isinstance(top, tuple) and top[0] == "both":  # [number, share]
             pids["max"] = top[1] if top[1] is not None else RESOURCE_DEFAULTS["pids"]["max"]
-            pids["max_share"] = top[2] if top[2] is not None else None
+            pids["max_share"] = top[2] if top[2] is not None else pids.get("max_share")
         elif isinstance(top, tuple):  # "25%": the share, below the default number
             pids["max"], pids["max_share"] = RESOURCE_DEFAULTS["pids"]["max"], top[1]
         kwargs["pids"] = Limit(pids.get("default"), pids.get("max"), pids.get("max_share"))

@@ -412,22 +412,12 @@ def _cgroup_base() -> Path:
     pytest.skip("no cgroup hierarchy to make a group in")
 
 
-def test_works_a_cgroup_named_like_a_container_is_not_the_container(
-    rgate, users, cleanup, mallory_login
-):
-    """On Debian, systemd delegates a cgroup subtree to each logged-in user: they may
-    make a group named like anyone's container ID and move their own process into it.
-    The gate must not take that process for the container's owner: rv-mallory's host
-    process in a group named like rv-victim's running container is rv-mallory (it is
-    not in the container's pid namespace). Root makes the group here, as systemd's
-    delegation would let her."""
-    victim = users["victim"]
-    cid = created(victim, {"Image": "busybox", "Cmd": ["sleep", "60"]}, cleanup)
-    assert start(victim, cid).status == 204
+def _whoami_from_a_group_named(rgate: Gate, cid: str, m: UnixUser) -> dict:
+    """``whoami`` from a process of ``m`` on the host, moved into a cgroup named like
+    container ``cid`` (as systemd's delegation would let a user)."""
     parent_group = _cgroup_base() / f"dgtest-rv17a-{_rand()}"
     fake = parent_group / cid
     fake.mkdir(parents=True)
-    m = mallory_login
     go_r, go_w = os.pipe()
     out_r, out_w = os.pipe()
     pid = os.fork()
@@ -469,5 +459,38 @@ def test_works_a_cgroup_named_like_a_container_is_not_the_container(
         fake.rmdir()
         parent_group.rmdir()
     body = reply.partition(b"\r\n\r\n")[2]
-    me = json.loads(body[body.find(b"{") : body.rfind(b"}") + 1])
+    return json.loads(body[body.find(b"{") : body.rfind(b"}") + 1])
+
+
+def test_works_a_cgroup_named_like_a_container_is_not_the_container(
+    rgate, users, cleanup, mallory_login
+):
+    """On Debian, systemd delegates a cgroup subtree to each logged-in user: they may
+    make a group named like anyone's container ID and move their own process into it.
+    The gate must not take that process for the container's owner: rv-mallory's host
+    process in a group named like rv-victim's running container is rv-mallory (it is
+    not in the container's pid namespace). Root makes the group here, as systemd's
+    delegation would let her."""
+    victim = users["victim"]
+    cid = created(victim, {"Image": "busybox", "Cmd": ["sleep", "60"]}, cleanup)
+    assert start(victim, cid).status == 204
+    me = _whoami_from_a_group_named(rgate, cid, mallory_login)
     assert me.get("user") == "rv-mallory" and "in container" not in me["identified_by"], me
+
+
+def test_works_a_group_named_like_an_admins_host_pid_container_is_not_the_admin(
+    rgate, cleanup, mallory_login
+):
+    """The same with the admin's container that shares the host's pids (a node
+    exporter, ``--pid host``): its processes are in the host's pid namespace like
+    hers, but not in its mount namespace; she stays rv-mallory (code review of the
+    17a fix: she was root, the admin)."""
+    root = Raw(str(rgate.socket), 0)
+    cid = created(
+        root,
+        {"Image": "busybox", "Cmd": ["sleep", "60"], "HostConfig": {"PidMode": "host"}},
+        cleanup,
+    )
+    assert start(root, cid).status == 204
+    me = _whoami_from_a_group_named(rgate, cid, mallory_login)
+    assert me.get("user") == "rv-mallory" and not me.get("admin"), me
