@@ -19,7 +19,7 @@ from dockergate.api.labels import stamp
 from dockergate.api.ownership import Resolved
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import check_endpoint_opts, check_network
-from dockergate.policy.quota import check_network_quota, owned_containers, user_lock
+from dockergate.policy.quota import check_count_quota, owned_containers, user_lock
 
 # Docker's own networks, by name and driver: nobody's, and everyone's containers use
 # them (``--network none``, the default bridge, Swarm's ingress).
@@ -77,7 +77,7 @@ async def network_create(ex: Exchange) -> None:
     check_network(ex.profile, body)
     if ex.profile.quota_networks is not None and not ex.admin:
         await ex.hold(user_lock(ex.identity.name))  # the count holds until the create
-        await check_network_quota(ex.daemon, ex.profile, ex.identity.name)
+        await check_count_quota(ex.daemon, ex.profile, ex.identity.name, "network")
     ex.set_json(body)
 
 

@@ -6,7 +6,7 @@ from dockergate.api.dispatch import handles, own_filters, owned_object
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.listen.identity import Refusal
-from dockergate.policy.quota import check_swarm_object_quota, user_lock
+from dockergate.policy.quota import check_count_quota, user_lock
 
 
 @handles("secret.list", "config.list")
@@ -27,5 +27,5 @@ async def secret_create(ex: Exchange) -> None:
     if ex.route.name.endswith(".create") and not ex.admin:
         kind = "secret" if ex.route.name.startswith("secret.") else "config"
         await ex.hold(user_lock(ex.identity.name))  # the count holds until the create
-        await check_swarm_object_quota(ex.daemon, ex.profile, ex.identity.name, kind)
+        await check_count_quota(ex.daemon, ex.profile, ex.identity.name, kind)
     ex.set_json(body)

@@ -149,27 +149,21 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     }
 
 
-async def check_network_quota(daemon: Daemon, profile: Profile, user: str) -> None:
-    """Networks take address pools from the engine's few (about 30 with Docker's
-    defaults): one user must not be able to take them all."""
-    if profile.admin or profile.quota_networks is None:
-        return
-    reply = await daemon.get(f"/networks?filters={owner_filter(user)}")
-    owned = len(reply.json() or []) if reply.ok else 0
-    if owned >= profile.quota_networks:
-        raise Denied(
-            profile,
-            "more networks",
-            "quota.networks",
-            f"{owned} of {profile.quota_networks} used",
-            "remove networks you no longer use (docker network prune) or ask an admin",
-        )
+# Objects counted by number, with where their quota is and how to free some: networks
+# take address pools from the engine's few (about 30 with Docker's defaults); secrets
+# and configs live in the swarm's raft store, in every manager's memory, WAL and
+# snapshots (up to 500 kB / 1000 kB each).
+COUNTED = {
+    "network": ("quota_networks", "docker network prune"),
+    "secret": ("quota_secrets", "docker secret rm"),
+    "config": ("quota_configs", "docker config rm"),
+}
 
 
-async def check_swarm_object_quota(daemon: Daemon, profile: Profile, user: str, kind: str) -> None:
-    """Secrets and configs live in the swarm's raft store: in every manager's memory,
-    WAL and snapshots, up to 500 kB (secret) or 1000 kB (config) each."""
-    limit = profile.quota_secrets if kind == "secret" else profile.quota_configs
+async def check_count_quota(daemon: Daemon, profile: Profile, user: str, kind: str) -> None:
+    """One more ``kind`` (network, secret, config) must fit in the user's quota."""
+    field, how = COUNTED[kind]
+    limit: int | None = getattr(profile, field)
     if profile.admin or limit is None:
         return
     reply = await daemon.get(f"/{kind}s?filters={owner_filter(user)}")
@@ -180,7 +174,7 @@ async def check_swarm_object_quota(daemon: Daemon, profile: Profile, user: str, 
             f"more {kind}s",
             f"quota.{kind}s",
             f"{owned} of {limit} used",
-            f"remove {kind}s you no longer use (docker {kind} rm) or ask an admin",
+            f"remove {kind}s you no longer use ({how}) or ask an admin",
         )
 
 

@@ -102,7 +102,7 @@ def test_finding_parallel_exec_creates_pass_the_per_container_cap(users, cleanup
     dockerd's memory, bounded by the client's parallelism instead of the cap).
     Expected: never more than ``EXEC_PENDING_MAX`` execs of one container (hold a
     per-container or per-user lock from the count until dockerd has answered, as
-    ``check_swarm_object_quota`` does with ``user_lock``)."""
+    ``check_count_quota`` does with ``user_lock``)."""
     m = users["mallory"]
     cid = _running(m, cleanup)
     replies = _parallel_posts(m, [(f"/v1.41/containers/{cid}/exec", {"Cmd": ["true"]})] * 80)
