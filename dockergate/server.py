@@ -24,7 +24,7 @@ from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import AuditWriter, writer_of
 from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
-from dockergate.listen.listeners import start_tls, start_unix
+from dockergate.listen.listeners import remote_host, start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
 from dockergate.metrics import Metrics
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
@@ -263,8 +263,7 @@ class Gate:
         """Count a new connection where it can be counted yet."""
         peer = conn.peer
         if peer.listener == "tls" and peer.cert_serial is None:
-            address = conn.writer.get_extra_info("peername")
-            host = str(address[0]) if isinstance(address, tuple) and address else "?"
+            host = remote_host(conn.writer)
             if self.unidentified[host] >= UNIDENTIFIED_PER_ADDRESS:
                 # Not counted; closed unless its first request, sent at once, brings a
                 # token (a token user behind the same address as a flood gets through).

@@ -104,6 +104,13 @@ def peer_container(pid: int, uid: int, proc: str = "/proc") -> tuple[str | None,
     return (found.group(1).decode("ascii") if found else None), None
 
 
+def remote_host(transport: Any) -> str:
+    """The remote address of a TCP connection (a stream or writer), "?" if unknown:
+    what per-address limits count by."""
+    address = transport.get_extra_info("peername")
+    return str(address[0]) if isinstance(address, tuple) and address else "?"
+
+
 def certificate_peer(der: bytes | None) -> Peer:
     if not der:
         return Peer("tls")
@@ -192,8 +199,7 @@ async def start_tls(address: str, context: ssl.SSLContext, handler: Handler) -> 
 
     def on_made(stream: TLSStream) -> float:
         nonlocal crowded
-        address = stream.get_extra_info("peername")
-        host = str(address[0]) if isinstance(address, tuple) and address else "?"
+        host = remote_host(stream)
         if pending[host] >= PENDING_HANDSHAKES_PER_ADDRESS:
             if crowded >= CROWDED_HANDSHAKES:
                 return 0.0
