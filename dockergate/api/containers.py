@@ -511,10 +511,15 @@ EXEC_BODY_MAX = 128 << 10
 
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
-    found = await owned_object(ex)
     body = await ex.read_json("exec.create")
     if not isinstance(body, dict):
         raise Refusal(400, "exec create: body must be a JSON object")
+    if not ex.admin:
+        # The container's execs are counted under the user's lock, which holds until
+        # dockerd has answered (parallel creates would all see the same count); taken
+        # once the body is in, so a client slow to send it holds nothing of theirs.
+        await ex.hold(user_lock(ex.identity.name))
+    found = await owned_object(ex)
     check_exec(ex.profile, body, str((found.obj.get("Config") or {}).get("User") or ""))
     ex.set_json(body)
     if ex.admin:
@@ -527,13 +532,7 @@ async def exec_create(ex: Exchange) -> None:
             "copy a script into the container and run that",
             rule="exec size",
         )
-    # Counted under the user's lock, which holds until dockerd has answered (parallel
-    # creates would all see the same count), and taken only now that the body is
-    # here: a client slow to send it must not hold the user's other requests.
-    await ex.hold(user_lock(ex.identity.name))
-    reply = await ex.daemon.get(f"/containers/{found.id}/json")
-    now = reply.json() if reply.ok else None
-    execs = (now.get("ExecIDs") if isinstance(now, dict) else None) or []
+    execs = found.obj.get("ExecIDs") or []
     if isinstance(execs, list) and len(execs) >= EXEC_PENDING_MAX:
         raise Refusal(
             403,
