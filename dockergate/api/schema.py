@@ -31,7 +31,7 @@ null}}`` from ``containers.run(network=...)``.  :func:`canonicalize` runs before
 :func:`validate` and removes exactly these differences without changing what
 dockerd would do: it rewrites listed spellings (:data:`ALIASES`) to the exact
 field name, drops listed fields every targeted daemon ignores (:data:`IGNORED`),
-and drops unknown keys whose value is ``null`` (a ``null`` decodes to nothing in
+and drops struct keys whose value is ``null`` (a ``null`` decodes to nothing in
 Go).  The policy code and the forwarded bytes then only see exact spellings.
 
 Use, per inspected route (:func:`parse_body` does the first three)::
@@ -431,9 +431,13 @@ def canonicalize(obj: Any, schema_name: str) -> Any:
     In every object read into a struct: a key in :data:`ALIASES` is renamed to
     the exact field name (unless another key of the object already claims that
     field: then :func:`validate` reports the fold-duplicate); a key in
-    :data:`IGNORED` is dropped; a key that is no field and whose value is
-    ``null`` is dropped (Go decodes ``null`` to nothing, and ignores unknown
-    keys).  Everything else is copied unchanged; ``obj`` is not modified.
+    :data:`IGNORED` is dropped; a key whose value is ``null`` is dropped, field or
+    not: dockerd decodes every body into a new struct, where ``null`` leaves a field
+    as if its key were absent (a nil pointer, map or slice, or no effect), so the
+    policy must not see a key Go does not (``"Mode": {"Global": null, "Replicated":
+    ...}`` is a replicated service). A ``null`` stays where it is data: as a map's
+    value (``EndpointsConfig: {"net": null}`` connects to ``net``) or a list's item.
+    Everything else is copied unchanged; ``obj`` is not modified.
     """
     return _canon(obj, SCHEMAS[schema_name])
 
@@ -451,12 +455,10 @@ def _canon(value: Any, node: Node) -> Any:
             target = node.aliases.get(k)
             if target is not None and not _claimed_elsewhere(value, node, k, target):
                 k = target
+            if v is None:
+                continue  # a fresh struct's field: Go leaves it as if the key were absent
             field = k if k in node.fields else node.folded.get(go_fold(k))
-            if field is None:
-                if v is not None:
-                    out[k] = v
-            else:
-                out[k] = _canon(v, node.fields[field])
+            out[k] = v if field is None else _canon(v, node.fields[field])
         return out
     return value
 

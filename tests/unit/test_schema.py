@@ -448,7 +448,7 @@ def test_canonicalize_keeps_order_and_leaves_conflicts_to_validate() -> None:
     assert problems(clean, "service.create") == [("case", "Mode.REPLICATED", "REPLICATED")]
 
 
-def test_canonicalize_drops_ignored_and_null_unknown_keys() -> None:
+def test_canonicalize_drops_ignored_keys_and_nulls_of_fields() -> None:
     clean = canonicalize({"Container": "abc", "Cmd": ["true"]}, "exec.create")
     assert clean == {"Cmd": ["true"]}
     body = {"Image": "busybox", "NetworkingConfig": {"mynet": None}, "Foo": None}
@@ -456,8 +456,15 @@ def test_canonicalize_drops_ignored_and_null_unknown_keys() -> None:
     # A non-null unknown value stays, to be refused for non-admins.
     body2: dict[str, Any] = {"Image": "busybox", "Privileged": True}
     assert canonicalize(body2, "container.create") == body2
-    # Known fields with null stay (Go treats them as absent anyway).
-    assert canonicalize({"HostConfig": None}, "container.create") == {"HostConfig": None}
+    # Known fields with null go too: Go leaves them as if absent, and the policy must
+    # read the body as Go does (a null Global mode is a replicated service).
+    assert canonicalize({"HostConfig": None}, "container.create") == {}
+    mode = {"Mode": {"Global": None, "Replicated": {"Replicas": 12}}}
+    assert canonicalize(mode, "service.create") == {"Mode": {"Replicated": {"Replicas": 12}}}
+    # A null that is data stays: a map's value, a list's item.
+    eps = {"NetworkingConfig": {"EndpointsConfig": {"net": None}}}
+    assert canonicalize(eps, "container.create") == eps
+    assert canonicalize({"Env": [None]}, "container.create") == {"Env": [None]}
     # "Container" is only ignored in an exec body.
     assert problems(canonicalize({"Container": "x"}, "exec.start"), "exec.start") == [
         ("unknown", "Container", "Container")
