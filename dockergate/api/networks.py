@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+from dockergate.api import query as q
 from dockergate.api.containers import endpoint_network
 from dockergate.api.dispatch import (
     handles,
@@ -75,10 +77,41 @@ async def network_create(ex: Exchange) -> None:
         raise Refusal(400, "network create: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     check_network(ex.profile, body)
+    if not ex.admin:
+        await check_unique_name(ex, body)
     if ex.profile.quota_networks is not None and not ex.admin:
         await ex.hold(user_lock(ex.identity.name))  # the count holds until the create
         await check_count_quota(ex.daemon, ex.profile, ex.identity.name, "network")
     ex.set_json(body)
+
+
+async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
+    """A member's network takes a name nobody's network has.
+
+    Before API 1.44 dockerd makes a second network of an existing name unless the
+    body asks ``CheckDuplicate`` (old clients, docker-py and compose v1 do not), only
+    warning with the first one's ID; from then on the name is ambiguous, and the
+    first network's owner can no longer use it by name (compose's
+    ``<project>_default`` names are easy to guess). The gate refuses such a create
+    itself when the body did not ask for the check, and asks dockerd for it in any
+    case (the check then also covers a create racing this one); a body that asked
+    gets dockerd's own 409, as the CLI expects."""
+    name = body.get("Name")
+    if body.get("CheckDuplicate") is not True and isinstance(name, str) and name:
+        flt = quote(q.encode_filters({"name": {name: True}}), safe="")
+        reply = await ex.daemon.get(f"/networks?filters={flt}")
+        found = reply.json() if reply.ok else None  # else dockerd's own check decides
+        if isinstance(found, list) and any(
+            isinstance(n, dict) and n.get("Name") == name for n in found
+        ):
+            raise Refusal(
+                403,
+                f"network create: a network named {name!r} already exists (names are "
+                "unique through the gate: a second one would take the name from the "
+                "first one's owner); choose another name",
+                rule="network names are unique",
+            )
+    body["CheckDuplicate"] = True
 
 
 @handles("network.connect", "network.disconnect")
