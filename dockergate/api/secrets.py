@@ -24,6 +24,16 @@ async def secret_create(ex: Exchange) -> None:
     if not isinstance(body, dict):
         raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
     body["Labels"] = stamp(body.get("Labels"), owner)
+    if body.get("Driver") is not None and not ex.admin:
+        # An external secret provider (a plugin the admin installed) answers each task
+        # with the value it keeps under the name and labels the secret gives: a
+        # member's secret could name the admin's. The gate cannot tell what it hands out.
+        raise Refusal(
+            403,
+            f"{ex.route.name}: Driver (an external secret provider plugin) is for admins; "
+            "give the secret's data in the body",
+            rule="secret drivers are for admins",
+        )
     if ex.route.name.endswith(".create") and not ex.admin:
         kind = "secret" if ex.route.name.startswith("secret.") else "config"
         await ex.hold(user_lock(ex.identity.name))  # the count holds until the create

@@ -260,3 +260,29 @@ def test_works_config_only_networks_and_driver_options_stay_closed(users, cleanu
         },
     )
     assert r.status == 403 and b"dockergate:" in r.body, (r.status, r.body)
+
+
+# ------------------------------------------------ secret drivers (from the round's notes)
+
+
+def test_finding_secret_driver_plugin_is_for_admins(users, cleanup):
+    """A secret with ``Driver`` names an external secret provider plugin, which answers
+    each task with the value it keeps under the name and labels the secret gives: a
+    member's secret could ask for what the admin keeps there. Expected: refused for
+    members, whatever plugins exist (here none: dockerd would answer its own 500)."""
+    body = {"Name": f"dgt-r21b-sec-{_rand()}", "Driver": {"Name": "vault"}, "Labels": {}}
+    r = users["mallory"].request("POST", f"{V}/secrets/create", body)
+    if r.status == 201:
+        cleanup.append(("secret", json.loads(r.body)["ID"]))
+    assert r.status == 403 and b"dockergate:" in r.body and b"Driver" in r.body, r
+
+
+def test_works_secret_with_data_and_a_null_driver(users, cleanup):
+    """The neighbour: a secret given by its data, also with ``"Driver": null`` (what a
+    client sends for no driver), is created."""
+    data = "aGVsbG8="  # base64 of "hello"
+    for extra in ({}, {"Driver": None}):
+        body = {"Name": f"dgt-r21b-sec-{_rand()}", "Data": data, **extra}
+        r = users["mallory"].request("POST", f"{V}/secrets/create", body)
+        assert r.status == 201, r
+        cleanup.append(("secret", json.loads(r.body)["ID"]))

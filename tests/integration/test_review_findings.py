@@ -75,6 +75,8 @@ def cleanup(direct_client) -> Iterator[list[tuple[str, str]]]:
                 direct_client.services.get(ref).remove()
             elif kind == "image":
                 direct_client.images.remove(ref, force=True)
+            elif kind == "secret":
+                direct_client.secrets.get(ref).remove()
 
 
 def create(raw: Raw, body: dict, name: str | None = None) -> Reply:
