@@ -592,6 +592,11 @@ class ClientConnection:
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
+                elif not task.cancelled():
+                    # Both can end in one turn (the client's EOF, and the relay failing
+                    # to write to it): the end reported is the client leaving; the
+                    # relay's error is read here, or asyncio logs it as never retrieved.
+                    task.exception()
 
     # -- upgrades --------------------------------------------------------------------
     async def hijack(self, ex: Exchange) -> bool:
