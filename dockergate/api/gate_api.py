@@ -20,6 +20,23 @@ async def whoami(ex: Exchange) -> None:
     profile = ex.profile
     used = await usage(ex.daemon, ex.identity.name)
     used.pop("service_specs", None)
+    limits: dict[str, object] = {
+        "memory_default": profile.memory.default,
+        "memory_max": profile.memory.max,
+        "memory_max_share": profile.memory.max_share,
+        "cpus_default": profile.cpus.default,
+        "cpus_max": profile.cpus.max,
+        "pids_default": profile.pids.default,
+        "pids_max": profile.pids.max,
+    }
+    quota: dict[str, object] = {
+        "memory": profile.quota_memory,
+        "containers": profile.quota_containers,
+        "services": profile.quota_services,
+    }
+    if ex.admin:  # the gate applies no limit and no quota to an admin: show none
+        limits = dict.fromkeys(limits)
+        quota = dict.fromkeys(quota)
     ex.reply = (
         200,
         {
@@ -27,20 +44,8 @@ async def whoami(ex: Exchange) -> None:
             "profile": profile.name,
             "admin": ex.identity.admin,
             "identified_by": ex.identity.method,
-            "limits": {
-                "memory_default": profile.memory.default,
-                "memory_max": profile.memory.max,
-                "memory_max_share": profile.memory.max_share,
-                "cpus_default": profile.cpus.default,
-                "cpus_max": profile.cpus.max,
-                "pids_default": profile.pids.default,
-                "pids_max": profile.pids.max,
-            },
-            "quota": {
-                "memory": profile.quota_memory,
-                "containers": profile.quota_containers,
-                "services": profile.quota_services,
-            },
+            "limits": limits,
+            "quota": quota,
             "usage": used,
         },
     )
