@@ -28,10 +28,10 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
         done.append(f"issued server certificate {ca.server_cert_path}")
         if rotate_server_cert:
             done.append(_tell_running_gate(settings.state_dir / PIDFILE))
-    elif hostnames:
+    elif missing := [h for h in hostnames if h not in ca.server_names()]:
         done.append(
             "note: the server certificate already exists and was not changed; to add "
-            f"{', '.join(hostnames)}: dockergate init --rotate-server-cert --hostname NAME"
+            f"{', '.join(missing)}: dockergate init --rotate-server-cert --hostname NAME"
         )
     admin_dir = settings.clients_dir / ADMIN_BUNDLE
     if not (admin_dir / "cert.pem").exists():
