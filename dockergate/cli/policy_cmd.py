@@ -35,10 +35,18 @@ def policy() -> None:
 
 
 @policy.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_ctx
-def policy_list(ctx: Context) -> None:
+def policy_list(ctx: Context, as_json: bool) -> None:
     """The profiles in the policies directory."""
     profiles = load_profiles(ctx)
+    if as_json:
+        listed = [
+            {"name": name, "description": p.description, "admin": p.admin}
+            for name, p in sorted(profiles.profiles.items())
+        ]
+        click.echo(json.dumps(listed, indent=2))
+        return
     for name, profile in sorted(profiles.profiles.items()):
         click.echo(f"{name:<12} {profile.description}")
 

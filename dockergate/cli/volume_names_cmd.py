@@ -8,6 +8,8 @@ volumes are gone everywhere (``purge --volumes`` frees a user's names by itself)
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from dockergate.audit import actions
@@ -22,11 +24,16 @@ def volume_names() -> None:
 
 @volume_names.command("ls")
 @click.option("--user", "owner", metavar="NAME", help="Only the names NAME holds.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_ctx
-def ls(ctx: Context, owner: str | None) -> None:
+def ls(ctx: Context, owner: str | None, as_json: bool) -> None:
     """List held volume names."""
     with opened(ctx) as (_, store):
         rows = store.volume_names(owner)
+    if as_json:
+        listed = [{"name": n, "holder": o, "since": at.isoformat()} for n, o, at in rows]
+        click.echo(json.dumps(listed, indent=2))
+        return
     click.echo(table(["NAME", "HOLDER", "SINCE"], [(n, o, when(at)) for n, o, at in rows]))
 
 
