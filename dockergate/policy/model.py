@@ -568,15 +568,15 @@ class ProfileSet:
         kwargs["shm_max"] = {**RESOURCE_DEFAULTS["shm_size"], **r.get("shm_size", {})}.get("max")
         logs = {**RESOURCE_DEFAULTS["logs"], **r.get("logs", {})}
         kwargs["log_max_size"], kwargs["log_max_files"] = logs["max_size"], logs["max_files"]
-        for key, limit in (
-            ("memory", kwargs["memory"]),
-            ("cpus", kwargs["cpus"]),
-            ("pids", kwargs["pids"]),
+        for key, limit, show in (
+            ("memory", kwargs["memory"], human),
+            ("cpus", kwargs["cpus"], lambda v: f"{v:g}"),
+            ("pids", kwargs["pids"], lambda v: str(int(v))),
         ):
             if limit.default is not None and limit.max is not None and limit.default > limit.max:
                 raise PolicyError(
-                    f"{path}: resources.{key}.default ({limit.default:g}) is above "
-                    f"resources.{key}.max ({limit.max:g}), perhaps inherited through "
+                    f"{path}: resources.{key}.default ({show(limit.default)}) is above "
+                    f"resources.{key}.max ({show(limit.max)}), perhaps inherited through "
                     "extends: every request without a value would be refused; set a "
                     "default within the max"
                 )
