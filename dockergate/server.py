@@ -380,8 +380,7 @@ class Gate:
         if s.tls_listen:
             ctx = server_context(s.server_cert_path, s.server_key_path, s.client_ca_path)
             self.tls_context = ctx
-            self.servers.append(await start_tls(s.tls_listen, ctx, self.handle))
-            log.info("TLS listener on %s", s.tls_listen)
+            self.servers.append(await start_tls(s.tls_listen, ctx, self.handle))  # logs it
         if not self.servers:
             raise RuntimeError("no listener configured: give --socket and/or --tls-listen")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

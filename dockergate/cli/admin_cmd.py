@@ -418,7 +418,7 @@ def _release_names(settings: Settings, user: str, everywhere: bool) -> None:
         click.echo(f"note: {user!r}'s volume names were not released: {exc}", err=True)
         return
     if count:
-        click.echo(f"released {count} volume name(s) {user!r} held", err=True)
+        click.echo(f"released the {count} volume name(s) {user!r} held", err=True)
 
 
 def _report(

@@ -291,7 +291,8 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
     if placeholder:
         click.echo(
             "note: tls_listen is not in the configuration (a `serve --tls-listen` flag is "
-            "not seen from here); replace GATE_HOST:PORT with the gate's TLS address",
+            "not seen from here); replace GATE_HOST (and the port, if not 2376) with the "
+            "gate's TLS address",
             err=True,
         )
     click.echo(f"export DOCKER_HOST={host}")
