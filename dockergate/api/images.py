@@ -35,6 +35,7 @@ from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.labels import image_labels
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
+from dockergate.api.schema import parse_body
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
     NANO,
@@ -141,6 +142,35 @@ def check_not_a_build_base(ex: Exchange, reference: str) -> None:
         )
 
 
+# Tags that requests in progress will write when they end (build -t, commit, import,
+# tag: canonical reference -> users): a build checks its -t when it starts and writes
+# it when it ends, maybe minutes later; another user's new tag of that name in between
+# would be taken over by the build's image.
+_writing_tags: dict[str, Counter[str]] = {}
+
+
+def check_not_being_written(ex: Exchange, reference: str) -> None:
+    key, user = canonical(reference), ex.identity.name
+    writers = _writing_tags.setdefault(key, Counter())
+    writers[user] += 1
+
+    def unregister() -> None:
+        writers[user] -= 1
+        if writers[user] <= 0:
+            del writers[user]
+        if not writers and _writing_tags.get(key) is writers:
+            del _writing_tags[key]
+
+    ex.on_release.append(unregister)
+    if any(other != user for other in writers):
+        raise Refusal(
+            409,
+            f"{who(ex)} may not name an image {reference} now: another user's build, "
+            "commit or import in progress will write that tag; choose another tag, or "
+            "try again when it ends",
+        )
+
+
 @handles(
     "image.list",
     "image.inspect",
@@ -221,12 +251,16 @@ def tag_reference(repo: str, tag: str) -> str:
     return f"{name}:{tag or own or 'latest'}"
 
 
+async def image_of(ex: Exchange, reference: str) -> dict[str, Any] | None:
+    """The inspect of the image ``reference`` names now; None if there is none."""
+    found = await ex.daemon.get(f"/images/{ref(reference)}/json")
+    return dict(found.json() or {}) if found.ok else None
+
+
 async def image_config_of(ex: Exchange, reference: str) -> dict[str, Any] | None:
     """The ``Config`` of the image ``reference`` names now; None if there is none."""
-    found = await ex.daemon.get(f"/images/{ref(reference)}/json")
-    if not found.ok:
-        return None
-    return dict((found.json() or {}).get("Config") or {})
+    image = await image_of(ex, reference)
+    return None if image is None else dict(image.get("Config") or {})
 
 
 async def image_labels_of(ex: Exchange, reference: str) -> dict[str, str] | None:
@@ -243,6 +277,7 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
         return
     reference = tag_reference(repo, tag)
     check_not_a_build_base(ex, reference)
+    check_not_being_written(ex, reference)
     labels = await image_labels_of(ex, reference)
     if labels is None:
         return
@@ -272,9 +307,14 @@ async def image_delete(ex: Exchange) -> None:
             403, f"{who(ex)} may not force-remove an image: admins only; remove it without -f"
         )
     check_not_a_build_base(ex, name)  # an ID is no tag: registering it changes nothing
-    labels = await image_labels_of(ex, name)
-    if labels is None:
+    image = await image_of(ex, name)
+    if image is None:
         raise Refusal(404, f"No such image: {name}")
+    # By ID, dockerd removes the image's only tag with it: that tag moves too.
+    for tag in image.get("RepoTags") or []:
+        if isinstance(tag, str) and canonical(tag) != canonical(name):
+            check_not_a_build_base(ex, tag)
+    labels = dict((image.get("Config") or {}).get("Labels") or {})
     if labels.get(BUILT_BY_LABEL) != ex.identity.name:
         raise Refusal(
             403,
@@ -464,6 +504,22 @@ def json_param(name: str, raw: str) -> Any:
         raise Refusal(400, f"build: the {name} parameter: {exc.message}") from None
 
 
+def ulimits_param(raw: str) -> Any:
+    """The ``ulimits`` build parameter, held to the exact field spellings as a body is:
+    dockerd decodes it into Go structs, where ``name`` after ``Name`` sets the name
+    the check did not read."""
+    try:
+        obj, problems = parse_body(
+            raw.encode("utf-8", "surrogateescape"), "build.ulimits", allow_unknown=False
+        )
+    except BodyError as exc:
+        raise Refusal(400, f"build: the ulimits parameter: {exc.message}") from None
+    if problems:
+        detail = "; ".join(p.message for p in problems[:5])
+        raise Refusal(400, f"build: the ulimits parameter: {detail}")
+    return obj
+
+
 @handles("image.build")
 async def build(ex: Exchange) -> None:
     raw = q.first(ex.query, "labels")
@@ -549,7 +605,9 @@ async def _check_build(ex: Exchange) -> None:
     _build_cpus(ex, facts)
     raw_ulimits = q.first(ex.query, "ulimits")
     if raw_ulimits:
-        check_ulimits(profile, json_param("ulimits", raw_ulimits), "ulimits")
+        ulimits = ulimits_param(raw_ulimits)
+        check_ulimits(profile, ulimits, "ulimits")
+        ex.set_query(q.replace(ex.query, "ulimits", json.dumps(ulimits)))  # what was read
     shm = q.first_int(ex.query, "shmsize")
     if profile.shm_max and shm > profile.shm_max:
         raise Denied(profile, "this much /dev/shm", "shmsize", shm, f"at most {profile.shm_max}")

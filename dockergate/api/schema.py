@@ -260,7 +260,11 @@ def _build() -> tuple[dict[str, Obj], dict[str, Node]]:
         for key in keys:
             if types[name].folded.get(go_fold(key)) is not None:
                 raise ValueError(f"ignored key {key!r} of {name} is a field")
-    return types, {route: node(spec) for route, spec in ROOTS.items()}
+    routes = {route: node(spec) for route, spec in ROOTS.items()}
+    # Not a body but read the same way: the classic build's ``ulimits`` parameter is
+    # JSON that dockerd decodes into the same structs (Go's key folding included).
+    routes["build.ulimits"] = node("[units.Ulimit]")
+    return types, routes
 
 
 TYPES, _ROUTES = _build()
