@@ -545,8 +545,12 @@ async def exec_create(ex: Exchange) -> None:
 
 @handles("image.commit")
 async def commit(ex: Exchange) -> None:
-    """``POST /commit?container=x``: the container must be the caller's."""
+    """``POST /commit?container=x``: the container must be the caller's. The image's
+    author is the committer, an admin too: dockerd copies the container's labels into
+    the image, ``built-by`` of the member whose image it ran included, which would make
+    an admin's image that member's to move and remove."""
     if ex.admin:
+        ex.set_json(await _commit_config(ex))
         return
     container = q.first(ex.query, "container")
     if not container:
@@ -555,21 +559,26 @@ async def commit(ex: Exchange) -> None:
     await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
     check_changes(ex)
     ex.set_query(q.replace(ex.query, "container", found.id))
-    # The body (a container config merged over the container's) carries the image's
-    # labels: the author, and an empty owner label over the container's own.
-    config: Any = await ex.read_json("image.commit") if ex.req.has_body else None
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise Refusal(400, "commit: body must be a JSON object")
+    config = await _commit_config(ex)
     onbuild = config.get("OnBuild") or []
     if not isinstance(onbuild, list):
         raise Refusal(400, "commit: OnBuild must be a list")
     check_onbuild(ex, [str(trigger) for trigger in onbuild], "OnBuild", triggers=True)
-    config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
     # A task container's Swarm labels would go into the image (dockerd merges the
     # container's labels into it) and make its containers refused: emptied.
     for key in (found.obj.get("Config") or {}).get("Labels") or {}:
         if str(key).startswith(SWARM_LABEL_PREFIX):
             config["Labels"][key] = ""
     ex.set_json(config)
+
+
+async def _commit_config(ex: Exchange) -> dict[str, Any]:
+    """The commit's body (a container config merged over the container's), with the
+    image's labels: the author, and an empty owner label over the container's own."""
+    config: Any = await ex.read_json("image.commit") if ex.req.has_body else None
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise Refusal(400, "commit: body must be a JSON object")
+    config["Labels"] = image_labels(config.get("Labels"), ex.identity.name)
+    return config
