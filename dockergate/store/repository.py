@@ -42,6 +42,10 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid"
 
 
+# Names the gate gives identities of its own: ``root`` is uid 0 on the unix socket.
+RESERVED_NAMES = frozenset({"root"})
+
+
 def check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise StoreError(
@@ -282,6 +286,12 @@ class Store:
     # -- users -------------------------------------------------------------------------
     def add_user(self, name: str, profile: str, unix_uid: int | None = None) -> UserInfo:
         check_name(name)
+        if name in RESERVED_NAMES:
+            raise StoreError(
+                f"user name {name!r} is reserved: the gate identifies uid 0 on the unix "
+                "socket (the built-in admin) by it and stamps it on what that admin "
+                "creates; a user of this name would own those objects. Choose another name"
+            )
         if unix_uid is not None and not 0 <= unix_uid <= MAX_UID:
             raise StoreError(f"invalid uid {unix_uid}: must be between 0 and {MAX_UID}")
         with self._write() as session:
