@@ -263,22 +263,31 @@ class Gate:
         """Count a new connection where it can be counted yet."""
         peer = conn.peer
         if peer.listener == "tls" and peer.cert_serial is None:
-            host = remote_host(conn.writer)
-            if self.unidentified[host] >= UNIDENTIFIED_PER_ADDRESS:
-                # Not counted; closed unless its first request, sent at once, brings a
-                # token (a token user behind the same address as a flood gets through).
-                conn.probation = True
-                return
-            self.unidentified[host] += 1
-            conn.unidentified_at = host
+            self._admit_unidentified(conn)
             return
         try:
             identity = self.authenticator.authenticate(peer, None)
-        except Refusal:
+        except Refusal as exc:
+            if peer.listener == "tls" and exc.status != 503:
+                # A revoked or unknown certificate names nobody: held as a client
+                # without one (per address, closed soon if idle), not as a user with
+                # max_connections_per_client places.
+                self._admit_unidentified(conn)
+                return
             # Not a user: every request will be refused, but the slot is counted.
             self._count(conn, peer.describe())
             return
         self._count_user(conn, identity)
+
+    def _admit_unidentified(self, conn: ClientConnection) -> None:
+        host = remote_host(conn.writer)
+        if self.unidentified[host] >= UNIDENTIFIED_PER_ADDRESS:
+            # Not counted; closed unless its first request, sent at once, brings a
+            # token (a token user behind the same address as a flood gets through).
+            conn.probation = True
+            return
+        self.unidentified[host] += 1
+        conn.unidentified_at = host
 
     def identified(self, conn: ClientConnection, identity: Identity) -> None:
         """A token client's first identified request: counted against its user now."""
@@ -410,6 +419,7 @@ class Gate:
         for task, conn in list(self.connections.items()):
             identity = conn.identity
             if identity is None:
+                self._recheck_idle(task, conn)
                 continue
             try:
                 now = self.authenticator.authenticate(conn.peer, conn.token)
@@ -424,6 +434,23 @@ class Gate:
                     identity.name,
                     identity.method,
                 )
+                task.cancel()
+
+    def _recheck_idle(self, task: asyncio.Task[None], conn: ClientConnection) -> None:
+        """An idle connection whose certificate (or uid) no longer identifies anyone is
+        closed: nothing it could send would be let in, and it held a place in its
+        client's connection limit (up to the idle timeout). Only connections that were
+        served once: a new one gets its refusal with its first request (which says how
+        to register). A TLS client without a certificate identifies per request
+        (tokens) and is left to the sweeper."""
+        peer = conn.peer
+        if conn.busy or not conn.requests or (peer.listener == "tls" and peer.cert_serial is None):
+            return
+        try:
+            self.authenticator.authenticate(peer, None)
+        except Refusal as exc:
+            if exc.status != 503:
+                log.info("closed an idle connection of %s: %s", peer.describe(), exc.message)
                 task.cancel()
 
     async def shutdown(self) -> None:

@@ -132,6 +132,9 @@ class ClientConnection:
         # A TLS client without a certificate from an address with too many connections
         # not identified yet: served only if its first request, sent at once, identifies.
         self.probation = False
+        # Its last request was refused for want of an identity: answered, then closed.
+        self.not_identified = False
+        self.requests = 0  # handled so far (the gate rechecks idle ones' identity)
 
     # -- connection loop -------------------------------------------------------------
     async def serve(self) -> None:
@@ -233,6 +236,7 @@ class ClientConnection:
     async def handle(self, req: Request) -> bool:
         """Handle one request; return whether the connection stays open."""
         started = time.monotonic()
+        self.requests += 1
         identity: Identity | None = None
         ex: Exchange | None = None
         path = req.path
@@ -243,7 +247,15 @@ class ClientConnection:
             if path == HEALTH_PATH and self.peer.listener == "unix":
                 return await self.reply(req, *await self.gate.health())
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
-            identity = self.gate.authenticator.authenticate(self.peer, token)
+            try:
+                identity = self.gate.authenticator.authenticate(self.peer, token)
+            except Refusal as exc:
+                if exc.status != 503:
+                    # Not identified (a revoked certificate, an unknown uid): the next
+                    # request on this connection would fare no better; it is closed,
+                    # and counts against nothing while its owner keeps it open.
+                    self.not_identified = True
+                raise
             self.identity, self.token = identity, token
             if self.unidentified_at is not None or self.probation:
                 self.probation = False
@@ -332,6 +344,7 @@ class ClientConnection:
         # A connection on probation that did not identify is answered and closed, its
         # body not waited for (it is counted nowhere).
         keep = req.keep_alive and not req.headers.get("expect") and not self.probation
+        keep = keep and not self.not_identified
         if keep and req.has_body and not req.body_read:
             if req.body_started or req.chunked or (req.content_length or 0) > DISCARD_LIMIT:
                 keep = False

@@ -289,7 +289,7 @@ def test_works_foreign_server_and_ca_certificates_refused(g21, tmp_path):
 def test_works_removed_and_readded_name_gets_no_old_certificate(g21, unix_user):
     """Remove, then add the same name again: the old bundle (its serial went with the
     user) is refused, the new one works, and a keep-alive connection of the old one
-    opened before is refused on its next request."""
+    opened before is closed by the gate, or refused on its next request."""
     who = _member(g21, unix_user, "r21dre")
     old = _tls(g21, _ctx(g21, who["bundle"]))
     assert _whoami(old)["user"] == who["name"]
@@ -297,8 +297,11 @@ def test_works_removed_and_readded_name_gets_no_old_certificate(g21, unix_user):
     g21.dockergate("user", "add", who["name"], "--profile", "member")
     new_bundle = g21.state_dir.parent / f"bundle-{who['name']}-2"
     g21.dockergate("user", "cert", who["name"], "--out", str(new_bundle))
-    status, body = _request(old, "/_dockergate/whoami")
-    assert status == 403 and b"revoked or unknown" in body, (status, body)
+    try:
+        status, body = _request(old, "/_dockergate/whoami")
+        assert status == 403 and b"revoked or unknown" in body, (status, body)
+    except (ConnectionError, OSError):
+        pass  # closed by the gate once the store changed: as good
     s = _tls(g21, _ctx(g21, who["bundle"]))
     assert _request(s, "/_ping")[0] == 403
     assert _whoami(_tls(g21, _ctx(g21, new_bundle)))["user"] == who["name"]
