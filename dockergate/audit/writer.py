@@ -259,7 +259,7 @@ class AuditWriter:
         except StoreError as exc:
             if not await self._one_by_one(batch, str(exc)):
                 return False
-        self._recovered()
+        self._recovered(len(batch))
         return True
 
     def _insert(self, batch: list[RequestRecord]) -> None:
@@ -329,11 +329,14 @@ class AuditWriter:
                     error,
                 )
 
-    def _recovered(self) -> None:
+    def _recovered(self, written: int) -> None:
+        """The store took a batch again: say so once, with what the outage held."""
         if self._failing_since is not None:
             log.warning(
-                "audit: store reachable again after %.0fs; writing %d buffered records",
+                "audit: store reachable again after %.0fs; %d buffered records written, "
+                "%d more to write",
                 time.monotonic() - self._failing_since,
+                written,
                 len(self._buffer),
             )
             self._failing_since = None
