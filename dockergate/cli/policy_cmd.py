@@ -12,8 +12,9 @@ from typing import Any
 import click
 import yaml
 
+from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
-from dockergate.config import POLICY_STATUS
+from dockergate.config import POLICY_STATUS, Settings
 from dockergate.policy.checks import NodeFacts
 from dockergate.policy.compose import check_file
 from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped_policies_dir
@@ -105,16 +106,23 @@ def policy_reload(ctx: Context) -> None:
         time.sleep(0.1)
         after = _status(status_path)
     if after.get("at") == before.get("at"):
+        _audit(settings, True, f"SIGHUP sent to pid {pid}, reload not confirmed")
         click.echo(f"sent SIGHUP to dockergate (pid {pid}); it has not confirmed the reload")
         return
     if after.get("error"):
+        _audit(settings, False, f"the gate kept its previous rules: {after['error']}")
         raise click.ClickException(
             f"the gate kept its previous rules: {after['error']} (see its log)"
         )
-    click.echo(
-        f"reloaded dockergate (pid {pid}): {', '.join(after.get('profiles') or [])} "
-        f"from {after.get('directory')}"
-    )
+    done = f"{', '.join(after.get('profiles') or [])} from {after.get('directory')}"
+    _audit(settings, True, f"reloaded {done}")
+    click.echo(f"reloaded dockergate (pid {pid}): {done}")
+
+
+def _audit(settings: Settings, ok: bool, detail: str) -> None:
+    """The reload goes into the audit log like the other admin commands."""
+    record = actions.cli_record("policy reload", kind="policy", ok=ok, detail=detail)
+    actions.record(settings, record)
 
 
 def _status(path: Path) -> dict[str, Any]:
