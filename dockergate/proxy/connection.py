@@ -135,6 +135,8 @@ class ClientConnection:
         # Its last request was refused for want of an identity: answered, then closed.
         self.not_identified = False
         self.requests = 0  # handled so far (the gate rechecks idle ones' identity)
+        self.started = 0.0  # monotonic start of the request in progress
+        self.recorded = False  # its audit row is written (a hijack's, when it began)
 
     # -- connection loop -------------------------------------------------------------
     async def serve(self) -> None:
@@ -236,6 +238,8 @@ class ClientConnection:
     async def handle(self, req: Request) -> bool:
         """Handle one request; return whether the connection stays open."""
         started = time.monotonic()
+        self.started = started
+        self.recorded = False
         self.requests += 1
         identity: Identity | None = None
         ex: Exchange | None = None
@@ -314,24 +318,37 @@ class ClientConnection:
             return await self.refuse(req, 502, str(exc))
         finally:
             self.identity = self.token = None
-            route = ex.route if ex is not None else None
-            self.gate.on_request(
-                RequestRecord(
-                    started=time.time() - (time.monotonic() - started),
-                    user=identity.name if identity else None,
-                    identified_by=identity.method if identity else self.peer.describe(),
-                    listener=self.peer.listener,
-                    method=req.method,
-                    path=path,
-                    route=route.name if route else None,
-                    kind=route.kind if route else None,
-                    object_id=ex.object_id if ex is not None else None,
-                    decision=self._decision(),
-                    rule=self.rule,
-                    status=self.status,
-                    seconds=time.monotonic() - started,
-                )
+            if not self.recorded:
+                self._record(req, identity, ex, path, started)
+
+    def _record(
+        self,
+        req: Request,
+        identity: Identity | None,
+        ex: Exchange | None,
+        path: str,
+        started: float,
+    ) -> None:
+        """The request's row for the audit log and the metrics: when it ends, or when
+        a hijacked stream begins (a shell may stay open for days)."""
+        route = ex.route if ex is not None else None
+        self.gate.on_request(
+            RequestRecord(
+                started=time.time() - (time.monotonic() - started),
+                user=identity.name if identity else None,
+                identified_by=identity.method if identity else self.peer.describe(),
+                listener=self.peer.listener,
+                method=req.method,
+                path=path,
+                route=route.name if route else None,
+                kind=route.kind if route else None,
+                object_id=ex.object_id if ex is not None else None,
+                decision=self._decision(),
+                rule=self.rule,
+                status=self.status,
+                seconds=time.monotonic() - started,
             )
+        )
 
     def _decision(self) -> str:
         if self.rule is None:
@@ -638,6 +655,8 @@ class ClientConnection:
             return await self.relay_response(ex, response, conn)
         self.writer.write(raw)  # the daemon's 101 head, byte for byte
         await self.writer.drain()
+        self._record(req, ex.identity, ex, ex.path, self.started)  # on record from now
+        self.recorded = True
         with self.gate.track_stream():
             if not await splice_streams(self.reader, self.writer, conn.reader, conn.writer):
                 await pump(self.reader, self.writer, conn.reader, conn.writer)  # TLS on a side
