@@ -355,6 +355,20 @@ async def _remove(daemon: Daemon, f: _Found) -> PurgeRow:
         await asyncio.sleep(IN_USE_POLL)
 
 
+async def _disarm(daemon: Daemon, f: _Found) -> None:
+    """A container stopped by a purge stays stopped: its restart policy becomes ``no``
+    (dockerd starts ``always`` containers again when it restarts, killed or not)."""
+    body = json.dumps({"RestartPolicy": {"Name": "no"}}).encode()
+    await daemon.call("POST", f"/containers/{ref(f.id)}/update", body)
+
+
+async def _stop_for_good(daemon: Daemon, f: _Found) -> PurgeRow:
+    await _disarm(daemon, f)
+    if not _running(f.obj):
+        return PurgeRow(f.kind, f.name, f.id, ALREADY_STOPPED)
+    return await _kill(daemon, f)
+
+
 async def _kill(daemon: Daemon, f: _Found) -> PurgeRow:
     reply = await daemon.call("POST", f"/containers/{ref(f.id)}/kill")
     if reply.ok:
@@ -459,13 +473,7 @@ async def purge(daemon: Daemon, opts: PurgeOptions) -> PurgeReport:
         elif opts.stop_only and kind == "service":
             report.rows.extend(await _each(found, lambda f: _scale_to_zero(daemon, f)))
         elif opts.stop_only:
-            running = [f for f in found if _running(f.obj)]
-            report.rows.extend(await _each(running, lambda f: _kill(daemon, f)))
-            report.rows.extend(
-                PurgeRow(f.kind, f.name, f.id, ALREADY_STOPPED)
-                for f in found
-                if not _running(f.obj)
-            )
+            report.rows.extend(await _each(found, lambda f: _stop_for_good(daemon, f)))
         else:
             report.rows.extend(await _each(found, lambda f: _remove(daemon, f)))
     return report
