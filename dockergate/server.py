@@ -32,6 +32,7 @@ from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.http import Writer
 from dockergate.proxy.upstream import Upstream, UpstreamError
+from dockergate.store.errors import StoreError
 from dockergate.store.repository import Store
 
 # Whole bodies one user's requests may be sending at once (each up to INSPECT_CAP);
@@ -115,9 +116,11 @@ class Gate:
     def write_policy_status(self, error: str | None) -> None:
         """``<state dir>/policies.json``: which directory the running gate reads its
         profiles from and how the last load went, for ``dockergate policy reload``
-        (which otherwise only knows its own configuration)."""
+        (which otherwise only knows its own configuration), and its socket, for
+        ``dockergate usage`` (which asks the running gate when it can)."""
         status = {
             "directory": str(self.profiles.directory),
+            "socket": self.settings.socket or None,
             "profiles": sorted(self.profiles.profiles),
             "error": error,
             "at": time.time(),
@@ -411,7 +414,7 @@ class Gate:
 
     def recheck_streams(self) -> None:
         """Requests in progress whose user was disabled, removed, given another profile,
-        or had the credential revoked (or expired) are cut, connection and all: every
+        purged, or had the credential revoked (or expired) are cut, connection and all: every
         request is checked when it starts, but a stream (an exec shell, ``logs -f``,
         ``events``) has no end of its own. Called when the user store changes, and by
         the sweeper. A store that cannot be read (503) cuts nothing: new requests are
@@ -423,17 +426,37 @@ class Gate:
                 continue
             try:
                 now = self.authenticator.authenticate(conn.peer, conn.token)
-                still: tuple[str, str, bool] | None = (now.name, now.profile, now.admin)
             except Refusal as exc:
                 if exc.status == 503:
                     continue
-                still = None
-            if still != (identity.name, identity.profile, identity.admin):
-                log.warning(
-                    "cut a request in progress of %s (%s): the user's access changed",
-                    identity.name,
-                    identity.method,
-                )
+                now = None
+            if now is None or (now.name, now.profile, now.admin) != (
+                identity.name,
+                identity.profile,
+                identity.admin,
+            ):
+                why = "the user's access changed"
+            elif now.purged_at != identity.purged_at:
+                why = "an admin purged the user"
+            else:
+                continue
+            log.warning(
+                "cut a request in progress of %s (%s): %s", identity.name, identity.method, why
+            )
+            task.cancel()
+
+    async def end_requests_of(self, user: str) -> None:
+        """A purge through this gate's API: the store records it (so every gate on it
+        cuts the user's requests in progress), and this gate cuts its own at once."""
+        store = getattr(self.authenticator, "store", None)
+        if store is not None:
+            try:
+                await asyncio.to_thread(store.mark_purged, user)
+            except StoreError as exc:
+                log.warning("purge of %s not recorded in the store: %s", user, exc)
+        for task, conn in list(self.connections.items()):
+            if conn.identity is not None and conn.identity.name == user:
+                log.warning("cut a request in progress of %s: an admin purged the user", user)
                 task.cancel()
 
     def _recheck_idle(self, task: asyncio.Task[None], conn: ClientConnection) -> None:

@@ -34,6 +34,8 @@ async def purge_handler(ex: Exchange) -> None:
         opts = PurgeOptions.from_json(body)
     except ValueError as exc:
         raise Refusal(400, f"purge: {exc}") from None
+    if not opts.dry_run and ex.gate is not None:
+        await ex.gate.end_requests_of(opts.user)
     try:
         report = await purge(ex.daemon, opts)
     except PurgeError as exc:

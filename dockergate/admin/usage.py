@@ -25,7 +25,7 @@ from dockergate.api import query as q
 from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.model import ProfileSet
-from dockergate.policy.quota import charged, services_memory
+from dockergate.policy.quota import building_users, charged, services_memory
 from dockergate.proxy.daemon import Daemon, ref
 
 INSPECT_CONCURRENCY = 16
@@ -197,6 +197,10 @@ async def collect_usage(
         if sid in service_owner:
             rows[service_owner[sid]].memory += memory
 
+    # Builds in progress hold memory in their user's quota (quota.building); only the
+    # gate that runs them knows them: in a CLI's own process this adds nothing.
+    for name, memory in building_users().items():
+        row_for(name).memory += memory
     for name, at in (last_activity or {}).items():
         if name in rows:
             rows[name].last_activity = at

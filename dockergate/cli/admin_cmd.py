@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -29,8 +30,8 @@ from dockergate.admin.usage import collect_usage
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.init_cmd import ADMIN_BUNDLE
-from dockergate.cli.user_cmd import table
-from dockergate.config import Settings
+from dockergate.cli.user_cmd import printable, table
+from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.tlsconfig import upstream_context
 from dockergate.policy.model import PolicyError, ProfileSet, human, shipped_policies_dir
 from dockergate.proxy.daemon import Daemon
@@ -353,6 +354,8 @@ def purge_cmd(
             f"{verb} these {planned} object(s) of {name!r} on {place}?", default=False
         ):
             raise click.ClickException("aborted; nothing was changed")
+    if not dry_run:
+        _end_requests(settings, name)
     outcomes = run_all(opts)
     _report(outcomes, as_json, all_nodes)
     failed = any(o.failed for o in outcomes)
@@ -378,6 +381,23 @@ def purge_cmd(
         )
     if failed:
         sys.exit(1)
+
+
+def _end_requests(settings: Settings, user: str) -> None:
+    """Record the purge in the store: every gate on it cuts the user's requests in
+    progress within a second or two (a build's RUN step has no owner label and would
+    run on; an exec session or ``logs -f`` would hold on)."""
+    try:
+        with Store.open(settings) as store:
+            known = store.mark_purged(user)
+    except StoreError as exc:
+        click.echo(f"note: {user!r}'s requests in progress were not ended: {exc}", err=True)
+        return
+    if known:
+        click.echo(
+            f"gates end {user!r}'s requests in progress (builds, exec sessions, streams)",
+            err=True,
+        )
 
 
 def _single_node(settings: Settings, host: str | None) -> bool:
@@ -489,7 +509,7 @@ def _audit_cells(a: AuditInfo) -> tuple[str, ...]:
     """One table row; full 64-hex IDs in paths are cut to 12 like ``docker ps``
     (``--json`` keeps them whole)."""
     status = f"exit {a.status}" if a.listener == actions.CLI_LISTENER else str(a.status or "-")
-    return (
+    cells = (
         a.at.strftime("%Y-%m-%d %H:%M:%S"),
         a.user or "-",
         a.identified_by if a.listener != "cli" else f"cli, {a.identified_by}",
@@ -499,6 +519,7 @@ def _audit_cells(a: AuditInfo) -> tuple[str, ...]:
         status,
         a.rule or a.detail or "-",
     )
+    return tuple(printable(c) for c in cells)  # paths and rules are what clients sent
 
 
 def _fixed(cells: Sequence[str], widths: Sequence[int]) -> str:
@@ -658,6 +679,8 @@ def usage_cmd(
             users = client.call("GET", "/_dockergate/usage")["users"]
         except GateClientError as exc:
             raise click.ClickException(str(exc)) from exc
+    elif (from_gate := _local_gate_usage(ctx.settings())) is not None:
+        users = from_gate
     else:
         settings = ctx.settings()
         try:
@@ -682,6 +705,26 @@ def usage_cmd(
         click.echo(usage_table(users))
     else:
         click.echo("no users and no labelled objects on the engine")
+
+
+def _local_gate_usage(settings: Settings) -> list[Any] | None:
+    """The usage as the gate on this host's socket counts it, if one answers: with its
+    own profiles, and with builds in progress (their memory is held in the quota by
+    the gate running them, and nowhere on the engine). None if no gate answers (the
+    engine is then asked directly, without builds)."""
+    try:
+        status = json.loads((settings.state_dir / POLICY_STATUS).read_text())
+    except (OSError, ValueError):
+        status = {}
+    socket = (status.get("socket") if isinstance(status, dict) else None) or settings.socket
+    if not isinstance(socket, str) or not socket or not Path(socket).is_socket():
+        return None
+    try:
+        client = GateClient(f"unix://{socket}", None, {})
+        users = client.call("GET", "/_dockergate/usage", timeout=10)["users"]
+    except (GateClientError, KeyError, TypeError):
+        return None
+    return users if isinstance(users, list) else None
 
 
 # -- whoami -------------------------------------------------------------------------------

@@ -52,8 +52,21 @@ def opened(ctx: Context) -> Iterator[tuple[Settings, Store]]:
         raise click.ClickException(str(exc)) from exc
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters shown escaped (``\\n``, ``\\x1b``,
+    ``\\u202e``): cells hold what users sent (paths, names, refusals quoting them), and
+    a newline or a terminal escape in one would forge rows or rewrite the screen."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["-" if c is None else printable(str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

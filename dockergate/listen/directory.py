@@ -300,7 +300,8 @@ class DirectoryAuthenticator:
                 f"user {member.name!r} is disabled; ask an admin: "
                 f"dockergate user enable {member.name}",
             )
-        return Identity(member.name, member.profile, member.profile == ADMIN_PROFILE, method, uid)
+        admin = member.profile == ADMIN_PROFILE
+        return Identity(member.name, member.profile, admin, method, uid, member.purged_at)
 
     def _login(self, uid: int) -> str | None:
         """The login of an unregistered uid, for the refusal (cached: NSS may be slow)."""

@@ -10,6 +10,7 @@ never hit the database per request.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +63,8 @@ class Identity:
     admin: bool
     method: str  # e.g. "unix uid 1000", "cert serial 1f2e", "token"
     uid: int | None = None
+    # The user's last purge when the gate let the request in: a newer one ends it.
+    purged_at: dt.datetime | None = None
 
 
 class Refusal(Exception):

@@ -202,6 +202,11 @@ def building_memory(user: str) -> int:
     return sum(_building.get(user, {}).values())
 
 
+def building_users() -> dict[str, int]:
+    """Memory held by builds in progress in this process, per user."""
+    return {user: sum(builds.values()) for user, builds in _building.items()}
+
+
 async def check_container_quota(daemon: Daemon, profile: Profile, user: str, memory: int) -> None:
     if profile.admin or (profile.quota_containers is None and profile.quota_memory is None):
         return

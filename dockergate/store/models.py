@@ -101,6 +101,9 @@ class User(Base):
     unix_uid: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When an admin last purged the user: gates cut the user's requests in progress
+    # (builds, exec sessions, log streams) when they see it change.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     credentials: Mapped[list[Credential]] = relationship(
         back_populates="user",

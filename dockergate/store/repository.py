@@ -350,6 +350,17 @@ class Store:
             user.updated_at = utcnow()
             return _user_info(user)
 
+    def mark_purged(self, name: str) -> bool:
+        """Record a purge of ``name`` (False: no such user). Gates polling the store
+        cut the user's requests in progress when they see it: a build's RUN step or an
+        exec session outlives the containers a purge removes."""
+        with self._write() as session:
+            user = session.scalars(select(User).where(User.name == name)).first()
+            if user is None:
+                return False
+            user.purged_at = utcnow()
+            return True
+
     def set_uid(self, name: str, unix_uid: int | None) -> UserInfo:
         with self._write() as session:
             user = self._user(session, name, load_credentials=True)

@@ -27,6 +27,7 @@ class Member:
     profile: str
     enabled: bool
     unix_uid: int | None
+    purged_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def load(session: Session) -> Snapshot:
     by_uid: dict[int, Member] = {}
     by_name: dict[str, Member] = {}
     for user in session.scalars(select(User)):
-        member = Member(user.name, user.profile, user.enabled, user.unix_uid)
+        member = Member(user.name, user.profile, user.enabled, user.unix_uid, user.purged_at)
         members[user.id] = member
         by_name[user.name] = member
         if user.unix_uid is not None:
