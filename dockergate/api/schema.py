@@ -307,6 +307,18 @@ def _q(s: str) -> str:
     return json.dumps(s)
 
 
+def _out_of_range(value: Any, node: Node) -> bool:
+    """An integer no Go integer field holds (int64 below, uint64 above): dockerd
+    would fail to decode it, with a 500 of its own on some routes."""
+    return (
+        isinstance(node, Scalar)
+        and node.kind == "int"
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -(1 << 63) <= value < (1 << 64)
+    )
+
+
 def _type_ok(value: Any, node: Node) -> bool:
     if isinstance(node, Obj | MapOf):
         return isinstance(value, dict)
@@ -366,6 +378,10 @@ def _walk(
 ) -> None:
     if value is None:
         return  # Go leaves the field at its zero value
+    if _out_of_range(value, node):
+        where = format_path(path)
+        out.append(Problem(where, key, "type", f"{where} is out of range ({value})"))
+        return
     if not _type_ok(value, node):
         where = format_path(path)
         out.append(
