@@ -137,10 +137,14 @@ def _held(ex: Exchange, name: str, field: str) -> Refusal:
 
 
 def _store_down(name: str, field: str, exc: StoreError) -> Refusal:
+    """The client is told what is down, not where it is (the store's address and
+    error are for the operator's log)."""
+    log.warning("volume name %r (%s) not checked: the store is unavailable: %s", name, field, exc)
     return Refusal(
         503,
         f"volume {name!r} ({field}): the user store, which keeps who holds each volume "
-        f"name on the cluster, cannot be reached: {exc}",
+        "name on the cluster, cannot be reached; try again, or ask an admin (the gate's "
+        "log says why)",
         rule="store unavailable",
     )
 
