@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dockergate.cli import Context, pass_ctx
-from dockergate.cli.policy_cmd import PIDFILE
+from dockergate.cli.policy_cmd import PIDFILE, running_gate
 from dockergate.listen.pki import CertificateAuthority
 
 ADMIN_BUNDLE = "admin"
@@ -47,7 +47,7 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
 def _tell_running_gate(pidfile: Path) -> str:
     """A gate serving from this state dir re-reads its certificate on SIGHUP."""
     try:
-        pid = int(pidfile.read_text().strip())
+        pid = running_gate(pidfile)
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError):
         return "no running gate found (its pidfile): the next `serve` presents the new certificate"

@@ -22,6 +22,27 @@ from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped
 PIDFILE = "dockergate.pid"
 
 
+def running_gate(pidfile: Path) -> int:
+    """The pid of the gate serving from this state dir, from its pidfile, once its
+    command line says it is one: a gate killed with SIGKILL leaves its pidfile, and
+    the pid may since be another process's (SIGHUP ends most programs). Raises
+    ``ValueError`` with why there is none."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no running gate found through {pidfile}: {exc}") from None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        raise ValueError(f"no running gate found through {pidfile}: pid {pid} is gone") from None
+    if b"serve" not in argv or not any(b"dockergate" in part for part in argv):
+        raise ValueError(
+            f"no running gate found through {pidfile}: pid {pid} is another program "
+            "(a stale pidfile, left by a gate that was killed)"
+        )
+    return pid
+
+
 def load_profiles(ctx: Context) -> ProfileSet:
     settings = ctx.settings()
     try:
@@ -96,9 +117,11 @@ def policy_reload(ctx: Context) -> None:
         load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
     pidfile = settings.state_dir / PIDFILE
     try:
-        pid = int(pidfile.read_text().strip())
+        pid = running_gate(pidfile)
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
         raise click.ClickException(f"no running gate found through {pidfile}: {exc}") from exc
     deadline = time.monotonic() + 3
     after = before

@@ -583,3 +583,34 @@ def test_reload_applies_without_dropping_connections(pgate, member, area, cli):
         path.write_text(before)
         pgate.dockergate("policy", "reload")
         client.close()
+
+
+def test_reload_with_a_stale_pidfile_signals_no_other_program(tmp_path):
+    """A gate killed with SIGKILL leaves its pidfile; the pid may since be another
+    program's, which SIGHUP would end. ``policy reload`` (and ``init
+    --rotate-server-cert``) signal the pid only if it is a gate."""
+    state = tmp_path / "state"
+    init = subprocess.run(
+        [*dockergate_argv(), "--state-dir", str(state), "init"], capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (state / "dockergate.pid").write_text(f"{other.pid}\n")
+        r = subprocess.run(
+            [*dockergate_argv(), "--state-dir", str(state), "policy", "reload"],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 1 and "stale pidfile" in r.stderr, r.stderr
+        r = subprocess.run(
+            [*dockergate_argv(), "--state-dir", str(state), "init", "--rotate-server-cert"],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0 and "no running gate found" in r.stdout + r.stderr, r.stdout
+        time.sleep(0.2)
+        assert other.poll() is None, "the other program got SIGHUP"
+    finally:
+        other.kill()
+        other.wait()
