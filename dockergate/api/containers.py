@@ -23,7 +23,13 @@ from dockergate.api.dispatch import (
     who,
 )
 from dockergate.api.exchange import Exchange
-from dockergate.api.images import check_changes, check_new_tag, check_onbuild, image_config_of
+from dockergate.api.images import (
+    check_changes,
+    check_new_tag,
+    check_onbuild,
+    hold_admin_tag,
+    image_config_of,
+)
 from dockergate.api.labels import (
     SWARM_LABEL_PREFIX,
     TASK_LABEL,
@@ -550,6 +556,7 @@ async def commit(ex: Exchange) -> None:
     the image, ``built-by`` of the member whose image it ran included, which would make
     an admin's image that member's to move and remove."""
     if ex.admin:
+        hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
         ex.set_json(await _commit_config(ex))
         return
     container = q.first(ex.query, "container")

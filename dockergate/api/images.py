@@ -62,7 +62,9 @@ _moving_tags: Counter[str] = Counter()
 
 
 def canonical(reference: str) -> str:
-    """``busybox`` -> ``docker.io/library/busybox:latest``: one spelling per tag."""
+    """``busybox`` -> ``docker.io/library/busybox:latest``: one spelling per tag (the
+    registry and repository in lower case, the tag as written: ``x:Dev`` is not
+    ``x:dev``)."""
     name, tag = reference, "latest"
     colon = reference.rfind(":")
     if colon > reference.rfind("/"):
@@ -76,7 +78,7 @@ def canonical(reference: str) -> str:
         domain = "docker.io"
         if "/" not in path:
             path = f"library/{path}"
-    return f"{domain}/{path}:{tag}".lower()
+    return f"{domain.lower()}/{path.lower()}:{tag}"  # tags are case-sensitive
 
 
 def _register(table: Counter[str], ex: Exchange, keys: list[str]) -> None:
@@ -202,6 +204,10 @@ async def image_create(ex: Exchange) -> None:
     """Pulls follow the profile's registry allowlist. ``fromSrc=<url>`` would make the
     daemon fetch any URL its host can reach, so non-admins import from stdin only."""
     if ex.admin:
+        if q.first(ex.query, "fromSrc") is not None:
+            hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+        elif image := q.first(ex.query, "fromImage"):
+            hold_admin_tag(ex, image, q.first(ex.query, "tag") or "")
         return
     source = q.first(ex.query, "fromSrc")
     if source is not None and source != "-":
@@ -233,6 +239,7 @@ async def image_load(ex: Exchange) -> None:
 async def image_tag(ex: Exchange) -> None:
     """Tagging is allowed unless it would move an existing tag (someone else's image)."""
     if ex.admin:
+        hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
         return
     await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
 
@@ -276,8 +283,15 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
     if not repo:
         return
     reference = tag_reference(repo, tag)
-    check_not_a_build_base(ex, reference)
-    check_not_being_written(ex, reference)
+    # Held only once the caller may write the tag (a refused attempt must not hold
+    # it for its owner's next build), and looked at again once held: a build of
+    # someone else's that wrote it meanwhile has let go of it by then.
+    await _check_tag_is_callers(ex, reference)
+    hold_tag(ex, reference)
+    await _check_tag_is_callers(ex, reference)
+
+
+async def _check_tag_is_callers(ex: Exchange, reference: str) -> None:
     labels = await image_labels_of(ex, reference)
     if labels is None:
         return
@@ -288,6 +302,20 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
         f"{who(ex)} may not name an image {reference}: that tag exists on an image "
         "you did not build, and moving it is for admins; choose a new tag",
     )
+
+
+def hold_tag(ex: Exchange, reference: str) -> None:
+    """The request will write ``reference`` when it ends: no build may start FROM it
+    meanwhile, and no other user's request may write it too (409 either way)."""
+    check_not_a_build_base(ex, reference)
+    check_not_being_written(ex, reference)
+
+
+def hold_admin_tag(ex: Exchange, repo: str, tag: str) -> None:
+    """An admin writes any tag, but not one another user's build, commit or import in
+    progress will write when it ends (it would take the admin's tag over)."""
+    if repo and "@" not in repo:
+        hold_tag(ex, tag_reference(repo, tag))
 
 
 GO_FALSE = frozenset({"", "0", "no", "false", "none"})  # httputils.BoolValue
@@ -306,14 +334,9 @@ async def image_delete(ex: Exchange) -> None:
         raise Refusal(
             403, f"{who(ex)} may not force-remove an image: admins only; remove it without -f"
         )
-    check_not_a_build_base(ex, name)  # an ID is no tag: registering it changes nothing
     image = await image_of(ex, name)
     if image is None:
         raise Refusal(404, f"No such image: {name}")
-    # By ID, dockerd removes the image's only tag with it: that tag moves too.
-    for tag in image.get("RepoTags") or []:
-        if isinstance(tag, str) and canonical(tag) != canonical(name):
-            check_not_a_build_base(ex, tag)
     labels = dict((image.get("Config") or {}).get("Labels") or {})
     if labels.get(BUILT_BY_LABEL) != ex.identity.name:
         raise Refusal(
@@ -321,6 +344,12 @@ async def image_delete(ex: Exchange) -> None:
             f"{who(ex)} may not remove image {name}: images are shared, and only those "
             "you built or committed are yours to remove",
         )
+    # The tags that go (held only now: a refused rmi must not hold busybox's tag away
+    # from everyone's builds): by tag that tag; by ID (or digest) the image's only tag.
+    tags = [t for t in image.get("RepoTags") or [] if isinstance(t, str)]
+    by_tag = [t for t in tags if canonical(t) == canonical(name)]
+    for tag in by_tag or tags:
+        check_not_a_build_base(ex, tag)
     # Without noprune, dockerd also deletes each untagged parent nothing else uses,
     # which may be another user's build.
     ex.set_query(q.replace(ex.query, "noprune", "1"))
@@ -532,6 +561,9 @@ async def build(ex: Exchange) -> None:
             await check_new_tag(ex, name, "")
         own = frozenset(canonical(tag_reference(name, "")) for name in names if name)
         ex.body_check = BuildContextCheck(ex, own)
+    else:
+        for name in q.every(ex.query, "t"):
+            hold_admin_tag(ex, name, "")
     stamped = image_labels(labels, ex.identity.name)
     ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
 
