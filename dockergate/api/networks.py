@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -97,6 +99,12 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
     case (the check then also covers a create racing this one); a body that asked
     gets dockerd's own 409, as the CLI expects."""
     name = body.get("Name")
+    if isinstance(name, str) and name:
+        # One create of a name at a time through this gate, until dockerd has
+        # answered: two at once both passed the checks, and dockerd's own is no lock.
+        await ex.hold(_name_lock(ex, name))
+        if _HEX.fullmatch(name):
+            await _check_not_an_id_prefix(ex, name)
     if body.get("CheckDuplicate") is not True and isinstance(name, str) and name:
         flt = quote(q.encode_filters({"name": {name: True}}), safe="")
         reply = await ex.daemon.get(f"/networks?filters={flt}")
@@ -112,6 +120,43 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
                 rule="network names are unique",
             )
     body["CheckDuplicate"] = True
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+_name_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
+def _name_lock(ex: Exchange, name: str) -> asyncio.Lock:
+    """The lock of creates of ``name``, kept while a request holds or waits for it."""
+    lock, users = _name_locks.get(name) or (asyncio.Lock(), 0)
+    _name_locks[name] = (lock, users + 1)
+
+    def done() -> None:
+        held, left = _name_locks[name]
+        if left <= 1:
+            del _name_locks[name]
+        else:
+            _name_locks[name] = (held, left - 1)
+
+    ex.on_release.append(done)
+    return lock
+
+
+async def _check_not_an_id_prefix(ex: Exchange, name: str) -> None:
+    """dockerd finds a network by full ID, then by name, then by ID prefix: a name
+    that is the start of another network's ID (the short ID ``docker network ls``
+    shows) would take that reference from its owner."""
+    reply = await ex.daemon.get("/networks")
+    found = reply.json() if reply.ok else None
+    if isinstance(found, list) and any(
+        isinstance(n, dict) and str(n.get("Id") or "").startswith(name) for n in found
+    ):
+        raise Refusal(
+            403,
+            f"network create: the name {name!r} is the start of a network's ID, which "
+            "it would take from that network's references; choose another name",
+            rule="network name is an ID prefix",
+        )
 
 
 @handles("network.connect", "network.disconnect")

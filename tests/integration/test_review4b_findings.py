@@ -55,7 +55,12 @@ def test_network_reference_cannot_be_redirected_to_another_users_network(
     victim's network and reaches every container on it (an ``--internal`` network
     too). The prefix need not be known: one decoy per leading hex digit suffices."""
     victim_net = network(users["victim"], f"rv4b-vnet-{_rand()}", cleanup)
-    decoy_net = network(users["mallory"], victim_net[:12], cleanup)
+    r = users["mallory"].request("POST", "/v1.41/networks/create", {"Name": victim_net[:12]})
+    if r.status == 403:
+        return  # a name that is another network's ID prefix is refused (review 22a): secure
+    assert r.status == 201, (r.status, r.body)
+    decoy_net = json.loads(r.body)["Id"]
+    cleanup.append(("network", decoy_net))
     cid = created(
         users["mallory"],
         {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": victim_net[:12]}},
