@@ -396,7 +396,13 @@ def _walk(
     if isinstance(node, ListOf):
         for i, item in enumerate(value):
             path.append(i)
-            _walk(item, node.item, path, "", allow_unknown, out)
+            if item is None and isinstance(node.item, Obj):
+                # A list of structs is often of pointers in Go ([]*ThrottleDevice):
+                # a null item is a nil pointer that dockerd dereferences (it panics).
+                where = format_path(path)
+                out.append(Problem(where, "", "type", f"{where} must be an object, not null"))
+            else:
+                _walk(item, node.item, path, "", allow_unknown, out)
             path.pop()
     elif isinstance(node, MapOf):
         for k, item in value.items():

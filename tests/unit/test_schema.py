@@ -509,3 +509,13 @@ def test_integers_out_of_every_go_range_are_refused() -> None:
     for good in ((1 << 64) - 1, -(1 << 63), 0, 512 << 20):
         body = {"Image": "busybox", "HostConfig": {"Memory": good}}
         assert validate(body, "container.create", allow_unknown=False) == [], good
+
+
+def test_null_items_of_struct_lists_are_refused() -> None:
+    """``BlkioDeviceReadBps: [null]`` is a nil pointer dockerd dereferences at start
+    (a panic); null items of scalar lists and null map values are data."""
+    body = {"Image": "busybox", "HostConfig": {"BlkioDeviceReadBps": [None]}}
+    found = validate(body, "container.create", allow_unknown=True)
+    assert [(p.path, p.kind) for p in found] == [("HostConfig.BlkioDeviceReadBps[0]", "type")]
+    ok = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"net": None}}}
+    assert validate(ok, "container.create", allow_unknown=False) == []
