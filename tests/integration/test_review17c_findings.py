@@ -488,7 +488,19 @@ def test_works_member_services_swarm_and_events(gate, people):
         step("update", lambda: svc.update(env=["E=2"]))
         svc.reload()
         step("env", lambda: svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"])
-        step("scale", lambda: svc.scale(2))
+        def scale(n):
+            # Swarm bumps the service's version when the update above completes
+            # (UpdateStatus): a scale from an older read is "out of sequence", as
+            # for any client: read again and retry.
+            for attempt in range(6):
+                svc.reload()
+                try:
+                    return svc.scale(n)
+                except docker.errors.APIError as exc:
+                    if "out of sequence" not in str(exc) or attempt == 5:
+                        raise
+                    time.sleep(0.5)
+        step("scale", lambda: scale(2))
         svc.reload()
         step("force_update", lambda: svc.force_update())
         step("x.update_memory", lambda: c.services.get(N("svc")).update(
