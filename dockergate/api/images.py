@@ -16,6 +16,7 @@ search, ``/distribution``) follows the profile's ``registries``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -48,6 +49,7 @@ from dockergate.policy.checks import (
 )
 from dockergate.policy.quota import building, check_memory_quota, user_lock
 from dockergate.proxy.daemon import ref
+from dockergate.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +240,16 @@ async def image_load(ex: Exchange) -> None:
 @handles("image.tag")
 async def image_tag(ex: Exchange) -> None:
     """Tagging is allowed unless it would move an existing tag (someone else's image)."""
+    repo, tag = q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or ""
     if ex.admin:
-        hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+        hold_admin_tag(ex, repo, tag)
         return
-    await check_new_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+    await check_new_tag(ex, repo, tag)
+    source = await image_of(ex, ex.params["name"])
+    if repo and source is not None and isinstance(source.get("Id"), str):
+        # The name is the member's while it names this image (they may remove it and
+        # build under it); the image's labels say who built it, not who named it.
+        await _remember_namer(ex, canonical(tag_reference(repo, tag)), source["Id"])
 
 
 def tag_reference(repo: str, tag: str) -> str:
@@ -292,16 +300,43 @@ async def check_new_tag(ex: Exchange, repo: str, tag: str) -> None:
 
 
 async def _check_tag_is_callers(ex: Exchange, reference: str) -> None:
-    labels = await image_labels_of(ex, reference)
-    if labels is None:
-        return
-    if ex.identity.name in (labels.get(BUILT_BY_LABEL), labels.get(OWNER_LABEL)):
+    image = await image_of(ex, reference)
+    if image is None or await named_by_caller(ex, reference, image):
         return
     raise Refusal(
         403,
         f"{who(ex)} may not name an image {reference}: that tag exists on an image "
         "you did not build, and moving it is for admins; choose a new tag",
     )
+
+
+async def named_by_caller(ex: Exchange, reference: str, image: dict[str, Any]) -> bool:
+    """Whether the tag ``reference`` (naming ``image``) is the caller's: on an image
+    they built or committed, or put by them on this very image (``docker tag``)."""
+    labels = dict((image.get("Config") or {}).get("Labels") or {})
+    if ex.identity.name in (labels.get(BUILT_BY_LABEL), labels.get(OWNER_LABEL)):
+        return True
+    store = ex.gate.store if ex.gate is not None else None
+    if store is None:
+        return False
+    try:
+        namer = await asyncio.to_thread(store.image_namer, canonical(reference))
+    except StoreError as exc:
+        log.warning("who named %s not read (store unavailable): %s", reference, exc)
+        return False
+    return namer == (ex.identity.name, image.get("Id"))
+
+
+async def _remember_namer(ex: Exchange, reference: str, image_id: str) -> None:
+    store = ex.gate.store if ex.gate is not None else None
+    if store is None:
+        return
+    try:
+        await asyncio.to_thread(store.name_image, reference, ex.identity.name, image_id)
+    except StoreError as exc:
+        log.warning(
+            "%s's tag %s not recorded (store unavailable): %s", ex.identity.name, reference, exc
+        )
 
 
 def hold_tag(ex: Exchange, reference: str) -> None:
@@ -324,9 +359,10 @@ GO_FALSE = frozenset({"", "0", "no", "false", "none"})  # httputils.BoolValue
 @handles("image.delete")
 async def image_delete(ex: Exchange) -> None:
     """``docker rmi``: a member removes images (or tags of images) they built or
-    committed, without ``force``; dockerd itself then refuses an image that other
-    tags or containers still use. Removing such a tag is no more than moving it,
-    which they may do too (``check_new_tag``)."""
+    committed, and tags they put on an image with ``docker tag``, without ``force``;
+    dockerd itself then refuses an image that other tags or containers still use.
+    Removing such a tag is no more than moving it, which they may do too
+    (``check_new_tag``)."""
     if ex.admin:
         return
     name = ex.params["name"]
@@ -338,7 +374,12 @@ async def image_delete(ex: Exchange) -> None:
     if image is None:
         raise Refusal(404, f"No such image: {name}")
     labels = dict((image.get("Config") or {}).get("Labels") or {})
-    if labels.get(BUILT_BY_LABEL) != ex.identity.name:
+    tags = [t for t in image.get("RepoTags") or [] if isinstance(t, str)]
+    by_tag = [t for t in tags if canonical(t) == canonical(name)]
+    mine = labels.get(BUILT_BY_LABEL) == ex.identity.name or (
+        bool(by_tag) and await named_by_caller(ex, by_tag[0], image)
+    )
+    if not mine:
         raise Refusal(
             403,
             f"{who(ex)} may not remove image {name}: images are shared, and only those "
@@ -346,8 +387,6 @@ async def image_delete(ex: Exchange) -> None:
         )
     # The tags that go (held only now: a refused rmi must not hold busybox's tag away
     # from everyone's builds): by tag that tag; by ID (or digest) the image's only tag.
-    tags = [t for t in image.get("RepoTags") or [] if isinstance(t, str)]
-    by_tag = [t for t in tags if canonical(t) == canonical(name)]
     for tag in by_tag or tags:
         check_not_a_build_base(ex, tag)
     # Without noprune, dockerd also deletes each untagged parent nothing else uses,

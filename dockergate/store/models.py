@@ -208,3 +208,22 @@ class VolumeName(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     claimed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageTag(Base):
+    """A tag a member put on an image they did not build (``docker tag busybox
+    proj:1``), and the image it named then.
+
+    Tags carry no metadata in Docker, and an image's labels (``dockergate.built-by``)
+    say who built it, not who named it: without this row the member could neither
+    remove the name they made nor build their project under it. The row counts only
+    while the tag still names that image (an admin's later tag, through the gate or
+    not, ends it).
+    """
+
+    __tablename__ = "image_tags"
+
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)  # canonical reference
+    owner: Mapped[str] = mapped_column(String(64))
+    image_id: Mapped[str] = mapped_column(String(80))
+    tagged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

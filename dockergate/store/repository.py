@@ -30,6 +30,7 @@ from dockergate.store.models import (
     TOKEN,
     AuditEntry,
     Credential,
+    ImageTag,
     Revision,
     User,
     VolumeName,
@@ -581,6 +582,28 @@ class Store:
         with self._read() as session:
             held = session.get(VolumeName, name)
             return held.owner if held is not None else owner
+
+    def name_image(self, name: str, owner: str, image_id: str) -> None:
+        """``owner`` put the tag ``name`` on ``image_id`` (see ``models.ImageTag``);
+        it replaces what an earlier tag of that name recorded. Like audit rows and
+        volume names, it does not bump the revision (no user changed)."""
+        try:
+            with Session(self._writer) as session, session.begin():
+                row = session.get(ImageTag, name)
+                if row is None:
+                    session.add(ImageTag(name=name, owner=owner, image_id=image_id))
+                else:
+                    row.owner, row.image_id, row.tagged_at = owner, image_id, utcnow()
+        except IntegrityError:
+            pass  # another gate named it at the same moment: theirs stands
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    def image_namer(self, name: str) -> tuple[str, str] | None:
+        """(owner, image ID) of the tag ``name`` as a member made it; None if none."""
+        with self._read() as session:
+            row = session.get(ImageTag, name)
+            return (row.owner, row.image_id) if row is not None else None
 
     def volume_name_holders(self, names: Sequence[str]) -> dict[str, str]:
         """Who holds each of ``names`` (the names nobody holds are left out)."""
