@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,7 @@ from dockergate.api.dispatch import (
     referenced_owned,
     remember_pruned,
 )
-from dockergate.api.exchange import Exchange
+from dockergate.api.exchange import Exchange, ResponseFilter
 from dockergate.api.images import check_not_a_build_network
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import Resolved
@@ -32,10 +33,48 @@ DOCKER_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null", "docker_g
 
 @handles("network.list", "network.prune")
 async def network_list(ex: Exchange) -> None:
+    asked = q.first(ex.query, "filters") or ""
     own_filters(ex)
     if ex.route_name == "network.prune" and not ex.admin:
         check_not_a_build_network(ex, f"user:{ex.identity.name}")
         await remember_pruned(ex, "network")
+    elif not ex.admin:
+        builtin = _builtin_query(asked)
+        if builtin is not None:
+            ex.response_filter = _with_builtins(ex, builtin)
+
+
+def _builtin_query(asked: str) -> str | None:
+    """The caller's ``filters`` for Docker's own networks (``type=builtin``), or None
+    when their filters leave those out (``type=custom``)."""
+    filters = q.parse_filters(asked)
+    types = filters.get("type")
+    if types is not None and not types.get("builtin"):
+        return None
+    filters["type"] = {"builtin": True}
+    return quote(q.encode_filters(filters), safe="")
+
+
+def _with_builtins(ex: Exchange, query: str) -> ResponseFilter:
+    """A member's list holds their own networks (the owner label filter) and Docker's
+    built-in ones (bridge, host, none, ingress: nobody's, everyone's containers use
+    them, and inspect shows them), as ``docker network ls`` does for anyone."""
+
+    async def add(body: bytes) -> bytes:
+        own = json.loads(body)
+        reply = await ex.daemon.get(f"/networks?filters={query}")
+        builtins = reply.json() if reply.ok else None
+        if not isinstance(own, list) or not isinstance(builtins, list) or not builtins:
+            return body
+        seen = {n.get("Id") for n in own if isinstance(n, dict)}
+        extra = [
+            {**n, "Containers": {}, **({"Services": {}} if "Services" in n else {})}
+            for n in builtins
+            if isinstance(n, dict) and n.get("Id") not in seen and n.get("Labels", {}) in ({}, None)
+        ]
+        return json.dumps(own + extra).encode()
+
+    return add
 
 
 @handles("network.inspect")
