@@ -113,7 +113,10 @@ class EventOwnership:
         that volume and the name was the user's then (a volume they removed through
         the gate: ``removed_owner``); what is remembered of a name is forgotten at its
         ``create`` and ``destroy`` events; and a ``mount`` or ``unmount`` shows only for
-        the user's own container (its full ID is in the event). Creation times are
+        the user's own container (its full ID is in the event), or for a container
+        gone since (a ``--rm`` job's, replayed later) of the user's own volume that was
+        there then, which only its owner's containers (and an admin's) can mount.
+        Creation times are
         whole seconds: in the second a name changes hands, the earlier holder's
         ``destroy`` may still show, never a container of theirs."""
         action = str(event.get("Action") or "")
@@ -126,19 +129,19 @@ class EventOwnership:
             self.known[key] = found is not None and found.owner == self.user
             self.volume_born[name] = created_at(found.obj) if found is not None else NEVER
         born = self.volume_born.get(name, 0)
-        allowed = (self.known[key] and at >= born) or (
-            at < born and removed_owner("volume", name, at) == self.user
-        )
+        current = self.known[key] and at >= born  # the user's volume, there since
+        allowed = current or (at < born and removed_owner("volume", name, at) == self.user)
         if action == "destroy":
             self.known.pop(key, None)
         if allowed and container:
             owned = self.known.get(("container", container))
             if owned is None:
                 found = await resolve(self.daemon, "container", container)
-                owned = self.known[("container", container)] = (
-                    found is not None and found.owner == self.user
-                )
-            allowed = owned
+                if found is not None:
+                    owned = self.known[("container", container)] = found.owner == self.user
+            # A container gone since: only of the user's volume as it is now (a name
+            # that changed hands may have been mounted by the next holder).
+            allowed = current if owned is None else owned
         return allowed
 
 
