@@ -53,10 +53,20 @@ def joined_networks(direct_client, cid: str) -> set[str]:
     return {str(n.get("NetworkID")) for n in settings.values()}
 
 
-def decoy_for(users, cleanup) -> tuple[str, str]:
-    """The victim's network, and mallory's decoy named after a prefix of its ID."""
+def decoy_for(users, cleanup, direct_client) -> tuple[str, str]:
+    """The victim's network, and mallory's decoy named after a prefix of its ID. The
+    gate refuses such a name (review 22a); the pinning must hold without that check,
+    so the decoy is made on the daemon with mallory's owner label (as an admin, or a
+    gate of another store, could have made it) and used through the gate."""
     victim_net = network(users["victim"], f"pin-vnet-{_rand()}", cleanup)
-    decoy = network(users["mallory"], victim_net[:12], cleanup)
+    r = users["mallory"].request(
+        "POST", "/v1.41/networks/create", {"Name": victim_net[:12], "Driver": "bridge"}
+    )
+    assert r.status == 403 and b"start of a network's ID" in r.body, (r.status, r.body)
+    decoy = direct_client.networks.create(
+        victim_net[:12], driver="bridge", labels={"dockergate.owner": "rv-mallory"}
+    ).id
+    cleanup.append(("network", decoy))
     return victim_net, decoy
 
 
@@ -103,7 +113,7 @@ def test_create_with_network_mode_only_gets_a_pinned_endpoint(users, cleanup, di
 
 
 def test_decoy_deleted_before_start_cannot_redirect_network_mode(users, cleanup, direct_client):
-    victim_net, decoy = decoy_for(users, cleanup)
+    victim_net, decoy = decoy_for(users, cleanup, direct_client)
     cid = created(
         users["mallory"],
         {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": victim_net[:12]}},
@@ -117,7 +127,7 @@ def test_decoy_deleted_before_start_cannot_redirect_network_mode(users, cleanup,
 
 def test_decoy_cannot_redirect_after_disconnecting_every_endpoint(users, cleanup, direct_client):
     """With no endpoint stored, dockerd falls back to ``NetworkMode`` at start."""
-    victim_net, decoy = decoy_for(users, cleanup)
+    victim_net, decoy = decoy_for(users, cleanup, direct_client)
     cid = created(
         users["mallory"],
         {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": victim_net[:12]}},
@@ -136,7 +146,7 @@ def test_decoy_cannot_redirect_after_disconnecting_every_endpoint(users, cleanup
 def test_decoy_connected_while_stopped_cannot_redirect_at_start(users, cleanup, direct_client):
     """A stopped container stores a connect by the network's *name*: the gate pins the
     endpoint's ``NetworkID``."""
-    victim_net, decoy = decoy_for(users, cleanup)
+    victim_net, decoy = decoy_for(users, cleanup, direct_client)
     cid = created(users["mallory"], {"Image": "busybox", "Cmd": ["true"]}, cleanup)
     r = users["mallory"].request("POST", f"/v1.41/networks/{decoy}/connect", {"Container": cid})
     assert r.status == 200, (r.status, r.body)
@@ -174,7 +184,7 @@ def test_start_refuses_a_stored_name_that_now_finds_another_users_network(
     """A container made before the pinning (here: directly on the daemon, labelled as
     mallory's) holds the decoy's name; once the decoy is gone, the gate's start refuses
     what dockerd would find by ID prefix."""
-    victim_net, decoy = decoy_for(users, cleanup)
+    victim_net, decoy = decoy_for(users, cleanup, direct_client)
     owner = direct_client.api.inspect_network(decoy)["Labels"]["dockergate.owner"]
     cid = direct_client.api.create_container(
         "busybox",

@@ -209,7 +209,12 @@ def test_network_named_after_another_users_network_id_does_not_show_its_events(
     full ID of the victim's network makes every event of the victim's network hers:
     connects and disconnects with the victim's container IDs."""
     victim_net = network(users["victim"], f"rv7a-vnet-{_rand()}", cleanup)
-    network(users["mallory"], victim_net, cleanup)
+    # The gate now refuses a member's network named after an ID (review 22a): the
+    # event seed must hold without it, so mallory's decoy is made on the daemon.
+    refused = users["mallory"].request("POST", "/v1.41/networks/create", {"Name": victim_net})
+    assert refused.status == 403, (refused.status, refused.body)
+    decoy = direct_client.networks.create(victim_net, labels={"dockergate.owner": "rv-mallory"})
+    cleanup.append(("network", decoy.id))
     since = int(time.time()) - 1
     cid = created(
         users["victim"],
