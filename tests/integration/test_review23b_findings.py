@@ -6,12 +6,8 @@ Each test states the expected behaviour; a failing test is a finding.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
