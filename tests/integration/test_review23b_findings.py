@@ -74,9 +74,7 @@ def test_finding_an_admins_tag_on_the_same_image_stays_the_members(cli, member, 
             direct_client.images.remove(name)
 
 
-def test_finding_network_name_check_tells_other_users_network_ids(
-    cli, member, direct_client
-):
+def test_finding_network_name_check_tells_other_users_network_ids(cli, member, direct_client):
     """Severity Medium (an oracle for other users' network IDs, and short names that
     fail at random). network create refuses a member's all-hex name that is the
     start of any network's ID (_check_not_an_id_prefix). The answer depends on the IDs
