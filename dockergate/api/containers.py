@@ -556,7 +556,7 @@ async def commit(ex: Exchange) -> None:
     the image, ``built-by`` of the member whose image it ran included, which would make
     an admin's image that member's to move and remove."""
     if ex.admin:
-        hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+        await hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
         ex.set_json(await _commit_config(ex))
         return
     container = q.first(ex.query, "container")

@@ -74,6 +74,7 @@ class Exchange:
     object_id: str | None = None  # for the audit log
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
     on_release: list[Callable[[], None]] = field(default_factory=list)  # run then too
+    status: int = 0  # the answer's status, once it went out (for on_release callbacks)
     # Volume names the request would use: (name, field, the caller's own volume is here).
     # Claimed once every check has passed (volumes.claim_names): a refused request
     # must not keep a name.

@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -64,23 +64,27 @@ _moving_tags: Counter[str] = Counter()
 
 
 def canonical(reference: str) -> str:
-    """``busybox`` -> ``docker.io/library/busybox:latest``: one spelling per tag (the
-    registry and repository in lower case, the tag as written: ``x:Dev`` is not
-    ``x:dev``)."""
+    """``busybox`` -> ``docker.io/library/busybox:latest``: one spelling per tag, the
+    one dockerd gives it (case is kept: ``x:Dev`` is not ``x:dev``)."""
     name, tag = reference, "latest"
     colon = reference.rfind(":")
     if colon > reference.rfind("/"):
         name, tag = reference[:colon], reference[colon + 1 :]
+    # As dockerd's reference parser splits the registry off (splitDockerDomain): the
+    # first component is a registry if it has a dot, a colon or a capital, or is
+    # localhost; only docker.io and index.docker.io, spelled so, are Docker Hub.
+    # Nothing is lower-cased: REGISTRY.LOCAL/p is another registry's name to dockerd
+    # (and BUSYBOX no valid name at all), so it must be another name here too.
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
+    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
         domain, path = first, rest
     else:
         domain, path = "docker.io", name
-    if domain in ("docker.io", "index.docker.io"):
+    if domain == "index.docker.io":
         domain = "docker.io"
-        if "/" not in path:
-            path = f"library/{path}"
-    return f"{domain.lower()}/{path.lower()}:{tag}"  # tags are case-sensitive
+    if domain == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    return f"{domain}/{path}:{tag}"
 
 
 def _register(table: Counter[str], ex: Exchange, keys: list[str]) -> None:
@@ -207,9 +211,11 @@ async def image_create(ex: Exchange) -> None:
     daemon fetch any URL its host can reach, so non-admins import from stdin only."""
     if ex.admin:
         if q.first(ex.query, "fromSrc") is not None:
-            hold_admin_tag(ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or "")
+            await hold_admin_tag(
+                ex, q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or ""
+            )
         elif image := q.first(ex.query, "fromImage"):
-            hold_admin_tag(ex, image, q.first(ex.query, "tag") or "")
+            await hold_admin_tag(ex, image, q.first(ex.query, "tag") or "")
         return
     source = q.first(ex.query, "fromSrc")
     if source is not None and source != "-":
@@ -242,14 +248,16 @@ async def image_tag(ex: Exchange) -> None:
     """Tagging is allowed unless it would move an existing tag (someone else's image)."""
     repo, tag = q.first(ex.query, "repo") or "", q.first(ex.query, "tag") or ""
     if ex.admin:
-        hold_admin_tag(ex, repo, tag)
+        await hold_admin_tag(ex, repo, tag)
         return
     await check_new_tag(ex, repo, tag)
     source = await image_of(ex, ex.params["name"])
     if repo and source is not None and isinstance(source.get("Id"), str):
         # The name is the member's while it names this image (they may remove it and
         # build under it); the image's labels say who built it, not who named it.
-        await _remember_namer(ex, canonical(tag_reference(repo, tag)), source["Id"])
+        # Recorded once dockerd has tagged (it refuses names the gate lets by).
+        name, image_id = canonical(tag_reference(repo, tag)), source["Id"]
+        ex.on_release.append(lambda: _after_success(ex, _remember_namer(ex, name, image_id)))
 
 
 def tag_reference(repo: str, tag: str) -> str:
@@ -327,6 +335,29 @@ async def named_by_caller(ex: Exchange, reference: str, image: dict[str, Any]) -
     return namer == (ex.identity.name, image.get("Id"))
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
+def _after_success(ex: Exchange, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` in the background if dockerd answered the request with success."""
+    if 200 <= ex.status < 300:
+        task = asyncio.get_running_loop().create_task(work)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+    else:
+        work.close()
+
+
+async def _forget_namer(ex: Exchange, reference: str) -> None:
+    store = ex.gate.store if ex.gate is not None else None
+    if store is None:
+        return
+    try:
+        await asyncio.to_thread(store.forget_image_tag, canonical(reference))
+    except StoreError as exc:
+        log.warning("tag %s not released in the store (unavailable): %s", reference, exc)
+
+
 async def _remember_namer(ex: Exchange, reference: str, image_id: str) -> None:
     store = ex.gate.store if ex.gate is not None else None
     if store is None:
@@ -346,11 +377,14 @@ def hold_tag(ex: Exchange, reference: str) -> None:
     check_not_being_written(ex, reference)
 
 
-def hold_admin_tag(ex: Exchange, repo: str, tag: str) -> None:
+async def hold_admin_tag(ex: Exchange, repo: str, tag: str) -> None:
     """An admin writes any tag, but not one another user's build, commit or import in
-    progress will write when it ends (it would take the admin's tag over)."""
+    progress will write when it ends (it would take the admin's tag over); and a name
+    an admin writes is no member's any more (``image_tags``)."""
     if repo and "@" not in repo:
-        hold_tag(ex, tag_reference(repo, tag))
+        reference = tag_reference(repo, tag)
+        hold_tag(ex, reference)
+        await _forget_namer(ex, reference)
 
 
 GO_FALSE = frozenset({"", "0", "no", "false", "none"})  # httputils.BoolValue
@@ -376,15 +410,24 @@ async def image_delete(ex: Exchange) -> None:
     labels = dict((image.get("Config") or {}).get("Labels") or {})
     tags = [t for t in image.get("RepoTags") or [] if isinstance(t, str)]
     by_tag = [t for t in tags if canonical(t) == canonical(name)]
-    mine = labels.get(BUILT_BY_LABEL) == ex.identity.name or (
-        bool(by_tag) and await named_by_caller(ex, by_tag[0], image)
-    )
-    if not mine:
+    built = labels.get(BUILT_BY_LABEL) == ex.identity.name
+    named = not built and bool(by_tag) and await named_by_caller(ex, by_tag[0], image)
+    if not (built or named):
         raise Refusal(
             403,
             f"{who(ex)} may not remove image {name}: images are shared, and only those "
-            "you built or committed are yours to remove",
+            "you built or committed, and the names you gave with docker tag, are yours "
+            "to remove",
         )
+    if named and len(tags) == 1:
+        # Removing an image's last tag deletes the image, which someone else built.
+        raise Refusal(
+            403,
+            f"{who(ex)} may not remove {name}: it is the only name of an image you did "
+            "not build, and removing it would delete the image; ask an admin",
+        )
+    if named:
+        await _forget_namer(ex, by_tag[0])
     # The tags that go (held only now: a refused rmi must not hold busybox's tag away
     # from everyone's builds): by tag that tag; by ID (or digest) the image's only tag.
     for tag in by_tag or tags:
@@ -602,7 +645,7 @@ async def build(ex: Exchange) -> None:
         ex.body_check = BuildContextCheck(ex, own)
     else:
         for name in q.every(ex.query, "t"):
-            hold_admin_tag(ex, name, "")
+            await hold_admin_tag(ex, name, "")
     stamped = image_labels(labels, ex.identity.name)
     ex.set_query(q.replace(ex.query, "labels", json.dumps(stamped)))
 

@@ -301,6 +301,7 @@ class ClientConnection:
                 else:
                     keep = await self.forward(ex)
             finally:
+                ex.status = self.status
                 ex.release()
             return keep and req.keep_alive
         except Refusal as exc:

@@ -355,6 +355,9 @@ class Store:
         """Record a purge of ``name`` (False: no such user). Gates polling the store
         cut the user's requests in progress when they see it: a build's RUN step or an
         exec session outlives the containers a purge removes."""
+        with self._read() as session:  # no write (no revision bump) for no user
+            if session.scalars(select(User.id).where(User.name == name)).first() is None:
+                return False
         with self._write() as session:
             user = session.scalars(select(User).where(User.name == name)).first()
             if user is None:
@@ -596,6 +599,14 @@ class Store:
                     row.owner, row.image_id, row.tagged_at = owner, image_id, utcnow()
         except IntegrityError:
             pass  # another gate named it at the same moment: theirs stands
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    def forget_image_tag(self, name: str) -> None:
+        """The tag ``name`` is no longer a member's: removed, or written by an admin."""
+        try:
+            with Session(self._writer) as session, session.begin():
+                session.execute(delete(ImageTag).where(ImageTag.name == name))
         except SQLAlchemyError as exc:
             raise unavailable(exc, self.url) from exc
 
