@@ -142,8 +142,14 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
         # One create of a name at a time through this gate, until dockerd has
         # answered: two at once both passed the checks, and dockerd's own is no lock.
         await ex.hold(_name_lock(ex, name))
-        if _HEX.fullmatch(name):
-            await _check_not_an_id_prefix(ex, name)
+        if _ID_LIKE.fullmatch(name):
+            raise Refusal(
+                403,
+                f"network create: the name {name!r} looks like a network ID (12 or more "
+                "hex digits): dockerd would find it where a network's short ID is meant, "
+                "taking that reference from its owner; choose a name with other letters",
+                rule="network name looks like an ID",
+            )
     if body.get("CheckDuplicate") is not True and isinstance(name, str) and name:
         flt = quote(q.encode_filters({"name": {name: True}}), safe="")
         reply = await ex.daemon.get(f"/networks?filters={flt}")
@@ -161,7 +167,10 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
     body["CheckDuplicate"] = True
 
 
-_HEX = re.compile(r"[0-9a-f]+")
+# dockerd finds a network by full ID, then by name, then by ID prefix: a name like a
+# short ID would win over the network whose ID starts so. The rule does not look at
+# which IDs exist (that would tell members other users' network IDs).
+_ID_LIKE = re.compile(r"[0-9a-f]{12,64}")
 _name_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
 
@@ -179,23 +188,6 @@ def _name_lock(ex: Exchange, name: str) -> asyncio.Lock:
 
     ex.on_release.append(done)
     return lock
-
-
-async def _check_not_an_id_prefix(ex: Exchange, name: str) -> None:
-    """dockerd finds a network by full ID, then by name, then by ID prefix: a name
-    that is the start of another network's ID (the short ID ``docker network ls``
-    shows) would take that reference from its owner."""
-    reply = await ex.daemon.get("/networks")
-    found = reply.json() if reply.ok else None
-    if isinstance(found, list) and any(
-        isinstance(n, dict) and str(n.get("Id") or "").startswith(name) for n in found
-    ):
-        raise Refusal(
-            403,
-            f"network create: the name {name!r} is the start of a network's ID, which "
-            "it would take from that network's references; choose another name",
-            rule="network name is an ID prefix",
-        )
 
 
 @handles("network.connect", "network.disconnect")

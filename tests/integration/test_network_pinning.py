@@ -62,7 +62,7 @@ def decoy_for(users, cleanup, direct_client) -> tuple[str, str]:
     r = users["mallory"].request(
         "POST", "/v1.41/networks/create", {"Name": victim_net[:12], "Driver": "bridge"}
     )
-    assert r.status == 403 and b"start of a network's ID" in r.body, (r.status, r.body)
+    assert r.status == 403 and b"looks like a network ID" in r.body, (r.status, r.body)
     decoy = direct_client.networks.create(
         victim_net[:12], driver="bridge", labels={"dockergate.owner": "rv-mallory"}
     ).id
