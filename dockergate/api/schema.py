@@ -308,14 +308,15 @@ def _q(s: str) -> str:
 
 
 def _out_of_range(value: Any, node: Node) -> bool:
-    """An integer no Go integer field holds (int64 below, uint64 above): dockerd
-    would fail to decode it, with a 500 of its own on some routes."""
+    """An integer past int64: the schema does not say which fields are unsigned, and
+    no field the gate reads needs more (dockerd fails to decode what its field cannot
+    hold, with a 500 of its own on some routes)."""
     return (
         isinstance(node, Scalar)
         and node.kind == "int"
         and isinstance(value, int)
         and not isinstance(value, bool)
-        and not -(1 << 63) <= value < (1 << 64)
+        and not -(1 << 63) <= value < (1 << 63)
     )
 
 
