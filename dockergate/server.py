@@ -448,7 +448,7 @@ class Gate:
     async def end_requests_of(self, user: str) -> None:
         """A purge through this gate's API: the store records it (so every gate on it
         cuts the user's requests in progress), and this gate cuts its own at once."""
-        store = getattr(self.authenticator, "store", None)
+        store = self.store
         if store is not None:
             try:
                 await asyncio.to_thread(store.mark_purged, user)

@@ -355,15 +355,24 @@ async def _remove(daemon: Daemon, f: _Found) -> PurgeRow:
         await asyncio.sleep(IN_USE_POLL)
 
 
-async def _disarm(daemon: Daemon, f: _Found) -> None:
+async def _disarm(daemon: Daemon, f: _Found) -> PurgeRow | None:
     """A container stopped by a purge stays stopped: its restart policy becomes ``no``
-    (dockerd starts ``always`` containers again when it restarts, killed or not)."""
+    (dockerd starts ``always`` containers again when it restarts, killed or not).
+    A failure is the container's row (the purge then exits 1)."""
     body = json.dumps({"RestartPolicy": {"Name": "no"}}).encode()
-    await daemon.call("POST", f"/containers/{ref(f.id)}/update", body)
+    reply = await daemon.call("POST", f"/containers/{ref(f.id)}/update", body)
+    if reply.ok or reply.status == 404:
+        return None
+    why = f"failed: its restart policy could not be set to no: {_message(reply)}"
+    return PurgeRow(f.kind, f.name, f.id, why, ok=False)
 
 
 async def _stop_for_good(daemon: Daemon, f: _Found) -> PurgeRow:
-    await _disarm(daemon, f)
+    failed = await _disarm(daemon, f)
+    if failed is not None:
+        if _running(f.obj):
+            await _kill(daemon, f)
+        return failed
     if not _running(f.obj):
         return PurgeRow(f.kind, f.name, f.id, ALREADY_STOPPED)
     return await _kill(daemon, f)

@@ -56,6 +56,7 @@ class EventOwnership:
         self.user = user
         self.known: dict[tuple[str, str], bool] = {}
         self.volume_born: dict[str, int] = {}  # name -> CreatedAt (s) of the cached volume
+        self.gone: set[str] = set()  # containers of mount events the daemon has no more
 
     async def seed(self) -> None:
         """Remember the user's existing objects, so their removal events show."""
@@ -135,9 +136,11 @@ class EventOwnership:
             self.known.pop(key, None)
         if allowed and container:
             owned = self.known.get(("container", container))
-            if owned is None:
+            if owned is None and container not in self.gone:
                 found = await resolve(self.daemon, "container", container)
-                if found is not None:
+                if found is None:
+                    self.gone.add(container)  # asked once per stream
+                else:
                     owned = self.known[("container", container)] = found.owner == self.user
             # A container gone since: only of the user's volume as it is now (a name
             # that changed hands may have been mounted by the next holder).

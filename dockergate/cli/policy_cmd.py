@@ -112,17 +112,24 @@ def policy_reload(ctx: Context) -> None:
         try:
             ProfileSet(Path(before["directory"]))
         except PolicyError as exc:
+            _audit(settings, False, f"not reloaded: {exc}")
             raise click.ClickException(f"not reloaded: {exc}") from exc
     else:
-        load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
+        try:
+            load_profiles(ctx)  # refuse to signal a gate with profiles that do not load
+        except click.ClickException as exc:
+            _audit(settings, False, f"not reloaded: {exc.message}")
+            raise
     pidfile = settings.state_dir / PIDFILE
     try:
         pid = running_gate(pidfile)
         os.kill(pid, signal.SIGHUP)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"no running gate found through {pidfile}: {exc}") from exc
+    except (ValueError, OSError) as exc:
+        message = str(exc) if isinstance(exc, ValueError) else f"{pidfile}: {exc}"
+        _audit(settings, False, f"not reloaded: {message}")
+        raise click.ClickException(
+            message if isinstance(exc, ValueError) else f"no running gate found through {message}"
+        ) from exc
     deadline = time.monotonic() + 3
     after = before
     while time.monotonic() < deadline and after.get("at") == before.get("at"):
