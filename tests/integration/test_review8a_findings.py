@@ -135,7 +135,12 @@ def test_removed_networks_events_not_claimed_by_a_network_named_after_its_id(
     assert r.status == 204, (r.status, r.body)
     r = users["victim"].request("DELETE", f"/v1.41/networks/{victim_net}")
     assert r.status == 204, (r.status, r.body)
-    network(users["mallory"], victim_net, cleanup)  # named after the gone network's ID
+    # Named after the gone network's ID: the gate refuses such names now (review 23b),
+    # so the decoy is made on the daemon with mallory's label; the events must hold.
+    r = users["mallory"].request("POST", "/v1.41/networks/create", {"Name": victim_net})
+    assert r.status == 403 and b"looks like a network ID" in r.body, (r.status, r.body)
+    decoy = direct_client.networks.create(victim_net, labels={"dockergate.owner": "rv-mallory"})
+    cleanup.append(("network", decoy.id))
     until = int(time.time()) + 1
     time.sleep(1.5)
     seen = _network_events(users["mallory"], since, until)
