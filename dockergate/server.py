@@ -436,7 +436,13 @@ class Gate:
                 identity.admin,
             ):
                 why = "the user's access changed"
-            elif now.purged_at != identity.purged_at:
+            elif (
+                now.purged_at is not None
+                and now.purged_at != identity.purged_at
+                and conn.started_at < now.purged_at.timestamp()
+            ):
+                # Only what began before the purge: the user's next request may have
+                # started before this gate saw the purge (it polls), and is theirs.
                 why = "an admin purged the user"
             else:
                 continue

@@ -136,6 +136,7 @@ class ClientConnection:
         self.not_identified = False
         self.requests = 0  # handled so far (the gate rechecks idle ones' identity)
         self.started = 0.0  # monotonic start of the request in progress
+        self.started_at = 0.0  # and its wall-clock time (a purge ends what began before)
         self.recorded = False  # its audit row is written (a hijack's, when it began)
 
     # -- connection loop -------------------------------------------------------------
@@ -239,6 +240,7 @@ class ClientConnection:
         """Handle one request; return whether the connection stays open."""
         started = time.monotonic()
         self.started = started
+        self.started_at = time.time()
         self.recorded = False
         self.requests += 1
         identity: Identity | None = None
