@@ -23,9 +23,9 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from dockergate.api import dockerfile
@@ -50,8 +50,10 @@ from dockergate.policy.checks import (
 from dockergate.policy.quota import building, check_memory_quota, user_lock
 from dockergate.proxy.daemon import ref
 from dockergate.store.errors import StoreError
+from dockergate.store.repository import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CPU_PERIOD = 100_000  # the kernel's default CFS period, in microseconds
 
@@ -151,26 +153,19 @@ def check_not_a_build_base(ex: Exchange, reference: str) -> None:
 
 
 # Tags that requests in progress will write when they end (build -t, commit, import,
-# tag: canonical reference -> users): a build checks its -t when it starts and writes
-# it when it ends, maybe minutes later; another user's new tag of that name in between
-# would be taken over by the build's image.
-_writing_tags: dict[str, Counter[str]] = {}
+# tag): by canonical reference, and by user and reference. A build checks its -t when
+# it starts and writes it when it ends, maybe minutes later; another user's new tag of
+# that name in between would be taken over by the build's image.
+_writing_tags: Counter[str] = Counter()
+_writing_tags_by_user: Counter[str] = Counter()
 
 
 def check_not_being_written(ex: Exchange, reference: str) -> None:
-    key, user = canonical(reference), ex.identity.name
-    writers = _writing_tags.setdefault(key, Counter())
-    writers[user] += 1
-
-    def unregister() -> None:
-        writers[user] -= 1
-        if writers[user] <= 0:
-            del writers[user]
-        if not writers and _writing_tags.get(key) is writers:
-            del _writing_tags[key]
-
-    ex.on_release.append(unregister)
-    if any(other != user for other in writers):
+    key = canonical(reference)
+    mine = f"{ex.identity.name}\n{key}"  # no user name holds a newline
+    _register(_writing_tags, ex, [key])
+    _register(_writing_tags_by_user, ex, [mine])
+    if _writing_tags[key] > _writing_tags_by_user[mine]:  # another user's write too
         raise Refusal(
             409,
             f"{who(ex)} may not name an image {reference} now: another user's build, "
@@ -324,15 +319,22 @@ async def named_by_caller(ex: Exchange, reference: str, image: dict[str, Any]) -
     labels = dict((image.get("Config") or {}).get("Labels") or {})
     if ex.identity.name in (labels.get(BUILT_BY_LABEL), labels.get(OWNER_LABEL)):
         return True
+    key = canonical(reference)
+    namer = await _in_store(ex, f"who named {reference} not read", lambda s: s.image_namer(key))
+    return namer == (ex.identity.name, image.get("Id"))
+
+
+async def _in_store(ex: Exchange, failure: str, call: Callable[[Store], T]) -> T | None:
+    """``call`` on the gate's store, off the event loop; None without a store, or when
+    it is unavailable (logged as ``failure``): the callers then refuse or skip."""
     store = ex.gate.store if ex.gate is not None else None
     if store is None:
-        return False
+        return None
     try:
-        namer = await asyncio.to_thread(store.image_namer, canonical(reference))
+        return await asyncio.to_thread(call, store)
     except StoreError as exc:
-        log.warning("who named %s not read (store unavailable): %s", reference, exc)
-        return False
-    return namer == (ex.identity.name, image.get("Id"))
+        log.warning("%s (store unavailable): %s", failure, exc)
+        return None
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -349,25 +351,14 @@ def _after_success(ex: Exchange, work: Coroutine[Any, Any, None]) -> None:
 
 
 async def _forget_namer(ex: Exchange, reference: str) -> None:
-    store = ex.gate.store if ex.gate is not None else None
-    if store is None:
-        return
-    try:
-        await asyncio.to_thread(store.forget_image_tag, canonical(reference))
-    except StoreError as exc:
-        log.warning("tag %s not released in the store (unavailable): %s", reference, exc)
+    key = canonical(reference)
+    await _in_store(ex, f"tag {reference} not released", lambda s: s.forget_image_tag(key))
 
 
 async def _remember_namer(ex: Exchange, reference: str, image_id: str) -> None:
-    store = ex.gate.store if ex.gate is not None else None
-    if store is None:
-        return
-    try:
-        await asyncio.to_thread(store.name_image, reference, ex.identity.name, image_id)
-    except StoreError as exc:
-        log.warning(
-            "%s's tag %s not recorded (store unavailable): %s", ex.identity.name, reference, exc
-        )
+    user = ex.identity.name
+    failure = f"{user}'s tag {reference} not recorded"
+    await _in_store(ex, failure, lambda s: s.name_image(reference, user, image_id))
 
 
 def hold_tag(ex: Exchange, reference: str) -> None:
