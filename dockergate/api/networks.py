@@ -138,19 +138,22 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
     case (the check then also covers a create racing this one); a body that asked
     gets dockerd's own 409, as the CLI expects."""
     name = body.get("Name")
-    if isinstance(name, str) and name:
-        # One create of a name at a time through this gate, until dockerd has
-        # answered: two at once both passed the checks, and dockerd's own is no lock.
-        await ex.hold(_name_lock(ex, name))
-        if _ID_LIKE.fullmatch(name):
-            raise Refusal(
-                403,
-                f"network create: the name {name!r} looks like a network ID (12 or more "
-                "hex digits): dockerd would find it where a network's short ID is meant, "
-                "taking that reference from its owner; choose a name with other letters",
-                rule="network name looks like an ID",
-            )
-    if body.get("CheckDuplicate") is not True and isinstance(name, str) and name:
+    asked = body.get("CheckDuplicate") is True
+    body["CheckDuplicate"] = True
+    if not isinstance(name, str) or not name:
+        return  # dockerd refuses a network without a name
+    # One create of a name at a time through this gate, until dockerd has answered:
+    # two at once both passed the checks, and dockerd's own is no lock.
+    await ex.hold(_name_lock(ex, name))
+    if _ID_LIKE.fullmatch(name):
+        raise Refusal(
+            403,
+            f"network create: the name {name!r} looks like a network ID (12 or more "
+            "hex digits): dockerd would find it where a network's short ID is meant, "
+            "taking that reference from its owner; choose a name with other letters",
+            rule="network name looks like an ID",
+        )
+    if not asked:
         flt = quote(q.encode_filters({"name": {name: True}}), safe="")
         reply = await ex.daemon.get(f"/networks?filters={flt}")
         found = reply.json() if reply.ok else None  # else dockerd's own check decides
@@ -164,7 +167,6 @@ async def check_unique_name(ex: Exchange, body: dict[str, Any]) -> None:
                 "first one's owner); choose another name",
                 rule="network names are unique",
             )
-    body["CheckDuplicate"] = True
 
 
 # dockerd finds a network by full ID, then by name, then by ID prefix: a name like a
