@@ -439,7 +439,7 @@ class Gate:
             elif (
                 now.purged_at is not None
                 and now.purged_at != identity.purged_at
-                and conn.started_at < now.purged_at.timestamp()
+                and conn.began_at() < now.purged_at.timestamp()
             ):
                 # Only what began before the purge: the user's next request may have
                 # started before this gate saw the purge (it polls), and is theirs.

@@ -136,7 +136,6 @@ class ClientConnection:
         self.not_identified = False
         self.requests = 0  # handled so far (the gate rechecks idle ones' identity)
         self.started = 0.0  # monotonic start of the request in progress
-        self.started_at = 0.0  # and its wall-clock time (a purge ends what began before)
         self.recorded = False  # its audit row is written (a hijack's, when it began)
 
     # -- connection loop -------------------------------------------------------------
@@ -238,9 +237,7 @@ class ClientConnection:
     # -- one request -----------------------------------------------------------------
     async def handle(self, req: Request) -> bool:
         """Handle one request; return whether the connection stays open."""
-        started = time.monotonic()
-        self.started = started
-        self.started_at = time.time()
+        self.started = time.monotonic()
         self.recorded = False
         self.requests += 1
         identity: Identity | None = None
@@ -322,22 +319,23 @@ class ClientConnection:
         finally:
             self.identity = self.token = None
             if not self.recorded:
-                self._record(req, identity, ex, path, started)
+                self._record(req, identity, ex, path)
+
+    def began_at(self) -> float:
+        """Wall-clock time the request in progress began (a purge ends what began
+        before it)."""
+        return time.time() - (time.monotonic() - self.started)
 
     def _record(
-        self,
-        req: Request,
-        identity: Identity | None,
-        ex: Exchange | None,
-        path: str,
-        started: float,
+        self, req: Request, identity: Identity | None, ex: Exchange | None, path: str
     ) -> None:
         """The request's row for the audit log and the metrics: when it ends, or when
         a hijacked stream begins (a shell may stay open for days)."""
         route = ex.route if ex is not None else None
+        started = self.started
         self.gate.on_request(
             RequestRecord(
-                started=time.time() - (time.monotonic() - started),
+                started=self.began_at(),
                 user=identity.name if identity else None,
                 identified_by=identity.method if identity else self.peer.describe(),
                 listener=self.peer.listener,
@@ -658,7 +656,7 @@ class ClientConnection:
             return await self.relay_response(ex, response, conn)
         self.writer.write(raw)  # the daemon's 101 head, byte for byte
         await self.writer.drain()
-        self._record(req, ex.identity, ex, ex.path, self.started)  # on record from now
+        self._record(req, ex.identity, ex, ex.path)  # on record from now
         self.recorded = True
         with self.gate.track_stream():
             if not await splice_streams(self.reader, self.writer, conn.reader, conn.writer):
