@@ -99,6 +99,7 @@ async def _check_references(
 ) -> None:
     if ex.admin:
         return
+    refuse_node_templates(ex, spec, template, container)
     for attachment in [*(template.get("Networks") or []), *(spec.get("Networks") or [])]:
         target = str((attachment or {}).get("Target") or "")
         if target:
@@ -111,3 +112,49 @@ async def _check_references(
         name = str((config or {}).get("ConfigID") or (config or {}).get("ConfigName") or "")
         await referenced_owned(ex, "config", name, f"ContainerSpec.Configs={name}")
     await volume_mounts_usable(ex, container.get("Mounts"), "ContainerSpec.Mounts")
+
+
+TEMPLATE_OPEN = "{{"
+
+
+def refuse_node_templates(
+    ex: Exchange, spec: dict[str, Any], template: dict[str, Any], container: dict[str, Any]
+) -> None:
+    """Refuse Go templates where they name host or shared objects.
+
+    Swarm expands ``{{...}}`` in a task's mount sources and targets, volume labels and
+    driver options, and network driver options on the node, just before it makes the
+    container (swarmkit ``template.ExpandContainerSpec``, ``ExpandNetworks``): long after
+    the gate checked the text as a literal. ``{{"../.."}}`` or a service label then
+    names a host path outside the bind roots, another user's volume or the read-only
+    shared volume made writable. Templates stay allowed where they name nothing
+    (``Hostname``, ``Env``, network ``Aliases``)."""
+    fields: list[tuple[str, Any]] = []
+    for i, mount in enumerate(container.get("Mounts") or []):
+        if not isinstance(mount, dict):
+            continue
+        where = f"ContainerSpec.Mounts[{i}]"
+        fields += [
+            (f"{where}.Source", mount.get("Source")),
+            (f"{where}.Target", mount.get("Target")),
+        ]
+        options = mount.get("VolumeOptions") or {}
+        for key, value in (options.get("Labels") or {}).items():
+            fields.append((f"{where}.VolumeOptions.Labels[{key}]", value))
+        driver = options.get("DriverConfig") or {}
+        for key, value in (driver.get("Options") or {}).items():
+            fields.append((f"{where}.VolumeOptions.DriverConfig.Options[{key}]", value))
+    for i, attachment in enumerate(
+        [*(template.get("Networks") or []), *(spec.get("Networks") or [])]
+    ):
+        for key, value in ((attachment or {}).get("DriverOpts") or {}).items():
+            fields.append((f"Networks[{i}].DriverOpts[{key}]", value))
+    for field, value in fields:
+        if isinstance(value, str) and TEMPLATE_OPEN in value:
+            raise Refusal(
+                403,
+                f"{who(ex)} may not put a template ({TEMPLATE_OPEN}...}}}}) in {field}: Swarm "
+                "expands it on the node after the gate checked the text, so it could name "
+                "another path or volume; write the name out (templates stay allowed in "
+                "Hostname, Env and network Aliases)",
+            )

@@ -173,3 +173,44 @@ def test_works_service_bind_outside_the_root_refused(users, area, cleanup):
         spec = _service([{"Type": "bind", "Source": source, "Target": "/h", "ReadOnly": True}])
         r = _create_service(users["mallory"], spec, cleanup)
         assert _refused(r), (source, r.status, r.body)
+
+
+def test_fixed_templates_refused_in_every_field_swarm_expands_and_on_update(users, area, cleanup):
+    """The fix's reach: a template is refused in a mount's ``Target``, its volume labels
+    and driver options, and a network attachment's ``DriverOpts`` (where an endpoint
+    sysctl would be named), and on ``service update`` as on create; the refusal names
+    the field."""
+    cases = [
+        ([{"Type": "bind", "Source": f"{area}/data", "Target": '/d{{"x"}}'}], {}, "Target"),
+        (
+            [
+                {
+                    "Type": "volume",
+                    "Target": "/v",
+                    "VolumeOptions": {"Labels": {"a": "{{.Task.ID}}"}},
+                }
+            ],
+            {},
+            "VolumeOptions.Labels[a]",
+        ),
+    ]
+    for mounts, extra, field in cases:
+        r = _create_service(users["mallory"], _service(mounts, **extra), cleanup)
+        assert _refused(r) and field.encode() in r.body, (field, r.status, r.body)
+    spec = _service([])
+    spec["TaskTemplate"]["Networks"] = [
+        {"Target": "none", "DriverOpts": {"com.docker.network.endpoint.sysctls": "{{.x}}"}}
+    ]
+    r = _create_service(users["mallory"], spec, cleanup)
+    assert _refused(r) and b"DriverOpts" in r.body, (r.status, r.body)
+
+    spec = _service([{"Type": "bind", "Source": f"{area}/data", "Target": "/data"}])
+    r = _create_service(users["mallory"], spec, cleanup)
+    assert r.status == 201, (r.status, r.body)
+    sid = json.loads(r.body)["ID"]
+    version = json.loads(users["mallory"].request("GET", f"{V}/services/{sid}").body)["Version"]
+    spec["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"] = f'{area}/data/{{{{"../.."}}}}'
+    r = users["mallory"].request(
+        "POST", f"{V}/services/{sid}/update?version={version['Index']}", spec
+    )
+    assert _refused(r), (r.status, r.body)
