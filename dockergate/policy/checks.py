@@ -176,11 +176,17 @@ def resolve_host_path(path: str) -> str:
 OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("offline", default=False)
 
 
+def _below(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
 def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> None:
     real = resolve_host_path(source)
-    for rule in profile.binds:
-        base = resolve_host_path(rule.path)
-        if real == base or real.startswith(base.rstrip("/") + "/"):
+    rules = [(resolve_host_path(rule.path), rule) for rule in profile.binds]
+    # The most specific rule decides: a read-only path listed inside a writable one
+    # stays read-only whichever comes first in the profile.
+    for base, rule in sorted(rules, key=lambda r: len(r[0]), reverse=True):
+        if _below(real, base):
             if not OFFLINE.get() and not os.path.isdir(base):
                 # Symlinks below the allowed path are resolved in the gate's own file
                 # system; if it cannot see that tree (a gate in a container without
@@ -200,6 +206,29 @@ def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> No
                     field,
                     source,
                     f"mount {rule.path} read-only (:ro / readonly)",
+                )
+            if not read_only:
+                inner = [r.path for b, r in rules if r.read_only and b != real and _below(b, real)]
+                if inner:
+                    raise Denied(
+                        profile,
+                        "a writable bind mount over a read-only path",
+                        field,
+                        source,
+                        f"{inner[0]} below it is read-only: mount it read-only (:ro / "
+                        "readonly), or bind a path beside the read-only one",
+                    )
+            below = [] if OFFLINE.get() or not rule.read_only else writable_mounts_below(real)
+            if below:
+                raise Denied(
+                    profile,
+                    "a read-only bind mount with writable mounts below it",
+                    field,
+                    source,
+                    f"dockerd makes only the top of a read-only bind read-only, and {below[0]}"
+                    f"{f' (and {len(below) - 1} more)' if len(below) > 1 else ''} is mounted "
+                    "read-write below it on this host: bind that mount read-only by itself, or "
+                    "have an admin mount it read-only",
                 )
             follows = None if OFFLINE.get() or real == base else follows_symlinks(base, real)
             if follows is not None:
@@ -222,6 +251,32 @@ def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> No
         source,
         f"allowed below: {allowed}" if allowed else "use a named volume instead",
     )
+
+
+MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def writable_mounts_below(path: str) -> list[str]:
+    """Mount points strictly below ``path`` that are mounted read-write here.
+
+    dockerd before 25 (API 1.44's ``ReadOnlyForceRecursive``) makes a ``:ro`` bind
+    read-only with one remount of its top: file systems mounted below the source (an
+    NFS export inside the team's read-only tree) stay writable in the container."""
+    prefix = path.rstrip("/") + "/"
+    found: list[str] = []
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as lines:
+            for line in lines:
+                fields = line.split(" ", 6)
+                if len(fields) < 6:
+                    continue
+                point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+                if point.startswith(prefix) and "rw" in fields[5].split(","):
+                    found.append(point)
+    except OSError:
+        return []
+    return found
 
 
 ST_NOSYMFOLLOW = getattr(os, "ST_NOSYMFOLLOW", 0x2000)  # Linux 5.10's MS_NOSYMFOLLOW

@@ -300,6 +300,34 @@ def test_bind_mounts(run, area):
     )
 
 
+def test_read_only_bind_over_a_writable_mount_is_refused(run, area, direct_client):
+    """dockerd 20.10 makes a ``:ro`` bind read-only with one remount of its top: a file
+    system mounted below the source (an NFS export inside the team's read-only tree)
+    stays writable in the container, as the direct daemon shows. The gate refuses such
+    a bind and names the mount; binding that mount read-only by itself works and is
+    read-only (review 24b's note)."""
+    common = area / "common"
+    inner = common / "export"
+    inner.mkdir(exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(inner)], check=True
+    )
+    try:
+        direct = direct_client.containers.run(
+            "busybox", ["touch", "/c/export/x"], volumes=[f"{common}:/c:ro"], remove=True
+        )
+        assert direct == b"" and (inner / "x").exists()  # the hole, directly
+        refused(
+            run(["run", "--rm", "-v", f"{common}:/c:ro", "busybox", "true"]),
+            "writable mounts below it",
+            str(inner),
+        )
+        r = run(["run", "--rm", "-v", f"{inner}:/e:ro", "busybox", "touch", "/e/y"])
+        assert r.returncode != 0 and "Read-only file system" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(inner)], check=False)
+
+
 def test_bind_root_the_gate_cannot_see_is_refused(run, area):
     """An allowed root missing from the gate's file system (a gate in a container
     without it) cannot be checked for symlinks: refused with what to mount."""

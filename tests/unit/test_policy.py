@@ -589,6 +589,46 @@ def test_bind_below_a_root_that_follows_symlinks(tmp_path: Path) -> None:
         check_container(profile, create(Binds=[f"{data}/not/yet:/d"]), FACTS)
 
 
+def test_read_only_root_inside_a_writable_one(tmp_path: Path) -> None:
+    """A read-only root listed inside a writable one stays read-only whichever comes
+    first, and a writable bind of the outer root (which holds it) is refused; the outer
+    root read-only, or a path beside the inner one, is fine."""
+    outer, inner = tmp_path / "nfs", tmp_path / "nfs" / "common"
+    (outer / "data").mkdir(parents=True)
+    inner.mkdir()
+    (tmp_path / "m.yaml").write_text(
+        f"mounts:\n  binds:\n    - path: {outer}\n    - path: {inner}\n      read_only: true\n"
+    )
+    profile = ProfileSet(tmp_path).profiles["m"]
+    with nosymfollow(outer), nosymfollow(inner):
+        with pytest.raises(Denied, match="writable bind mount of a read-only path"):
+            check_container(profile, create(Binds=[f"{inner}/x:/x"]), FACTS)
+        with pytest.raises(Denied, match=f"over a read-only path.*{inner}"):
+            check_container(profile, create(Binds=[f"{outer}:/x"]), FACTS)
+        check_container(profile, create(Binds=[f"{outer}:/x:ro", f"{outer}/data:/d"]), FACTS)
+        check_container(profile, create(Binds=[f"{inner}/x:/x:ro"]), FACTS)
+
+
+def test_read_only_bind_with_writable_mounts_below(tmp_path: Path, monkeypatch) -> None:
+    """The mount table decides (dockerd 20.10's ``:ro`` leaves mounts below the source
+    writable): a read-write mount below a read-only bind is refused and named, a
+    read-only one or one elsewhere is not; mount points are unescaped (``\\040``)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    profile = _member(tmp_path, data)
+    common = tmp_path / "common"
+    table = tmp_path / "mountinfo"
+    monkeypatch.setattr("dockergate.policy.checks.MOUNTINFO", str(table))
+    line = "90 29 0:50 / {} {} shared:1 - tmpfs tmpfs rw\n"
+    table.write_text(
+        line.format(f"{common}/ro\\040part", "ro,relatime") + line.format("/srv/x", "rw")
+    )
+    check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
+    table.write_text(table.read_text() + line.format(f"{common}/an\\040export", "rw,nosuid"))
+    with pytest.raises(Denied, match=f"{common}/an export is mounted read-write"):
+        check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
+
+
 def test_ports_the_engine_picks(member: Profile, tmp_path: Path) -> None:
     """An empty HostPort or PublishAllPorts gets a port from the engine's dynamic range:
     refused unless the profile allows all of it (the default 1024-65535 does)."""
