@@ -110,7 +110,14 @@ def deployed(
         'version: "3.8"\nservices:\n  gate:\n    volumes:\n'
         f"      - {run_dir / 'pg' / 'sock'}:/run/postgresql\n"
     )
+    # The stack binds the root rslave, which dockerd allows from a shared mount only
+    # (systemd makes / shared; this machine's / may be private).
+    binds = work / "binds"
+    binds.mkdir(mode=0o755)
+    subprocess.run(["mount", "--bind", str(binds), str(binds)], check=True)
+    subprocess.run(["mount", "--make-shared", str(binds)], check=True)
     env = {
+        "DOCKERGATE_BIND_ROOT": str(binds),
         "DOCKERGATE_IMAGE": image,
         "DOCKERGATE_PKI": str(state / "pki"),
         "DOCKERGATE_DB": task_url,
@@ -149,6 +156,7 @@ def deployed(
             "socket": socket_path,
             "netns": run_dir / "netns",
             "seconds": time.monotonic() - started,
+            "binds": binds,
         }
     finally:
         cli(["stack", "rm", STACK], listener="direct")
@@ -164,6 +172,7 @@ def deployed(
         for name in (f"{STACK}_state",):
             with contextlib.suppress(Exception):
                 direct_client.volumes.get(name).remove(force=True)
+        subprocess.run(["umount", "-R", "-l", str(binds)], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +283,16 @@ def test_stack_task_is_global_healthy_and_labelled(
                 break
         time.sleep(1)
     assert status == "healthy"
+    # The bind root is rslave: a file system mounted below it now reaches the gate's
+    # mount table (which it reads to refuse read-only binds over writable mounts).
+    late = deployed["binds"] / "late"
+    late.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(late)], check=True)
+    try:
+        seen = direct_client.containers.get(cids[0]).exec_run(["cat", "/proc/self/mountinfo"])
+        assert f" {late} ".encode() in seen.output, seen.output.decode(errors="replace")
+    finally:
+        subprocess.run(["umount", "-l", str(late)], check=False)
 
 
 def test_stack_needs_the_shared_store(cli: Any) -> None:
