@@ -53,6 +53,7 @@ from dockergate.policy.checks import (
     bind_options,
     check_container,
     check_exec,
+    check_present_binds,
     check_update,
 )
 from dockergate.policy.quota import check_container_quota, check_memory_quota, user_lock
@@ -249,6 +250,8 @@ async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
         for entry in host["VolumesFrom"]:
             name, colon, mode = str(entry).partition(":")
             found = await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
+            read_only = "ro" in mode.split(",")
+            check_present_binds(ex.profile, found.obj, f"HostConfig.VolumesFrom={entry}", read_only)
             pinned.append(found.id + colon + mode)
         host["VolumesFrom"] = pinned
     for field in NAMESPACE_MODES:
@@ -485,13 +488,15 @@ async def container_restart(ex: Exchange) -> None:
 
 
 async def check_started(ex: Exchange, found: Resolved) -> None:
-    """Its networks must still be the caller's (``check_stored_networks``). A stopped
+    """Its networks must still be the caller's (``check_stored_networks``), its bind
+    mounts must still pass the profile (``check_present_binds``). A stopped
     container holds no memory for the quota; started again, it must fit. The user's
     lock is held until the start is forwarded, as for a create."""
     await check_stored_networks(ex, found.obj)
     # Not even a restart of a running one: dockerd stops it, Swarm starts a new task
     # for the one that died, then dockerd starts the old one again: two containers.
     refuse_task_container(ex, found, "start or restart")
+    check_present_binds(ex.profile, found.obj, "Mounts")  # bound again at every start
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))

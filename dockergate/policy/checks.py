@@ -180,7 +180,11 @@ def _below(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> None:
+def check_bind(
+    profile: Profile, source: str, read_only: bool, field: str, recursive: bool = True
+) -> None:
+    """``recursive`` False for a ``NonRecursive`` bind (``bind``, not ``rbind``): the
+    mounts below its source are not in the container at all."""
     real = resolve_host_path(source)
     rules = [(resolve_host_path(rule.path), rule) for rule in profile.binds]
     # The most specific rule decides: a read-only path listed inside a writable one
@@ -218,18 +222,30 @@ def check_bind(profile: Profile, source: str, read_only: bool, field: str) -> No
                         f"{inner[0]} below it is read-only: mount it read-only (:ro / "
                         "readonly), or bind a path beside the read-only one",
                     )
-            below = [] if OFFLINE.get() or not rule.read_only else writable_mounts_below(real)
-            if below:
-                raise Denied(
-                    profile,
-                    "a read-only bind mount with writable mounts below it",
-                    field,
-                    source,
-                    f"dockerd makes only the top of a read-only bind read-only, and {below[0]}"
-                    f"{f' (and {len(below) - 1} more)' if len(below) > 1 else ''} is mounted "
-                    "read-write below it on this host: bind that mount read-only by itself, or "
-                    "have an admin mount it read-only",
-                )
+            elif recursive and not OFFLINE.get():
+                # dockerd before 25 makes only the top of a read-only bind read-only:
+                # a read-write mount below it stays writable, which matters where the
+                # most specific rule for that mount says read-only.
+                below = [
+                    point
+                    for point in writable_mounts_below(real)
+                    if max(
+                        ((b, r) for b, r in rules if _below(point, b)), key=lambda br: len(br[0])
+                    )[1].read_only
+                ]
+                if below:
+                    more = f" (and {len(below) - 1} more)" if len(below) > 1 else ""
+                    raise Denied(
+                        profile,
+                        "a read-only bind mount with writable mounts below it",
+                        field,
+                        source,
+                        f"dockerd makes only the top of a read-only bind read-only, and "
+                        f"{below[0]}{more}, in a read-only path, is mounted read-write below "
+                        "it on this host: bind that mount read-only by itself, bind "
+                        "non-recursively (--mount ...,readonly,bind-nonrecursive), or have an "
+                        "admin remount it read-only",
+                    )
             follows = None if OFFLINE.get() or real == base else follows_symlinks(base, real)
             if follows is not None:
                 raise Denied(
@@ -264,7 +280,7 @@ def writable_mounts_below(path: str) -> list[str]:
     read-only with one remount of its top: file systems mounted below the source (an
     NFS export inside the team's read-only tree) stay writable in the container."""
     prefix = path.rstrip("/") + "/"
-    found: list[str] = []
+    visible: dict[str, bool] = {}  # mount point -> read-write, top-most mount only
     try:
         with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as lines:
             for line in lines:
@@ -272,11 +288,18 @@ def writable_mounts_below(path: str) -> list[str]:
                 if len(fields) < 6:
                     continue
                 point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
-                if point.startswith(prefix) and "rw" in fields[5].split(","):
-                    found.append(point)
+                if not (point.startswith(prefix) or _below(prefix, point)):
+                    continue  # neither below the path nor covering it
+                # Mounts are listed in the order they were made: a later one at a
+                # point, or above it, covers what was mounted there before (an
+                # admin's read-only bind over a read-write export).
+                inside = point.rstrip("/") + "/"
+                for seen in [p for p in visible if p == point or p.startswith(inside)]:
+                    del visible[seen]
+                visible[point] = "rw" in fields[5].split(",")
     except OSError:
         return []
-    return found
+    return [point for point, writable in visible.items() if writable and point.startswith(prefix)]
 
 
 ST_NOSYMFOLLOW = getattr(os, "ST_NOSYMFOLLOW", 0x2000)  # Linux 5.10's MS_NOSYMFOLLOW
@@ -819,7 +842,11 @@ def check_mount(profile: Profile, mount: Any, field: str) -> None:
         )
     if kind == "bind":
         check_bind(
-            profile, str(mount.get("Source") or ""), bool(mount.get("ReadOnly")), f"{field}.Source"
+            profile,
+            str(mount.get("Source") or ""),
+            bool(mount.get("ReadOnly")),
+            f"{field}.Source",
+            recursive=not (mount.get("BindOptions") or {}).get("NonRecursive"),
         )
     elif kind == "volume":
         driver_config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
@@ -828,6 +855,35 @@ def check_mount(profile: Profile, mount: Any, field: str) -> None:
             str(driver_config.get("Name") or ""),
             driver_config.get("Options"),
             f"{field}.VolumeOptions.DriverConfig",
+        )
+
+
+def check_present_binds(
+    profile: Profile, container: dict[str, Any], field: str, read_only: bool = False
+) -> None:
+    """The bind mounts a container has (inspect's ``Mounts``), checked as new ones.
+
+    dockerd binds each source again, recursively, at every start, and ``VolumesFrom``
+    copies another container's binds into a new one: a bind that passed at create (no
+    read-write mount below a read-only root then, or a profile since tightened) is
+    checked again when it is used again. ``read_only``: ``VolumesFrom=<id>:ro``."""
+    if profile.admin:
+        return
+    flat = {
+        m.get("Target")
+        for m in (container.get("HostConfig") or {}).get("Mounts") or []
+        if isinstance(m, dict) and (m.get("BindOptions") or {}).get("NonRecursive")
+    }
+    for mount in container.get("Mounts") or []:
+        if not isinstance(mount, dict) or mount.get("Type") != "bind":
+            continue
+        target = str(mount.get("Destination") or "")
+        check_bind(
+            profile,
+            str(mount.get("Source") or ""),
+            read_only or not mount.get("RW"),
+            f"{field}[{target}]",
+            recursive=target not in flat,
         )
 
 

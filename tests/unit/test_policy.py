@@ -591,8 +591,9 @@ def test_bind_below_a_root_that_follows_symlinks(tmp_path: Path) -> None:
 
 def test_read_only_root_inside_a_writable_one(tmp_path: Path) -> None:
     """A read-only root listed inside a writable one stays read-only whichever comes
-    first, and a writable bind of the outer root (which holds it) is refused; the outer
-    root read-only, or a path beside the inner one, is fine."""
+    first; a writable bind of the outer root (which holds it) is refused, a read-only
+    one is fine while the inner root is no read-write mount of its own (dockerd's
+    ``:ro`` reaches only the top mount), and refused once it is, unless non-recursive."""
     outer, inner = tmp_path / "nfs", tmp_path / "nfs" / "common"
     (outer / "data").mkdir(parents=True)
     inner.mkdir()
@@ -600,13 +601,19 @@ def test_read_only_root_inside_a_writable_one(tmp_path: Path) -> None:
         f"mounts:\n  binds:\n    - path: {outer}\n    - path: {inner}\n      read_only: true\n"
     )
     profile = ProfileSet(tmp_path).profiles["m"]
-    with nosymfollow(outer), nosymfollow(inner):
+    with nosymfollow(outer):
         with pytest.raises(Denied, match="writable bind mount of a read-only path"):
             check_container(profile, create(Binds=[f"{inner}/x:/x"]), FACTS)
         with pytest.raises(Denied, match=f"over a read-only path.*{inner}"):
             check_container(profile, create(Binds=[f"{outer}:/x"]), FACTS)
         check_container(profile, create(Binds=[f"{outer}:/x:ro", f"{outer}/data:/d"]), FACTS)
-        check_container(profile, create(Binds=[f"{inner}/x:/x:ro"]), FACTS)
+        with nosymfollow(inner):  # a read-write mount of its own
+            with pytest.raises(Denied, match=f"{inner}, in a read-only path"):
+                check_container(profile, create(Binds=[f"{outer}:/x:ro"]), FACTS)
+            flat = {"Type": "bind", "Source": str(outer), "Target": "/x", "ReadOnly": True}
+            flat["BindOptions"] = {"NonRecursive": True}
+            check_container(profile, create(Mounts=[flat]), FACTS)
+            check_container(profile, create(Binds=[f"{inner}/x:/x:ro"]), FACTS)
 
 
 def test_read_only_bind_with_writable_mounts_below(tmp_path: Path, monkeypatch) -> None:
@@ -625,8 +632,15 @@ def test_read_only_bind_with_writable_mounts_below(tmp_path: Path, monkeypatch) 
     )
     check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
     table.write_text(table.read_text() + line.format(f"{common}/an\\040export", "rw,nosuid"))
-    with pytest.raises(Denied, match=f"{common}/an export is mounted read-write"):
+    with pytest.raises(Denied, match=f"{common}/an export, in a read-only path, is mounted"):
         check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
+    # Only the top-most mount counts: an admin's read-only bind over the export, or
+    # a later mount over the whole root, covers it.
+    base = table.read_text()
+    table.write_text(base + line.format(f"{common}/an\\040export", "ro"))
+    check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
+    table.write_text(base + line.format(str(common), "ro"))
+    check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
 
 
 def test_ports_the_engine_picks(member: Profile, tmp_path: Path) -> None:
