@@ -423,7 +423,7 @@ def base_images(
                     raise DockerfileError(
                         f"line {ins.line}: COPY --from={source!r} is not a plain name"
                     )
-                known = source.lower() in stages or source.isdigit()
+                known = source.lower() in stages or (source.isascii() and source.isdigit())
                 if not known and source not in (c for _, c in copies):
                     copies.append((ins.line, source))
     return froms, copies

@@ -9,6 +9,7 @@ Go would read differently, and re-encodes the query it checked, with exactly one
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
@@ -56,11 +57,18 @@ def every(query: Query, key: str) -> list[str]:
     return [v for k, v in query if k == key]
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
+
+
 def first_int(query: Query, key: str) -> int:
     """A whole-number parameter (0 when absent). dockerd reads a malformed one as 0;
-    the gate refuses it instead of guessing what the client meant."""
-    text = (first(query, key) or "0").strip()
-    if len(text) > 20 or not text.lstrip("-").isdigit():
+    the gate refuses it instead of guessing what the client meant.
+
+    Only what Go's ``strconv.ParseInt`` reads as the same number passes: ASCII digits,
+    no spaces (Python's ``int`` also takes ``" 5"`` and Arabic-Indic digits, which
+    dockerd reads as 0: a build's ``cpuquota`` checked as one CPU ran unlimited)."""
+    text = first(query, key) or "0"
+    if not _WHOLE_NUMBER.fullmatch(text) or not -(1 << 63) <= int(text) < 1 << 63:
         raise HTTPError(400, f"query parameter {key}={text[:40]!r} is not a whole number")
     return int(text)
 

@@ -1,0 +1,37 @@
+"""Query parameters read the way dockerd's Go code reads them (review 24a)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockergate.api.query import first_int
+from dockergate.proxy.http import HTTPError
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("", 0), ("0", 0), ("100000", 100000), ("-1", -1), ("007", 7), (str(2**63 - 1), 2**63 - 1)],
+)
+def test_whole_numbers_go_reads_alike(text: str, value: int) -> None:
+    assert first_int([("cpuquota", text)], "cpuquota") == value
+    assert first_int([], "cpuquota") == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "--1",  # lstrip("-") took every minus
+        "\u00b2",  # a superscript: isdigit() but not int()
+        "\u0661\u0660\u0660\u0660\u0660\u0660",  # Arabic-Indic: int() reads 100000, Go 0
+        " 5",  # int() strips, Go's ParseInt does not
+        "5 ",
+        "+5",
+        "1_000",
+        str(2**63),  # past int64
+        "x",
+    ],
+)
+def test_what_go_reads_otherwise_is_refused(text: str) -> None:
+    with pytest.raises(HTTPError) as caught:
+        first_int([("cpuquota", text)], "cpuquota")
+    assert caught.value.status == 400
