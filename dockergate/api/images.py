@@ -378,9 +378,6 @@ async def hold_admin_tag(ex: Exchange, repo: str, tag: str) -> None:
         await _forget_namer(ex, reference)
 
 
-GO_FALSE = frozenset({"", "0", "no", "false", "none"})  # httputils.BoolValue
-
-
 @handles("image.delete")
 async def image_delete(ex: Exchange) -> None:
     """``docker rmi``: a member removes images (or tags of images) they built or
@@ -391,7 +388,7 @@ async def image_delete(ex: Exchange) -> None:
     if ex.admin:
         return
     name = ex.params["name"]
-    if (q.first(ex.query, "force") or "").strip().lower() not in GO_FALSE:
+    if q.bool_value(ex.query, "force"):
         raise Refusal(
             403, f"{who(ex)} may not force-remove an image: admins only; remove it without -f"
         )
@@ -649,8 +646,7 @@ async def _check_build(ex: Exchange) -> None:
         raise Denied(
             profile, "remote build contexts", "remote", remote, "send the context from the client"
         )
-    pull = (q.first(ex.query, "pull") or "").strip().lower()
-    if pull not in ("", "0", "no", "false", "none"):
+    if q.bool_value(ex.query, "pull"):
         raise Refusal(
             403,
             f"{who(ex)} may not build with --pull: the gate reads the base image's ONBUILD "

@@ -13,6 +13,7 @@ import re
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
+from dockergate.api.dockerfile import GO_SPACE
 from dockergate.proxy.http import HTTPError
 
 Query = list[tuple[str, str]]
@@ -71,6 +72,16 @@ def first_int(query: Query, key: str) -> int:
     if not _WHOLE_NUMBER.fullmatch(text) or not -(1 << 63) <= int(text) < 1 << 63:
         raise HTTPError(400, f"query parameter {key}={text[:40]!r} is not a whole number")
     return int(text)
+
+
+GO_FALSE = frozenset({"", "0", "no", "false", "none"})
+
+
+def bool_value(query: Query, key: str) -> bool:
+    """A boolean parameter as dockerd's ``httputils.BoolValue`` reads it: anything but
+    these false words is true, after Go's ``TrimSpace`` (Python's ``strip`` also drops
+    ``\x1c``-``\x1f``: ``pull=%1Cfalse`` read as false here was true to dockerd)."""
+    return (first(query, key) or "").strip(GO_SPACE).lower() not in GO_FALSE
 
 
 def replace(query: Query, key: str, value: str | None) -> Query:

@@ -138,6 +138,20 @@ def test_works_a_build_cpu_quota_in_ascii_digits_is_applied(users):
     _gate_refusal(build(users["mallory"], "memory=x&q=1", "FROM busybox\n"), 400)
 
 
+def test_fixed_a_build_pull_spelled_with_a_separator_control_is_refused(users):
+    """Found while fixing the above: the gate read ``pull`` with Python's ``strip``,
+    which also drops ``\x1c``-``\x1f``; dockerd's ``BoolValue`` trims with Go's
+    ``TrimSpace``, which does not, and takes any word but the false ones as true.
+    ``pull=%1Cfalse`` was read as false by the gate and as true by dockerd (a pull of
+    a base whose ONBUILD triggers the gate never read). Refused now, like ``pull=1``;
+    ``pull=%20false%20`` (false to both) is not."""
+    for query in ("pull=%1Cfalse", "pull=1", "pull=%1F0"):
+        r = build(users["mallory"], f"{query}&q=1", "FROM busybox\n")
+        _gate_refusal(r, 403)
+    r = build(users["mallory"], "pull=%20false%20&q=1", "FROM busybox\n")
+    assert r.status == 200, (r.status, r.body[:300])
+
+
 # ------------------------------------------------ bodies that held up
 
 

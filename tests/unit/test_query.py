@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockergate.api.query import first_int
+from dockergate.api.query import bool_value, first_int
 from dockergate.proxy.http import HTTPError
 
 
@@ -35,3 +35,21 @@ def test_what_go_reads_otherwise_is_refused(text: str) -> None:
     with pytest.raises(HTTPError) as caught:
         first_int([("cpuquota", text)], "cpuquota")
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("", False),
+        ("0", False),
+        (" FALSE\t", False),
+        ("none", False),
+        ("\u3000no\x85", False),  # Go's unicode.IsSpace
+        ("1", True),
+        ("x", True),
+        ("\x1cfalse", True),  # Python's strip drops \x1c-\x1f, Go's TrimSpace does not
+        ("false\x1f", True),
+    ],
+)
+def test_booleans_as_dockerd_reads_them(text: str, value: bool) -> None:
+    assert bool_value([("pull", text)], "pull") is value
