@@ -206,6 +206,10 @@ async def own_filter_references(ex: Exchange, kind: str, keys: tuple[str, ...]) 
     ex.set_query(q.replace(ex.query, "filters", q.encode_filters(filters)))
 
 
+# A label no object is given: with the caller's owner label, an empty answer.
+NO_OWNER_MATCH = f"{OWNER_LABEL}.filter-named-another-owner"
+
+
 @lru_cache(maxsize=1024)
 def owner_filtered(raw_query: str, owner: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """The query with the owner's label filter merged in, and its encoding.
@@ -215,6 +219,19 @@ def owner_filtered(raw_query: str, owner: str) -> tuple[tuple[tuple[str, str], .
     encodings are done once (malformed queries raise and are not cached)."""
     query = q.parse_query(raw_query)
     filters = q.parse_filters(q.first(query, "filters"))
+    # Swarm's lists (services, tasks, secrets, configs) read label filters into a map
+    # by name (ConvertKVStringsToMap), keeping one value per name: a client's entry
+    # for the owner label, even the bare name (any owner), would stand in for the
+    # gate's instead of narrowing it. Such entries are dropped; one naming another
+    # owner is answered as the other lists answer two owners ANDed: nothing.
+    labels = {}
+    for entry, on in filters.get("label", {}).items():
+        key, eq, value = entry.partition("=")
+        if key != OWNER_LABEL:
+            labels[entry] = on
+        elif eq and value != owner:
+            labels[NO_OWNER_MATCH] = True
+    filters["label"] = labels
     merged = q.with_label(filters, f"{OWNER_LABEL}={owner}")
     query = q.replace(query, "filters", q.encode_filters(merged))
     return tuple(query), q.encode(query)

@@ -125,7 +125,8 @@ def parse_filters(raw: str | None) -> Filters:
 
 
 def with_label(filters: Filters, label: str) -> Filters:
-    """Add a label filter. Labels filters are ANDed by dockerd: this only narrows."""
+    """Add a label filter. dockerd ANDs label filters, but Swarm's lists keep one value
+    per label name: the caller removes any other entry for ``label``'s name first."""
     merged = {k: dict(v) for k, v in filters.items()}
     merged.setdefault("label", {})[label] = True
     return merged

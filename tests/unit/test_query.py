@@ -53,3 +53,26 @@ def test_what_go_reads_otherwise_is_refused(text: str) -> None:
 )
 def test_booleans_as_dockerd_reads_them(text: str, value: bool) -> None:
     assert bool_value([("pull", text)], "pull") is value
+
+
+def test_owner_label_filters_of_the_client_cannot_stand_in_for_the_gates() -> None:
+    """Swarm's lists keep one value per label name: the client's owner entries are
+    dropped (bare: any owner), one naming another owner makes the answer empty."""
+    import json
+    from urllib.parse import parse_qs
+
+    from dockergate.api.dispatch import NO_OWNER_MATCH, owner_filtered
+
+    def labels(filters: dict[str, object]) -> dict[str, bool]:
+        _, encoded = owner_filtered("filters=" + json.dumps(filters), "amy")
+        return dict(json.loads(parse_qs(encoded)["filters"][0])["label"])
+
+    ours = {"dockergate.owner=amy": True}
+    assert labels({"label": {"dockergate.owner": True, "team=x": True}}) == {**ours, "team=x": True}
+    assert labels({"label": {"dockergate.owner=amy": True}}) == ours
+    assert labels({"label": {"dockergate.owner=bob": True}}) == {**ours, NO_OWNER_MATCH: True}
+    assert labels({"label": ["dockergate.owner=", "dockergate.owner =bob"]}) == {
+        **ours,
+        NO_OWNER_MATCH: True,
+        "dockergate.owner =bob": True,  # another name to Go too: ANDed, harmless
+    }
