@@ -54,6 +54,46 @@ def test_upgrade_from_empty_is_idempotent(empty_settings: Settings) -> None:
     assert check_schema(empty_settings) == head
 
 
+def test_upgrade_keeps_the_data_of_an_older_schema(empty_settings: Settings) -> None:
+    """An install made at 0003 (before purges and tag records), with a user and a held
+    volume name, upgraded as README says (``dockergate db upgrade``): the rows stay,
+    the new column and table work."""
+    assert upgrade(empty_settings, "0003") == (None, "0003")
+    engine = make_engine(empty_settings.db_url(), create=False)
+    try:
+        with engine.begin() as conn:
+            now = dt.datetime.now(dt.UTC)
+            conn.execute(
+                text(
+                    "INSERT INTO users (name, profile, enabled, unix_uid, created_at, "
+                    "updated_at) VALUES ('olduser', 'member', true, 4242, :t, :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO volume_names (name, owner, claimed_at) VALUES ('v1', 'olduser', :t)"
+                ),
+                {"t": now},
+            )
+    finally:
+        engine.dispose()
+    assert upgrade(empty_settings) == ("0003", head_revision())
+    with Store.open(empty_settings) as store:
+        user = store.get_user("olduser")
+        assert (user.profile, user.unix_uid) == ("member", 4242)
+        assert store.volume_name_holders(["v1"]) == {"v1": "olduser"}
+        assert store.mark_purged("olduser")
+    engine = make_engine(empty_settings.db_url(), create=False)
+    try:
+        with engine.connect() as conn:
+            purged = conn.execute(text("SELECT purged_at FROM users WHERE name = 'olduser'"))
+            assert purged.scalar_one() is not None
+            assert conn.execute(text("SELECT count(*) FROM image_tags")).scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
 def test_check_schema_on_empty_database_says_what_to_run(empty_settings: Settings) -> None:
     if empty_settings.db is None:  # SQLite: an existing but empty file
         empty_settings.state_dir.mkdir(parents=True, exist_ok=True)
