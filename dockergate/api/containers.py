@@ -500,7 +500,10 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))
-    memory = int((found.obj.get("HostConfig") or {}).get("Memory") or 0)
+    # Read again under the lock: an update queued before it may have raised the limit.
+    reply = await ex.daemon.get(f"/containers/{found.id}/json")
+    current = (reply.json() or {}) if reply.ok else found.obj
+    memory = int((current.get("HostConfig") or {}).get("Memory") or 0)
     await check_memory_quota(ex.daemon, ex.profile, ex.identity.name, found.id, memory)
 
 

@@ -554,6 +554,7 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
             "manager",
             "run it as a service (it is placed on workers) or on a worker node",
         )
+    check_stop_wait(profile, body.get("StopTimeout"), 1, "StopTimeout")
     apply_memory(profile, host, facts, "HostConfig.Memory")
     apply_cpus(profile, host, facts, "HostConfig.NanoCpus")
     apply_pids(profile, host, "HostConfig.PidsLimit", facts)
@@ -571,6 +572,27 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
             "HostConfig.ShmSize",
             human(shm),
             f"at most {human(profile.shm_max)}",
+        )
+
+
+STOP_WAIT_MAX = 120  # seconds a container may ask dockerd (or Swarm) to wait at stop
+
+
+def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None:
+    """A container's own stop timeout, or a service's grace period (``unit``: 1 for
+    seconds, 10**9 for nanoseconds). Negative is "wait for ever": dockerd's stop, its
+    own shutdown (it waits for the longest timeout) and Swarm's task removal, scaling
+    and node drain would hang on one user's container until systemd kills dockerd."""
+    if value is None:
+        return
+    if not isinstance(value, int) or value < 0 or value > STOP_WAIT_MAX * unit:
+        raise Denied(
+            profile,
+            "this stop timeout",
+            field,
+            value,
+            f"0 to {STOP_WAIT_MAX} s (a negative one never ends: dockerd and Swarm wait for "
+            "the container for ever at every stop)",
         )
 
 
@@ -1000,6 +1022,7 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
     container = template.get("ContainerSpec") or {}
     check_image(profile, str(container.get("Image") or ""), "TaskTemplate.ContainerSpec.Image")
     prefix = "TaskTemplate.ContainerSpec"
+    check_stop_wait(profile, container.get("StopGracePeriod"), 10**9, f"{prefix}.StopGracePeriod")
     check_caps(profile, container.get("CapabilityAdd") or [], f"{prefix}.CapabilityAdd")
     check_sysctls(profile, container.get("Sysctls"), f"{prefix}.Sysctls")
     privileges = container.get("Privileges") or {}

@@ -95,23 +95,22 @@ async def services_memory(
 async def live_memory(
     daemon: Daemon, containers: list[dict[str, Any]], exclude: str | None = None
 ) -> tuple[int, dict[str, int]]:
-    """Memory limits of the live containers (``exclude`` left out: a container being
-    started or updated is counted as asked): (plain containers, task containers by
-    service ID). Task containers count as their service's, and beyond it: a removed
+    """Memory limits of the live containers, and of stopped ones dockerd will start
+    again by itself (``exclude`` left out: a container being started or updated is
+    counted as asked): (plain containers, task containers by service ID). Task containers count as their service's, and beyond it: a removed
     service's tasks, or a job's earlier run, stop only after their grace period."""
 
-    async def one(cid: str) -> int:
+    async def one(cid: str, stopped: bool) -> int:
         reply = await daemon.get(f"/containers/{cid}/json")
         if not reply.ok:
             return 0
-        return int(((reply.json() or {}).get("HostConfig") or {}).get("Memory") or 0)
+        obj = reply.json() or {}
+        if stopped and not restarted_by_dockerd(obj):
+            return 0
+        return int((obj.get("HostConfig") or {}).get("Memory") or 0)
 
-    live = [
-        c
-        for c in containers
-        if str(c.get("State")) not in ("exited", "dead") and c["Id"] != exclude
-    ]
-    limits = await asyncio.gather(*(one(c["Id"]) for c in live))
+    live = [c for c in containers if str(c.get("State")) != "dead" and c["Id"] != exclude]
+    limits = await asyncio.gather(*(one(c["Id"], c.get("State") == "exited") for c in live))
     plain, tasks = 0, defaultdict[str, int](int)
     for c, memory in zip(live, limits, strict=True):
         if is_task(c.get("Labels")):
@@ -119,6 +118,23 @@ async def live_memory(
         else:
             plain += memory
     return plain, dict(tasks)
+
+
+def restarted_by_dockerd(container: dict[str, Any]) -> bool:
+    """Whether dockerd starts this stopped container again by itself at its next start
+    (``daemon.restore``: the restart manager's rule), so that it holds its memory for
+    the quota though stopped: ``always``, and ``on-failure`` after a non-zero exit
+    with retries left. (``unless-stopped`` ones stopped by hand stay stopped; one that
+    exited by itself is restarted at once, and is running or restarting.)"""
+    policy = (container.get("HostConfig") or {}).get("RestartPolicy") or {}
+    name = policy.get("Name") or ""
+    if name == "always":
+        return True
+    if name != "on-failure":
+        return False
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    exit_code = int((container.get("State") or {}).get("ExitCode") or 0)
+    return exit_code != 0 and (retries == 0 or int(container.get("RestartCount") or 0) < retries)
 
 
 def charged(held: dict[str, int], tasks: dict[str, int]) -> dict[str, int]:

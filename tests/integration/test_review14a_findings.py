@@ -121,11 +121,11 @@ def test_finding_job_update_keeps_the_previous_runs_tasks_running(users, cleanup
 
     ``POST /services/create`` with ``Mode: {ReplicatedJob: {MaxConcurrent: 1,
     TotalCompletions: 1}}``, ``ContainerSpec: {Command: [sleep, 300],
-    StopGracePeriod: 300s}``, 256m limit; then ``POST /services/{id}/update`` with
+    StopGracePeriod: 120s}``, 256m limit; then ``POST /services/{id}/update`` with
     ``ForceUpdate`` raised, twice."""
     m = users["mallory"]
     tenth._remove_own_containers(m)
-    sid = _job(m, cleanup, task_containers, ["sleep", "300"], StopGracePeriod=300 * NANO)
+    sid = _job(m, cleanup, task_containers, ["sleep", "300"], StopGracePeriod=120 * NANO)
     assert eleventh._wait_running(m, sid, 1, 30), "the job's task never ran"
     statuses = []
     for count in (2, 3):
@@ -175,7 +175,7 @@ def test_finding_removed_service_keeps_its_tasks_running(users, cleanup, task_co
     removes a 256m service and creates another (twice) runs three 256m containers
     (768m) under a 512m quota for as long as the grace period they chose.
 
-    ``POST /services/create`` (1 replica, 256m, ``StopGracePeriod: 300s``,
+    ``POST /services/create`` (1 replica, 256m, ``StopGracePeriod: 120s``,
     ``Command: [sleep, 300]``) then ``DELETE /services/{id}``; three times."""
     m = users["mallory"]
     tenth._remove_own_containers(m)
@@ -187,7 +187,7 @@ def test_finding_removed_service_keeps_its_tasks_running(users, cleanup, task_co
                 "ContainerSpec": {
                     "Image": "busybox",
                     "Command": ["sleep", "300"],
-                    "StopGracePeriod": 300 * NANO,
+                    "StopGracePeriod": 120 * NANO,
                 },
                 "Resources": {"Limits": {"MemoryBytes": 256 * MIB}},
             },

@@ -188,6 +188,11 @@ def test_works_stopped_container_that_stays_stopped_frees_its_memory(member, mad
     _cid(_create(member, made, ["sleep", "600"], 256))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="documented limit (README, policies/README.md): dockerd's own restarts bind "
+    "again without asking the gate; later mounts below read-only roots must be read-only",
+)
 def test_finding_restart_policy_binds_again_without_the_start_check(member, roots, made):
     """Medium. 81856ee re-checks a container's binds at ``start`` and ``restart``
     (``check_started`` -> ``check_present_binds``), because dockerd binds each source
