@@ -201,7 +201,8 @@ async def network_connect(ex: Exchange) -> None:
         raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
     container = str(body.get("Container") or "")
     if not ex.admin and container:
-        await referenced_owned(ex, "container", container, f"Container={container}")
+        owned = await referenced_owned(ex, "container", container, f"Container={container}")
+        body["Container"] = owned.id  # what was checked, not a name dockerd finds again
     if not ex.admin:
         check_endpoint_opts(ex.profile, body.get("EndpointConfig"), "EndpointConfig")
     if ex.route.name == "network.connect":
