@@ -32,3 +32,14 @@ def setup_logging(level: str, as_json: bool) -> None:
     root.setLevel(level.upper())
     # Alembic narrates every schema check at INFO; operators need only its problems.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters shown escaped (``\\n``, ``\\x1b``,
+    ``\\u202e``): cells hold what users sent (paths, names, refusals quoting them), and
+    a newline or a terminal escape in one would forge rows or rewrite the screen."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )

@@ -26,7 +26,9 @@ from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import remote_host, start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
+from dockergate.logs import printable
 from dockergate.metrics import Metrics
+from dockergate.pidfile import PIDFILE
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
 from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
@@ -366,8 +368,8 @@ class Gate:
                 "user=%s via=%r %s %s route=%s status=%s decision=%s%s ms=%.1f",
                 record.user or "-",
                 record.identified_by,
-                record.method,
-                record.path,
+                printable(record.method),
+                printable(record.path),  # decoded: a %0a would forge a line
                 record.route or "-",
                 record.status,
                 record.decision,
@@ -527,7 +529,7 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gate.reload)
-    pidfile = settings.state_dir / "dockergate.pid"
+    pidfile = settings.state_dir / PIDFILE
     try:
         pidfile.write_text(f"{os.getpid()}\n")
     except OSError:

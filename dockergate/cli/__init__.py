@@ -78,3 +78,7 @@ def main() -> None:
         cli(standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except PermissionError as exc:
+        # The state dir is root's (0700): an admin command run as another user.
+        sys.stderr.write(f"Error: {exc.strerror or exc}: {exc.filename or ''} (run as root)\n")
+        sys.exit(1)

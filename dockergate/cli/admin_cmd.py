@@ -30,10 +30,12 @@ from dockergate.admin.usage import collect_usage
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.init_cmd import ADMIN_BUNDLE
-from dockergate.cli.user_cmd import printable, table
+from dockergate.cli.policy_cmd import policies_directory
+from dockergate.cli.user_cmd import table
 from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.tlsconfig import upstream_context
-from dockergate.policy.model import PolicyError, ProfileSet, human, shipped_policies_dir
+from dockergate.logs import printable
+from dockergate.policy.model import PolicyError, ProfileSet, human
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import Upstream, UpstreamError
 from dockergate.store.errors import StoreError
@@ -691,7 +693,7 @@ def usage_cmd(
             raise click.ClickException(str(exc)) from exc
         profiles: ProfileSet | None
         try:
-            profiles = ProfileSet(settings.policies_dir or shipped_policies_dir())
+            profiles = ProfileSet(policies_directory(settings))
         except PolicyError as exc:
             click.echo(f"warning: quotas not shown: {exc}", err=True)
             profiles = None

@@ -9,10 +9,13 @@ from pathlib import Path
 import click
 
 from dockergate.cli import Context, pass_ctx
-from dockergate.cli.policy_cmd import PIDFILE, running_gate
 from dockergate.listen.pki import CertificateAuthority
+from dockergate.pidfile import PIDFILE, running_gate
 
 ADMIN_BUNDLE = "admin"
+
+
+SERVER_NAMES = "server-names"  # in the state dir: one name per line
 
 
 def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: bool) -> list[str]:
@@ -24,8 +27,14 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
     ca = CertificateAuthority(settings.pki_dir)
     if ca.ensure():
         done.append(f"created CA {ca.cert_path}")
-    if ca.ensure_server_cert(list(hostnames), rotate=rotate_server_cert):
-        done.append(f"issued server certificate {ca.server_cert_path}")
+    # The names clients reach the gate by, kept beside pki/: a CA replaced as README
+    # says (pki/ moved aside) must not lose them with the old server certificate.
+    names_file = settings.state_dir / SERVER_NAMES
+    known = names_file.read_text().split() if names_file.exists() else []
+    if ca.ensure_server_cert([*hostnames, *known], rotate=rotate_server_cert):
+        names = ca.server_names()
+        done.append(f"issued server certificate {ca.server_cert_path} for {', '.join(names)}")
+        names_file.write_text("".join(f"{n}\n" for n in names))
         if rotate_server_cert:
             done.append(_tell_running_gate(settings.state_dir / PIDFILE))
     elif missing := [h for h in hostnames if h not in ca.server_names()]:
@@ -34,10 +43,14 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
             f"{', '.join(missing)}: dockergate init --rotate-server-cert --hostname NAME"
         )
     admin_dir = settings.clients_dir / ADMIN_BUNDLE
-    if not (admin_dir / "cert.pem").exists():
+    stale = (admin_dir / "ca.pem").exists() and (
+        (admin_dir / "ca.pem").read_bytes() != ca.cert_path.read_bytes()
+    )
+    if stale or not (admin_dir / "cert.pem").exists():
         issued = ca.issue_client(ADMIN_BUNDLE, days=3650)
         ca.write_bundle(admin_dir, issued)
-        done.append(f"wrote admin client bundle {admin_dir}")
+        why = " (its CA was replaced)" if stale else ""
+        done.append(f"wrote admin client bundle {admin_dir}{why}")
     from dockergate.cli import hooks
 
     done.extend(hooks.after_init(settings))

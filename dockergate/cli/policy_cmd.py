@@ -15,38 +15,33 @@ import yaml
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.config import POLICY_STATUS, Settings
+from dockergate.pidfile import PIDFILE, running_gate
 from dockergate.policy.checks import NodeFacts
 from dockergate.policy.compose import check_file
 from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped_policies_dir
 
-PIDFILE = "dockergate.pid"
 
-
-def running_gate(pidfile: Path) -> int:
-    """The pid of the gate serving from this state dir, from its pidfile, once its
-    command line says it is one: a gate killed with SIGKILL leaves its pidfile, and
-    the pid may since be another process's (SIGHUP ends most programs). Raises
-    ``ValueError`` with why there is none."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"no running gate found through {pidfile}: {exc}") from None
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        raise ValueError(f"no running gate found through {pidfile}: pid {pid} is gone") from None
-    if b"serve" not in argv or not any(b"dockergate" in part for part in argv):
-        raise ValueError(
-            f"no running gate found through {pidfile}: pid {pid} is another program "
-            "(a stale pidfile, left by a gate that was killed)"
-        )
-    return pid
+def policies_directory(settings: Settings) -> Path:
+    """Where the profiles the gate applies are: the directory this command was given
+    (flag, environment, config file), else the running gate's (it writes it to
+    ``policies.json`` in the state dir: its ``serve --policies-dir`` is not seen
+    here), else the shipped ones."""
+    if settings.policies_dir:
+        return Path(settings.policies_dir)
+    directory = _status(settings.state_dir / POLICY_STATUS).get("directory")
+    if isinstance(directory, str) and directory:
+        try:
+            running_gate(settings.state_dir / PIDFILE)
+        except ValueError:
+            pass
+        else:
+            return Path(directory)
+    return shipped_policies_dir()
 
 
 def load_profiles(ctx: Context) -> ProfileSet:
-    settings = ctx.settings()
     try:
-        return ProfileSet(settings.policies_dir or shipped_policies_dir())
+        return ProfileSet(policies_directory(ctx.settings()))
     except PolicyError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -60,7 +55,7 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_ctx
 def policy_list(ctx: Context, as_json: bool) -> None:
-    """The profiles in the policies directory."""
+    """The profiles in the policies directory (the running gate's, unless given)."""
     profiles = load_profiles(ctx)
     if as_json:
         listed = [

@@ -23,6 +23,7 @@ from dockergate.audit.actions import audited
 from dockergate.cli import Context, pass_ctx
 from dockergate.config import Settings
 from dockergate.listen.pki import CLIENT_DAYS, CertificateAuthority, prepare_bundle_dir
+from dockergate.logs import printable
 from dockergate.store.db import (
     check_schema,
     current_revision,
@@ -50,17 +51,6 @@ def opened(ctx: Context) -> Iterator[tuple[Settings, Store]]:
             yield settings, store
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def printable(text: str) -> str:
-    """``text`` with control and format characters shown escaped (``\\n``, ``\\x1b``,
-    ``\\u202e``): cells hold what users sent (paths, names, refusals quoting them), and
-    a newline or a terminal escape in one would forge rows or rewrite the screen."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

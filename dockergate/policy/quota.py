@@ -97,8 +97,9 @@ async def live_memory(
 ) -> tuple[int, dict[str, int]]:
     """Memory limits of the live containers, and of stopped ones dockerd will start
     again by itself (``exclude`` left out: a container being started or updated is
-    counted as asked): (plain containers, task containers by service ID). Task containers count as their service's, and beyond it: a removed
-    service's tasks, or a job's earlier run, stop only after their grace period."""
+    counted as asked): (plain containers, task containers by service ID). Task
+    containers count as their service's, and beyond it: a removed service's tasks, or
+    a job's earlier run, stop only after their grace period."""
 
     async def one(cid: str, stopped: bool) -> int:
         reply = await daemon.get(f"/containers/{cid}/json")

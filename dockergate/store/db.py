@@ -139,7 +139,12 @@ def unavailable(exc: BaseException, url: str) -> StoreUnavailable:
     hint = ""
     parsed = normalise_url(url)
     path = sqlite_path(parsed)
-    if path is not None and not path.exists():
+    try:
+        missing = path is not None and not path.exists()
+    except OSError:  # a state dir this user may not enter (an admin command not as root)
+        missing = False
+        hint = "; is this the gate's user (root)?"
+    if missing:
         hint = "; run `dockergate init` (or `dockergate db upgrade`) to create it"
     return StoreUnavailable(f"cannot use the database {where}: {detail}{hint}")
 
