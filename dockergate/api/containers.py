@@ -8,6 +8,7 @@ networks), and the re-encoded body is what the daemon receives.
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 import re
@@ -49,14 +50,21 @@ from dockergate.api.ownership import (
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.checks import (
+    STOP_WAIT_MAX,
     Denied,
     bind_options,
     check_container,
     check_exec,
     check_present_binds,
     check_update,
+    flat_bind_targets,
 )
-from dockergate.policy.quota import check_container_quota, check_memory_quota, user_lock
+from dockergate.policy.quota import (
+    check_container_quota,
+    check_memory_quota,
+    restarted_by_dockerd,
+    user_lock,
+)
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
@@ -229,12 +237,41 @@ async def container_update(ex: Exchange) -> None:
     if not isinstance(body, dict):
         raise Refusal(400, "container update: body must be a JSON object")
     check_update(ex.profile, body, await ex.daemon.facts(), found.obj.get("HostConfig") or {})
-    if body.get("Memory") and not ex.admin:
+    if not ex.admin and (body.get("Memory") or body.get("RestartPolicy")):
+        # A new limit, or a restart policy that makes dockerd start a stopped container
+        # again by itself (then it counts, restarted_by_dockerd): it must fit.
         await ex.hold(user_lock(ex.identity.name))
-        await check_memory_quota(
-            ex.daemon, ex.profile, ex.identity.name, found.id, int(body["Memory"])
-        )
+        reply = await ex.daemon.get(f"/containers/{found.id}/json")
+        after = copy.deepcopy(reply.json() or {}) if reply.ok else copy.deepcopy(found.obj)
+        host = after.setdefault("HostConfig", {})
+        if body.get("RestartPolicy"):
+            host["RestartPolicy"] = body["RestartPolicy"]
+        memory = int(body.get("Memory") or host.get("Memory") or 0)
+        state = after.get("State") or {}
+        stopped = not (state.get("Running") or state.get("Restarting"))
+        if body.get("Memory") or (stopped and restarted_by_dockerd(after)):
+            await check_memory_quota(ex.daemon, ex.profile, ex.identity.name, found.id, memory)
     ex.set_json(body)
+
+
+async def flat_binds(ex: Exchange, container: dict[str, Any]) -> frozenset[str]:
+    """Targets of the ``NonRecursive`` binds a container has: its own, and those it
+    took with ``VolumesFrom`` (pinned to IDs at create), however deep."""
+    flat: set[str] = set()
+    seen: set[str] = set()
+    todo = [container]
+    while todo and len(seen) < 16:
+        obj = todo.pop()
+        flat |= flat_bind_targets(obj)
+        for entry in (obj.get("HostConfig") or {}).get("VolumesFrom") or []:
+            source = str(entry).partition(":")[0]
+            if source in seen:
+                continue
+            seen.add(source)
+            reply = await ex.daemon.get(f"/containers/{source}/json")
+            if reply.ok and isinstance(reply.json(), dict):
+                todo.append(reply.json())
+    return frozenset(flat)
 
 
 async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
@@ -251,7 +288,9 @@ async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
             name, colon, mode = str(entry).partition(":")
             found = await referenced_owned(ex, "container", name, f"HostConfig.VolumesFrom={entry}")
             read_only = "ro" in mode.split(",")
-            check_present_binds(ex.profile, found.obj, f"HostConfig.VolumesFrom={entry}", read_only)
+            flat = await flat_binds(ex, found.obj)
+            field = f"HostConfig.VolumesFrom={entry}"
+            check_present_binds(ex.profile, found.obj, field, read_only, flat)
             pinned.append(found.id + colon + mode)
         host["VolumesFrom"] = pinned
     for field in NAMESPACE_MODES:
@@ -484,7 +523,32 @@ async def container_start(ex: Exchange) -> None:
 
 @handles("container.restart")
 async def container_restart(ex: Exchange) -> None:
-    await check_started(ex, await owned_object(ex))
+    found = await owned_object(ex)
+    check_stop_wait_query(ex)
+    await check_started(ex, found)
+
+
+@handles("container.stop")
+async def container_stop(ex: Exchange) -> None:
+    if ex.admin:
+        return
+    await owned_object(ex)
+    check_stop_wait_query(ex)
+
+
+def check_stop_wait_query(ex: Exchange) -> None:
+    """``t`` of a stop or restart: how long dockerd waits before SIGKILL. Negative is
+    for ever (a restart holds the user's lock meanwhile: their creates hang)."""
+    if ex.admin or q.first(ex.query, "t") is None:
+        return
+    seconds = q.first_int(ex.query, "t")
+    if not 0 <= seconds <= STOP_WAIT_MAX:
+        raise Refusal(
+            403,
+            f"{who(ex)} may not ask dockerd to wait {seconds} s for the container to stop "
+            f"(t): 0 to {STOP_WAIT_MAX} s",
+            rule="stop timeout",
+        )
 
 
 async def check_started(ex: Exchange, found: Resolved) -> None:
@@ -496,7 +560,8 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
     # Not even a restart of a running one: dockerd stops it, Swarm starts a new task
     # for the one that died, then dockerd starts the old one again: two containers.
     refuse_task_container(ex, found, "start or restart")
-    check_present_binds(ex.profile, found.obj, "Mounts")  # bound again at every start
+    if not ex.admin:  # bound again at every start
+        check_present_binds(ex.profile, found.obj, "Mounts", flat=await flat_binds(ex, found.obj))
     if ex.admin or ex.profile.quota_memory is None:
         return
     await ex.hold(user_lock(ex.identity.name))

@@ -16,15 +16,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from dockergate.api.gotext import GO_SPACE
+
 _S = r"[\t\n\f\r ]*"  # RE2's \s
 DIRECTIVE = re.compile(rf"^#{_S}([a-zA-Z][a-zA-Z0-9]*){_S}={_S}(.+?){_S}$")
 WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 # Go's unicode.IsSpace (TrimSpace, TrimLeftFunc): Python's str.isspace() also counts
 # \x1c-\x1f, so a line of one of those would be blank to the gate and not to dockerd.
-GO_SPACE = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 ESCAPES = ("\\", "`")
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 BOM = "\ufeff"

@@ -34,6 +34,7 @@ from dockergate.api.body import BodyError, loads_strict
 from dockergate.api.buildcontext import ContextScanner, wanted_paths
 from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, who
 from dockergate.api.exchange import Exchange
+from dockergate.api.gotext import GO_SPACE
 from dockergate.api.labels import image_labels
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.api.schema import parse_body
@@ -573,7 +574,7 @@ def check_changes(ex: Exchange) -> None:
         # dockerd joins the values with newlines into one Dockerfile: a directive
         # (# escape=) or a trailing escape character would join them differently
         # from how each reads alone.
-        bare = change.strip(dockerfile.GO_SPACE)
+        bare = change.strip(GO_SPACE)
         if bare.startswith("#") or bare.endswith(dockerfile.ESCAPES) or "\n" in change:
             raise Refusal(
                 403,

@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-from dockergate.api.dockerfile import GO_SPACE
+from dockergate.api.gotext import GO_SPACE
 from dockergate.proxy.http import HTTPError
 
 Query = list[tuple[str, str]]

@@ -296,7 +296,12 @@ def writable_mounts_below(path: str) -> list[str]:
                 inside = point.rstrip("/") + "/"
                 for seen in [p for p in visible if p == point or p.startswith(inside)]:
                     del visible[seen]
-                visible[point] = "rw" in fields[5].split(",")
+                # Writable if this mount and its file system (the super options,
+                # after the " - " separator) both are.
+                super_options = line.partition(" - ")[2].split(" ")[2:3]
+                visible[point] = "rw" in fields[5].split(",") and "ro" not in (
+                    super_options[0].strip().split(",") if super_options else []
+                )
     except OSError:
         return []
     return [point for point, writable in visible.items() if writable and point.startswith(prefix)]
@@ -575,7 +580,7 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
         )
 
 
-STOP_WAIT_MAX = 120  # seconds a container may ask dockerd (or Swarm) to wait at stop
+STOP_WAIT_MAX = 300  # seconds a container may ask dockerd (or Swarm) to wait at stop
 
 
 def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None:
@@ -585,15 +590,15 @@ def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None
     and node drain would hang on one user's container until systemd kills dockerd."""
     if value is None:
         return
-    if not isinstance(value, int) or value < 0 or value > STOP_WAIT_MAX * unit:
-        raise Denied(
-            profile,
-            "this stop timeout",
-            field,
-            value,
-            f"0 to {STOP_WAIT_MAX} s (a negative one never ends: dockerd and Swarm wait for "
-            "the container for ever at every stop)",
-        )
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Denied(profile, "this stop timeout", field, value, "a whole number")
+    if value < 0:
+        why = "a negative one never ends: dockerd and Swarm wait for the container for ever"
+    elif value > STOP_WAIT_MAX * unit:
+        why = f"not {value / unit:g} s: dockerd's own shutdown waits for the longest"
+    else:
+        return
+    raise Denied(profile, "this stop timeout", field, value, f"0 to {STOP_WAIT_MAX} s ({why})")
 
 
 # Log drivers that write files on the node's disk, with their own rotation options.
@@ -881,21 +886,22 @@ def check_mount(profile: Profile, mount: Any, field: str) -> None:
 
 
 def check_present_binds(
-    profile: Profile, container: dict[str, Any], field: str, read_only: bool = False
+    profile: Profile,
+    container: dict[str, Any],
+    field: str,
+    read_only: bool = False,
+    flat: frozenset[str] = frozenset(),
 ) -> None:
     """The bind mounts a container has (inspect's ``Mounts``), checked as new ones.
 
     dockerd binds each source again, recursively, at every start, and ``VolumesFrom``
     copies another container's binds into a new one: a bind that passed at create (no
     read-write mount below a read-only root then, or a profile since tightened) is
-    checked again when it is used again. ``read_only``: ``VolumesFrom=<id>:ro``."""
+    checked again when it is used again. ``read_only``: ``VolumesFrom=<id>:ro``.
+    ``flat``: the targets of its ``NonRecursive`` binds (inspect's ``Mounts`` does not
+    say; the caller collects them, through ``VolumesFrom`` too)."""
     if profile.admin:
         return
-    flat = {
-        m.get("Target")
-        for m in (container.get("HostConfig") or {}).get("Mounts") or []
-        if isinstance(m, dict) and (m.get("BindOptions") or {}).get("NonRecursive")
-    }
     for mount in container.get("Mounts") or []:
         if not isinstance(mount, dict) or mount.get("Type") != "bind":
             continue
@@ -905,8 +911,18 @@ def check_present_binds(
             str(mount.get("Source") or ""),
             read_only or not mount.get("RW"),
             f"{field}[{target}]",
-            recursive=target not in flat,
+            recursive=posixpath.normpath(target) not in flat,
         )
+
+
+def flat_bind_targets(container: dict[str, Any]) -> set[str]:
+    """The targets of a container's own ``NonRecursive`` binds, normalised as dockerd
+    shows them (``/d/`` is ``/d``)."""
+    return {
+        posixpath.normpath(str(m.get("Target") or ""))
+        for m in (container.get("HostConfig") or {}).get("Mounts") or []
+        if isinstance(m, dict) and (m.get("BindOptions") or {}).get("NonRecursive")
+    }
 
 
 def check_update(

@@ -94,10 +94,11 @@ async def services_memory(
 
 async def live_memory(
     daemon: Daemon, containers: list[dict[str, Any]], exclude: str | None = None
-) -> tuple[int, dict[str, int]]:
+) -> tuple[int, dict[str, int], int]:
     """Memory limits of the live containers, and of stopped ones dockerd will start
     again by itself (``exclude`` left out: a container being started or updated is
-    counted as asked): (plain containers, task containers by service ID). Task
+    counted as asked): (plain containers, task containers by service ID, the stopped
+    ones among the plain containers). Task
     containers count as their service's, and beyond it: a removed service's tasks, or
     a job's earlier run, stop only after their grace period."""
 
@@ -112,13 +113,14 @@ async def live_memory(
 
     live = [c for c in containers if str(c.get("State")) != "dead" and c["Id"] != exclude]
     limits = await asyncio.gather(*(one(c["Id"], c.get("State") == "exited") for c in live))
-    plain, tasks = 0, defaultdict[str, int](int)
+    plain, parked, tasks = 0, 0, defaultdict[str, int](int)
     for c, memory in zip(live, limits, strict=True):
         if is_task(c.get("Labels")):
             tasks[str(c["Labels"][TASK_LABEL])] += memory
         else:
             plain += memory
-    return plain, dict(tasks)
+            parked += memory if c.get("State") == "exited" else 0
+    return plain, dict(tasks), parked
 
 
 def restarted_by_dockerd(container: dict[str, Any]) -> bool:
@@ -148,7 +150,7 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     containers = await owned_containers(daemon, user)
     services = await _services(daemon, user)
     nodes = await swarm_nodes(daemon) if services else 1
-    plain, tasks = await live_memory(daemon, containers, exclude)
+    plain, tasks, parked = await live_memory(daemon, containers, exclude)
     held = await services_memory(daemon, services, nodes)
     costs = charged(held, tasks)
     return {
@@ -162,6 +164,8 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
         # Task containers beyond what their services hold: removed services' tasks, a
         # job's earlier run, stopping (a refusal says so: nothing to stop by hand).
         "stopping": sum(cost - held.get(sid, 0) for sid, cost in costs.items()),
+        # Stopped containers dockerd starts again by itself (restart policies).
+        "restartable": parked,
         "nodes": nodes,
     }
 
@@ -236,7 +240,7 @@ async def check_container_quota(daemon: Daemon, profile: Profile, user: str, mem
             f"{used['containers']} of {profile.quota_containers} used",
             "remove stopped containers (docker container prune) or ask an admin",
         )
-    _check_memory(profile, used["memory"], memory, used["stopping"])
+    _check_memory(profile, used["memory"], memory, used["stopping"], used["restartable"])
 
 
 async def check_service_quota(
@@ -268,7 +272,7 @@ async def check_service_quota(
         # its new run starts at once, beside the old run's tasks still stopping.
         running = used["task_memory"].get(service_id, 0)
         wanted = wanted + running if is_job(spec) else max(wanted, running)
-    _check_memory(profile, container_mem + current, wanted, used["stopping"])
+    _check_memory(profile, container_mem + current, wanted, used["stopping"], used["restartable"])
 
 
 async def check_memory_quota(
@@ -279,12 +283,20 @@ async def check_memory_quota(
     if profile.admin or profile.quota_memory is None:
         return
     used = await usage(daemon, user, exclude=container_id)
-    _check_memory(profile, used["memory"], memory, used["stopping"])
+    _check_memory(profile, used["memory"], memory, used["stopping"], used["restartable"])
 
 
-def _check_memory(profile: Profile, used: int, wanted: int, stopping: int = 0) -> None:
+def _check_memory(
+    profile: Profile, used: int, wanted: int, stopping: int = 0, restartable: int = 0
+) -> None:
     if profile.quota_memory is not None and used + wanted > profile.quota_memory:
         advice = "stop something or ask for less"
+        if restartable:
+            advice = (
+                f"{human(restartable)} of it is held by stopped containers dockerd starts "
+                "again by itself at its next start (restart policy always or on-failure): "
+                "remove them (docker rm), or docker update --restart no them, or " + advice
+            )
         if stopping:
             advice = (
                 f"{human(stopping)} of it is held by tasks of removed or updated services "

@@ -641,6 +641,10 @@ def test_read_only_bind_with_writable_mounts_below(tmp_path: Path, monkeypatch) 
     check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
     table.write_text(base + line.format(str(common), "ro"))
     check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
+    # A read-write mount of a read-only file system (its super options say ro).
+    ro_fs = line.format(f"{common}/an\\040export", "rw").replace("tmpfs rw", "tmpfs ro")
+    table.write_text(base.rsplit("\n", 2)[0] + "\n" + ro_fs)
+    check_container(profile, create(Binds=[f"{common}:/c:ro"]), FACTS)
 
 
 def test_ports_the_engine_picks(member: Profile, tmp_path: Path) -> None:
