@@ -28,7 +28,7 @@ from dockergate.listen.listeners import remote_host, start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
 from dockergate.logs import printable
 from dockergate.metrics import Metrics
-from dockergate.pidfile import PIDFILE
+from dockergate.pidfile import PIDFILE, claim_pidfile, release_pidfile
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
 from dockergate.proxy.connection import ClientConnection
 from dockergate.proxy.daemon import Daemon
@@ -529,17 +529,12 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gate.reload)
-    pidfile = settings.state_dir / PIDFILE
-    try:
-        pidfile.write_text(f"{os.getpid()}\n")
-    except OSError:
-        pidfile = None  # type: ignore[assignment]
+    pidfile = claim_pidfile(settings.state_dir / PIDFILE)
     try:
         await stop.wait()
     finally:
         if pidfile is not None:
-            with contextlib.suppress(OSError):
-                pidfile.unlink()
+            release_pidfile(pidfile)
         if seeding is not None:
             seeding.cancel()
         log.info("shutting down (grace %.0fs)", settings.shutdown_grace)

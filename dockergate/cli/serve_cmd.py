@@ -17,7 +17,6 @@ from dockergate.cli import Context, pass_ctx
 from dockergate.config import Settings
 from dockergate.listen.directory import DirectoryAuthenticator
 from dockergate.logs import setup_logging
-from dockergate.pidfile import PIDFILE, running_gate
 from dockergate.policy.model import PolicyError
 from dockergate.store.db import check_schema
 from dockergate.store.errors import StoreError
@@ -71,15 +70,6 @@ def serve(
         check_schema(settings)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        pid = running_gate(settings.state_dir / PIDFILE)
-    except ValueError:
-        pass  # none, or a stale pidfile: this gate takes it
-    else:
-        raise click.ClickException(
-            f"another gate (pid {pid}) serves from the state dir {settings.state_dir}: "
-            "stop it first, or give this one its own --state-dir"
-        )
     raise_fd_limit()
     try:
         run_loop(_serve(settings), settings.event_loop)
