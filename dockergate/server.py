@@ -121,7 +121,7 @@ class Gate:
         (which otherwise only knows its own configuration), and its socket, for
         ``dockergate usage`` (which asks the running gate when it can)."""
         status = {
-            "directory": str(self.profiles.directory),
+            "directory": str(self.profiles.directory.resolve()),  # read from elsewhere
             "socket": self.settings.socket or None,
             "profiles": sorted(self.profiles.profiles),
             "error": error,

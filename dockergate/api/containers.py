@@ -254,23 +254,30 @@ async def container_update(ex: Exchange) -> None:
     ex.set_json(body)
 
 
-async def flat_binds(ex: Exchange, container: dict[str, Any]) -> frozenset[str]:
+async def flat_binds(
+    ex: Exchange, container: dict[str, Any], budget: list[int] | None = None
+) -> frozenset[str]:
     """Targets of the ``NonRecursive`` binds a container has: its own, and those it
-    took with ``VolumesFrom`` (pinned to IDs at create), however deep."""
-    flat: set[str] = set()
-    seen: set[str] = set()
-    todo = [container]
-    while todo and len(seen) < 16:
-        obj = todo.pop()
-        flat |= flat_bind_targets(obj)
-        for entry in (obj.get("HostConfig") or {}).get("VolumesFrom") or []:
-            source = str(entry).partition(":")[0]
-            if source in seen:
-                continue
-            seen.add(source)
-            reply = await ex.daemon.get(f"/containers/{source}/json")
-            if reply.ok and isinstance(reply.json(), dict):
-                todo.append(reply.json())
+    took with ``VolumesFrom`` (pinned to IDs at create) at targets its own binds and
+    mounts do not take (dockerd lets them replace what ``VolumesFrom`` brings). At most
+    16 containers are looked up: past them, binds are checked as recursive."""
+    budget = budget if budget is not None else [16]
+    host = container.get("HostConfig") or {}
+    flat = flat_bind_targets(container)
+    own = {posixpath.normpath(bind_options(str(b))[1]) for b in host.get("Binds") or []}
+    own |= {
+        posixpath.normpath(str(m.get("Target") or ""))
+        for m in host.get("Mounts") or []
+        if isinstance(m, dict)
+    }
+    for entry in host.get("VolumesFrom") or []:
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
+        reply = await ex.daemon.get(f"/containers/{str(entry).partition(':')[0]}/json")
+        source = reply.json() if reply.ok else None
+        if isinstance(source, dict):
+            flat |= await flat_binds(ex, source, budget) - own
     return frozenset(flat)
 
 

@@ -124,14 +124,15 @@ async def live_memory(
 
 
 def restarted_by_dockerd(container: dict[str, Any]) -> bool:
-    """Whether dockerd starts this stopped container again by itself at its next start
-    (``daemon.restore``: the restart manager's rule), so that it holds its memory for
-    the quota though stopped: ``always``, and ``on-failure`` after a non-zero exit
-    with retries left. (``unless-stopped`` ones stopped by hand stay stopped; one that
-    exited by itself is restarted at once, and is running or restarting.)"""
+    """Whether dockerd may start this stopped container again by itself at its next
+    start (``daemon.restore``, the restart manager's rule), so that it holds its memory
+    for the quota though stopped: ``always``; ``on-failure`` after a non-zero exit with
+    retries left; ``unless-stopped`` unless it was stopped by hand, which inspect does
+    not tell (a policy set after the container exited by itself restarts it), so it
+    counts: ``docker rm`` or ``docker update --restart no`` frees it."""
     policy = (container.get("HostConfig") or {}).get("RestartPolicy") or {}
     name = policy.get("Name") or ""
-    if name == "always":
+    if name in ("always", "unless-stopped"):
         return True
     if name != "on-failure":
         return False
@@ -293,8 +294,9 @@ def _check_memory(
         advice = "stop something or ask for less"
         if restartable:
             advice = (
-                f"{human(restartable)} of it is held by stopped containers dockerd starts "
-                "again by itself at its next start (restart policy always or on-failure): "
+                f"{human(restartable)} of it is held by stopped containers dockerd may start "
+                "again by itself at its next start (restart policy always, unless-stopped "
+                "or on-failure): "
                 "remove them (docker rm), or docker update --restart no them, or " + advice
             )
         if stopping:

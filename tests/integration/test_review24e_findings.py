@@ -179,10 +179,11 @@ def test_finding_stopped_container_dockerd_starts_again_is_not_counted(
     assert _refused(r), (r.status, r.body)
 
 
-@pytest.mark.parametrize("policy", ["no", "unless-stopped"])
+@pytest.mark.parametrize("policy", ["no"])
 def test_works_stopped_container_that_stays_stopped_frees_its_memory(member, made, policy):
-    """A stopped container dockerd never starts by itself (no policy, or
-    ``unless-stopped`` stopped by hand) holds no memory: two more of 256m fit."""
+    """A stopped container dockerd never starts by itself (no policy) holds no memory:
+    two more of 256m fit. (A stopped ``unless-stopped`` one counts, since 24h: inspect
+    does not tell whether it was stopped by hand.)"""
     _stopped(member, made, policy, 256)
     _cid(_create(member, made, ["sleep", "600"], 256))
     _cid(_create(member, made, ["sleep", "600"], 256))
