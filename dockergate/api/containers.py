@@ -571,6 +571,12 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
         check_present_binds(ex.profile, found.obj, "Mounts", flat=await flat_binds(ex, found.obj))
     if ex.admin or ex.profile.quota_memory is None:
         return
+    state = found.obj.get("State") or {}
+    if state.get("Running") or state.get("Restarting") or restarted_by_dockerd(found.obj):
+        # Counted at its limit already (a restart of a running one, a start of one
+        # dockerd would restart): nothing for the quota, and no lock, which a restart
+        # would hold through dockerd's whole stop wait (the user's creates waited).
+        return
     await ex.hold(user_lock(ex.identity.name))
     # Read again under the lock: an update queued before it may have raised the limit.
     reply = await ex.daemon.get(f"/containers/{found.id}/json")

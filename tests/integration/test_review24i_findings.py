@@ -233,7 +233,7 @@ def test_works_quota_advice_for_stopped_restartable_containers(cli, people):
         ok(cli(["stop", "-t", "0", a, b], user=m))
         refused(
             cli(["run", "--rm", "-m", "16g", "busybox", "true"], user=m),
-            "held by stopped containers dockerd starts again",
+            "held by stopped containers dockerd may start again",
             "docker update --restart no",
         )
         ok(cli(["update", "--restart", "no", a], user=m))
