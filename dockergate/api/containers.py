@@ -544,8 +544,8 @@ async def container_stop(ex: Exchange) -> None:
 
 
 def check_stop_wait_query(ex: Exchange) -> None:
-    """``t`` of a stop or restart: how long dockerd waits before SIGKILL. Negative is
-    for ever (a restart holds the user's lock meanwhile: their creates hang)."""
+    """``t`` of a stop or restart: how long dockerd waits before SIGKILL; negative is
+    for ever (the request never ends, and dockerd's goroutine with it)."""
     if ex.admin or q.first(ex.query, "t") is None:
         return
     seconds = q.first_int(ex.query, "t")
@@ -561,8 +561,8 @@ def check_stop_wait_query(ex: Exchange) -> None:
 async def check_started(ex: Exchange, found: Resolved) -> None:
     """Its networks must still be the caller's (``check_stored_networks``), its bind
     mounts must still pass the profile (``check_present_binds``). A stopped
-    container holds no memory for the quota; started again, it must fit. The user's
-    lock is held until the start is forwarded, as for a create."""
+    container the quota does not count must fit when it starts again; the user's lock
+    is then held until the start is forwarded, as for a create."""
     await check_stored_networks(ex, found.obj)
     # Not even a restart of a running one: dockerd stops it, Swarm starts a new task
     # for the one that died, then dockerd starts the old one again: two containers.

@@ -95,12 +95,12 @@ async def services_memory(
 async def live_memory(
     daemon: Daemon, containers: list[dict[str, Any]], exclude: str | None = None
 ) -> tuple[int, dict[str, int], int]:
-    """Memory limits of the live containers, and of stopped ones dockerd will start
+    """Memory limits of the live containers, and of stopped ones dockerd may start
     again by itself (``exclude`` left out: a container being started or updated is
     counted as asked): (plain containers, task containers by service ID, the stopped
-    ones among the plain containers). Task
-    containers count as their service's, and beyond it: a removed service's tasks, or
-    a job's earlier run, stop only after their grace period."""
+    ones among the plain containers). Task containers count as their service's, and
+    beyond it: a removed service's tasks, or a job's earlier run, stop only after
+    their grace period."""
 
     async def one(cid: str, stopped: bool) -> int:
         reply = await daemon.get(f"/containers/{cid}/json")
@@ -165,7 +165,7 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
         # Task containers beyond what their services hold: removed services' tasks, a
         # job's earlier run, stopping (a refusal says so: nothing to stop by hand).
         "stopping": sum(cost - held.get(sid, 0) for sid, cost in costs.items()),
-        # Stopped containers dockerd starts again by itself (restart policies).
+        # Stopped containers dockerd may start again by itself (restart policies).
         "restartable": parked,
         "nodes": nodes,
     }
@@ -296,8 +296,8 @@ def _check_memory(
             advice = (
                 f"{human(restartable)} of it is held by stopped containers dockerd may start "
                 "again by itself at its next start (restart policy always, unless-stopped "
-                "or on-failure): "
-                "remove them (docker rm), or docker update --restart no them, or " + advice
+                "or on-failure): remove them (docker rm), or docker update --restart no "
+                "them, or " + advice
             )
         if stopping:
             advice = (
