@@ -20,6 +20,7 @@ from typing import Any
 from dockergate.policy.model import (
     DEFAULT_CAPS,
     UNLIMITED,
+    BindRule,
     Profile,
     human,
     normalise_cap,
@@ -187,86 +188,90 @@ def check_bind(
     mounts below its source are not in the container at all."""
     real = resolve_host_path(source)
     rules = [(resolve_host_path(rule.path), rule) for rule in profile.binds]
-    # The most specific rule decides: a read-only path listed inside a writable one
-    # stays read-only whichever comes first in the profile.
-    for base, rule in sorted(rules, key=lambda r: len(r[0]), reverse=True):
-        if _below(real, base):
-            if not OFFLINE.get() and not os.path.isdir(base):
-                # Symlinks below the allowed path are resolved in the gate's own file
-                # system; if it cannot see that tree (a gate in a container without
-                # it), a link planted there (data/x -> /) would pass unseen.
-                raise Denied(
-                    profile,
-                    "bind-mounting a path the gate cannot see",
-                    field,
-                    source,
-                    f"the gate has no {rule.path} to check symlinks in: mount it into the "
-                    "gate at the same path (read-only) or create it",
-                )
-            if rule.read_only and not read_only:
-                raise Denied(
-                    profile,
-                    "a writable bind mount of a read-only path",
-                    field,
-                    source,
-                    f"mount {rule.path} read-only (:ro / readonly)",
-                )
-            if not read_only:
-                inner = [r.path for b, r in rules if r.read_only and b != real and _below(b, real)]
-                if inner:
-                    raise Denied(
-                        profile,
-                        "a writable bind mount over a read-only path",
-                        field,
-                        source,
-                        f"{inner[0]} below it is read-only: mount it read-only (:ro / "
-                        "readonly), or bind a path beside the read-only one",
-                    )
-            elif recursive and not OFFLINE.get():
-                # dockerd before 25 makes only the top of a read-only bind read-only:
-                # a read-write mount below it stays writable, which matters where the
-                # most specific rule for that mount says read-only.
-                below = [
-                    point
-                    for point in writable_mounts_below(real)
-                    if max(
-                        ((b, r) for b, r in rules if _below(point, b)), key=lambda br: len(br[0])
-                    )[1].read_only
-                ]
-                if below:
-                    more = f" (and {len(below) - 1} more)" if len(below) > 1 else ""
-                    raise Denied(
-                        profile,
-                        "a read-only bind mount with writable mounts below it",
-                        field,
-                        source,
-                        f"dockerd makes only the top of a read-only bind read-only, and "
-                        f"{below[0]}{more}, in a read-only path, is mounted read-write below "
-                        "it on this host: bind that mount read-only by itself, bind "
-                        "non-recursively (--mount ...,readonly,bind-nonrecursive), or have an "
-                        "admin remount it read-only",
-                    )
-            follows = None if OFFLINE.get() or real == base else follows_symlinks(base, real)
-            if follows is not None:
-                raise Denied(
-                    profile,
-                    "bind-mounting below an allowed path whose mount follows symlinks",
-                    field,
-                    source,
-                    f"bind {rule.path} itself, or have an admin mount it nosymfollow "
-                    f"(mount --bind {follows} {follows} && mount -o remount,bind,nosymfollow "
-                    f"{follows}): a directory below it can be swapped for a symlink "
-                    "between this check and the container's start",
-                )
-            return
-    allowed = ", ".join(f"{r.path}{' (ro)' if r.read_only else ''}" for r in profile.binds)
-    raise Denied(
-        profile,
-        "bind-mounting this host path",
-        field,
-        source,
-        f"allowed below: {allowed}" if allowed else "use a named volume instead",
-    )
+    found = _deciding_rule(rules, real)
+    if found is None:
+        allowed = ", ".join(f"{r.path}{' (ro)' if r.read_only else ''}" for r in profile.binds)
+        raise Denied(
+            profile,
+            "bind-mounting this host path",
+            field,
+            source,
+            f"allowed below: {allowed}" if allowed else "use a named volume instead",
+        )
+    base, rule = found
+    if not OFFLINE.get() and not os.path.isdir(base):
+        # Symlinks below the allowed path are resolved in the gate's own file
+        # system; if it cannot see that tree (a gate in a container without
+        # it), a link planted there (data/x -> /) would pass unseen.
+        raise Denied(
+            profile,
+            "bind-mounting a path the gate cannot see",
+            field,
+            source,
+            f"the gate has no {rule.path} to check symlinks in: mount it into the "
+            "gate at the same path (read-only) or create it",
+        )
+    if rule.read_only and not read_only:
+        raise Denied(
+            profile,
+            "a writable bind mount of a read-only path",
+            field,
+            source,
+            f"mount {rule.path} read-only (:ro / readonly)",
+        )
+    if not read_only:
+        inner = [r.path for b, r in rules if r.read_only and b != real and _below(b, real)]
+        if inner:
+            raise Denied(
+                profile,
+                "a writable bind mount over a read-only path",
+                field,
+                source,
+                f"{inner[0]} below it is read-only: mount it read-only (:ro / "
+                "readonly), or bind a path beside the read-only one",
+            )
+    elif recursive and not OFFLINE.get():
+        # dockerd before 25 makes only the top of a read-only bind read-only:
+        # a read-write mount below it stays writable, which matters where the
+        # most specific rule for that mount says read-only.
+        below = [
+            point
+            for point in writable_mounts_below(real)
+            if (_deciding_rule(rules, point) or found)[1].read_only
+        ]
+        if below:
+            more = f" (and {len(below) - 1} more)" if len(below) > 1 else ""
+            raise Denied(
+                profile,
+                "a read-only bind mount with writable mounts below it",
+                field,
+                source,
+                f"dockerd makes only the top of a read-only bind read-only, and "
+                f"{below[0]}{more}, in a read-only path, is mounted read-write below "
+                "it on this host: bind that mount read-only by itself, bind "
+                "non-recursively (--mount ...,readonly,bind-nonrecursive), or have an "
+                "admin remount it read-only",
+            )
+    follows = None if OFFLINE.get() or real == base else follows_symlinks(base, real)
+    if follows is not None:
+        raise Denied(
+            profile,
+            "bind-mounting below an allowed path whose mount follows symlinks",
+            field,
+            source,
+            f"bind {rule.path} itself, or have an admin mount it nosymfollow "
+            f"(mount --bind {follows} {follows} && mount -o remount,bind,nosymfollow "
+            f"{follows}): a directory below it can be swapped for a symlink "
+            "between this check and the container's start",
+        )
+
+
+def _deciding_rule(rules: list[tuple[str, BindRule]], path: str) -> tuple[str, BindRule] | None:
+    """The most specific rule holding ``path`` (its resolved path, and the rule): a
+    read-only path listed inside a writable one stays read-only whichever comes first
+    in the profile."""
+    holding = [(base, rule) for base, rule in rules if _below(path, base)]
+    return max(holding, key=lambda found: len(found[0])) if holding else None
 
 
 MOUNTINFO = "/proc/self/mountinfo"
