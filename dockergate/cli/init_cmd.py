@@ -37,11 +37,15 @@ def init_state(ctx: Context, hostnames: tuple[str, ...], rotate_server_cert: boo
         names_file.write_text("".join(f"{n}\n" for n in names))
         if rotate_server_cert:
             done.append(_tell_running_gate(settings.state_dir / PIDFILE))
-    elif missing := [h for h in hostnames if h not in ca.server_names()]:
-        done.append(
-            "note: the server certificate already exists and was not changed; to add "
-            f"{', '.join(missing)}: dockergate init --rotate-server-cert --hostname NAME"
-        )
+    else:
+        current = ca.server_names()
+        if not known:  # an install from before the file: noted from the certificate
+            names_file.write_text("".join(f"{n}\n" for n in current))
+        if missing := [h for h in hostnames if h not in current]:
+            done.append(
+                "note: the server certificate already exists and was not changed; to add "
+                f"{', '.join(missing)}: dockergate init --rotate-server-cert --hostname NAME"
+            )
     admin_dir = settings.clients_dir / ADMIN_BUNDLE
     stale = (admin_dir / "ca.pem").exists() and (
         (admin_dir / "ca.pem").read_bytes() != ca.cert_path.read_bytes()
