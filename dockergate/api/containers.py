@@ -257,28 +257,35 @@ async def container_update(ex: Exchange) -> None:
 async def flat_binds(
     ex: Exchange, container: dict[str, Any], budget: list[int] | None = None
 ) -> frozenset[str]:
-    """Targets of the ``NonRecursive`` binds a container has: its own, and those it
-    took with ``VolumesFrom`` (pinned to IDs at create) at targets its own binds and
-    mounts do not take (dockerd lets them replace what ``VolumesFrom`` brings). At most
-    16 containers are looked up: past them, binds are checked as recursive."""
+    """Targets of the ``NonRecursive`` binds a container has: its own, and those its
+    ``VolumesFrom`` sources (pinned to IDs at create) bring, where dockerd keeps them:
+    a later source's mount at a target replaces an earlier one's, and the container's
+    own binds and mounts replace both. At most 16 containers are looked up: past
+    them, binds are checked as recursive."""
     budget = budget if budget is not None else [16]
     host = container.get("HostConfig") or {}
-    flat = flat_bind_targets(container)
     own = {posixpath.normpath(bind_options(str(b))[1]) for b in host.get("Binds") or []}
     own |= {
         posixpath.normpath(str(m.get("Target") or ""))
         for m in host.get("Mounts") or []
         if isinstance(m, dict)
     }
+    inherited: dict[str, bool] = {}  # target -> non-recursive, the last source's
     for entry in host.get("VolumesFrom") or []:
         if budget[0] <= 0:
             break
         budget[0] -= 1
         reply = await ex.daemon.get(f"/containers/{str(entry).partition(':')[0]}/json")
         source = reply.json() if reply.ok else None
-        if isinstance(source, dict):
-            flat |= await flat_binds(ex, source, budget) - own
-    return frozenset(flat)
+        if not isinstance(source, dict):
+            continue
+        source_flat = await flat_binds(ex, source, budget)
+        for mount in source.get("Mounts") or []:
+            if isinstance(mount, dict):
+                target = posixpath.normpath(str(mount.get("Destination") or ""))
+                inherited[target] = target in source_flat
+    taken = {target for target, flat in inherited.items() if flat and target not in own}
+    return frozenset(flat_bind_targets(container) | taken)
 
 
 async def check_references(ex: Exchange, body: dict[str, Any]) -> None:
@@ -560,9 +567,9 @@ def check_stop_wait_query(ex: Exchange) -> None:
 
 async def check_started(ex: Exchange, found: Resolved) -> None:
     """Its networks must still be the caller's (``check_stored_networks``), its bind
-    mounts must still pass the profile (``check_present_binds``). A stopped
-    container the quota does not count must fit when it starts again; the user's lock
-    is then held until the start is forwarded, as for a create."""
+    mounts must still pass the profile (``check_present_binds``). A stopped container
+    must fit in the memory quota when it starts again; the user's lock is then held
+    until the start is forwarded, as for a create."""
     await check_stored_networks(ex, found.obj)
     # Not even a restart of a running one: dockerd stops it, Swarm starts a new task
     # for the one that died, then dockerd starts the old one again: two containers.
@@ -571,11 +578,14 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
         check_present_binds(ex.profile, found.obj, "Mounts", flat=await flat_binds(ex, found.obj))
     if ex.admin or ex.profile.quota_memory is None:
         return
-    state = found.obj.get("State") or {}
-    if state.get("Running") or state.get("Restarting") or restarted_by_dockerd(found.obj):
-        # Counted at its limit already (a restart of a running one, a start of one
-        # dockerd would restart): nothing for the quota, and no lock, which a restart
-        # would hold through dockerd's whole stop wait (the user's creates waited).
+    # Read after the checks above, which wait on the daemon: the state decides.
+    reply = await ex.daemon.get(f"/containers/{found.id}/json")
+    state = ((reply.json() or {}) if reply.ok else found.obj).get("State") or {}
+    if state.get("Running") or state.get("Restarting"):
+        # A restart of a running one: counted at its limit already, and no lock,
+        # which it would hold through dockerd's whole stop wait (the user's creates
+        # waited). A stopped one, even one dockerd would restart, takes the lock: an
+        # update under it may stop it counting meanwhile.
         return
     await ex.hold(user_lock(ex.identity.name))
     # Read again under the lock: an update queued before it may have raised the limit.

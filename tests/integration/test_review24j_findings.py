@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
 import shutil
+import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -163,8 +163,6 @@ def _on_disk(direct_client, cid: str) -> dict[str, Any] | None:
         return None
 
 
-
-
 def _running_memory(direct_client, ids: list[str]) -> int:
     total = 0
     for cid in ids:
@@ -220,8 +218,12 @@ def _setup_parked(member, made, direct_client) -> tuple[str, str, str]:
     _wait_exited(direct_client, s)
     a = _cid(
         _create(
-            member, made, ["sleep", "600"], 200,
-            RestartPolicy={"Name": "always"}, VolumesFrom=[s],
+            member,
+            made,
+            ["sleep", "600"],
+            200,
+            RestartPolicy={"Name": "always"},
+            VolumesFrom=[s],
         )
     )
     _ok(member.request("POST", f"{V}/containers/{a}/start"))
@@ -257,7 +259,9 @@ def test_finding_lock_free_start_races_update_restart_no_past_the_quota(
     x, s, a = _setup_parked(member, made, direct_client)
     stall = _hold_container_lock(member, s)
     try:
-        assert _inspect_blocked(docker_host.removeprefix("unix://"), s), "the cp did not hold S's lock"
+        assert _inspect_blocked(docker_host.removeprefix("unix://"), s), (
+            "the cp did not hold S's lock"
+        )
         t_start, start = _in_thread(member.request, "POST", f"{V}/containers/{a}/start")
         time.sleep(0.3)
         _ok(member.request("POST", f"{V}/containers/{a}/update", {"RestartPolicy": {"Name": "no"}}))
@@ -278,8 +282,12 @@ def test_finding_lock_free_start_races_update_restart_no_past_the_quota(
         b = ""
     total = _running_memory(direct_client, [x, a, b])
     assert total <= 512 * MIB, (
-        total // MIB, "MiB running;", "start A:", start and start[0].status,
-        "create B:", created and (created[0].status, created[0].body[:200]),
+        total // MIB,
+        "MiB running;",
+        "start A:",
+        start and start[0].status,
+        "create B:",
+        created and (created[0].status, created[0].body[:200]),
     )
 
 
@@ -287,7 +295,7 @@ def test_works_start_after_update_restart_no_is_checked(member, made, direct_cli
     """The neighbour without the race: A (always) stopped by hand counts; ``docker
     update --restart no A`` frees it; B (200m) is created and started; ``docker
     start A`` then takes the lock and is refused (the quota advice names it)."""
-    x, s, a = _setup_parked(member, made, direct_client)
+    x, _s, a = _setup_parked(member, made, direct_client)
     _ok(member.request("POST", f"{V}/containers/{a}/update", {"RestartPolicy": {"Name": "no"}}))
     b = _cid(_create(member, made, ["sleep", "600"], 200))
     _ok(member.request("POST", f"{V}/containers/{b}/start"))
@@ -361,7 +369,9 @@ def test_finding_later_volumes_from_source_shadows_an_earlier_nonrecursive_bind(
     s1 = _cid(_create(member, made, ["true"], Mounts=[_nonrecursive(roots)]))
     s2 = _cid(_create(member, made, ["true"], Binds=[f"{roots / 'ro' / 'data'}:/d:ro"]))
     c = _cid(_create(member, made, ["sh", "-c", "touch /d/late/pwned"], VolumesFrom=[s1, s2]))
-    mounted = {m["Destination"]: m["Source"] for m in direct_client.api.inspect_container(c)["Mounts"]}
+    mounted = {
+        m["Destination"]: m["Source"] for m in direct_client.api.inspect_container(c)["Mounts"]
+    }
     assert mounted.get("/d") == str(roots / "ro" / "data"), mounted  # S2's mount is kept
     with _late_mount(roots) as late:
         r = member.request("POST", f"{V}/containers/{c}/start")
