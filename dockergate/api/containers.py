@@ -241,8 +241,7 @@ async def container_update(ex: Exchange) -> None:
         # A new limit, or a restart policy that makes dockerd start a stopped container
         # again by itself (then it counts, restarted_by_dockerd): it must fit.
         await ex.hold(user_lock(ex.identity.name))
-        reply = await ex.daemon.get(f"/containers/{found.id}/json")
-        after = copy.deepcopy(reply.json() or {}) if reply.ok else copy.deepcopy(found.obj)
+        after = await inspect_again(ex, found)
         host = after.setdefault("HostConfig", {})
         if body.get("RestartPolicy"):
             host["RestartPolicy"] = body["RestartPolicy"]
@@ -252,6 +251,15 @@ async def container_update(ex: Exchange) -> None:
         if body.get("Memory") or (stopped and restarted_by_dockerd(after)):
             await check_memory_quota(ex.daemon, ex.profile, ex.identity.name, found.id, memory)
     ex.set_json(body)
+
+
+async def inspect_again(ex: Exchange, found: Resolved) -> dict[str, Any]:
+    """The container as dockerd has it now: ``found.obj`` is as it was when resolved,
+    before the waits since (a lock, other look-ups). A copy of that if the daemon does
+    not answer. Each answer is parsed afresh, so the caller may change it."""
+    reply = await ex.daemon.get(f"/containers/{found.id}/json")
+    current = reply.json() if reply.ok else None
+    return current if isinstance(current, dict) else copy.deepcopy(found.obj)
 
 
 async def flat_binds(
@@ -579,8 +587,7 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
     if ex.admin or ex.profile.quota_memory is None:
         return
     # Read after the checks above, which wait on the daemon: the state decides.
-    reply = await ex.daemon.get(f"/containers/{found.id}/json")
-    state = ((reply.json() or {}) if reply.ok else found.obj).get("State") or {}
+    state = (await inspect_again(ex, found)).get("State") or {}
     if state.get("Running") or state.get("Restarting"):
         # A restart of a running one: counted at its limit already, and no lock,
         # which it would hold through dockerd's whole stop wait (the user's creates
@@ -589,8 +596,7 @@ async def check_started(ex: Exchange, found: Resolved) -> None:
         return
     await ex.hold(user_lock(ex.identity.name))
     # Read again under the lock: an update queued before it may have raised the limit.
-    reply = await ex.daemon.get(f"/containers/{found.id}/json")
-    current = (reply.json() or {}) if reply.ok else found.obj
+    current = await inspect_again(ex, found)
     memory = int((current.get("HostConfig") or {}).get("Memory") or 0)
     await check_memory_quota(ex.daemon, ex.profile, ex.identity.name, found.id, memory)
 
