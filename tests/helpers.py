@@ -638,6 +638,36 @@ def describe(r: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextlib.contextmanager
+def ro_root_quota_gate(
+    session_dir: Path, docker_host: str, roots: Path, name: str
+) -> Iterator[Gate]:
+    """A plain-socket gate whose member profile binds ``roots/ro`` read-only only, with
+    64m default and 256m max memory and a 512m memory quota (review rounds 24e-24j);
+    its profiles are written to ``roots/policies``."""
+    policies = roots / "policies"
+    policies.mkdir()
+    (policies / "admin.yaml").write_text("admin: true\n")
+    (policies / "member.yaml").write_text(
+        f"description: {name} member\n"
+        "mounts:\n"
+        "  binds:\n"
+        f"    - path: {roots / 'ro'}\n"
+        "      read_only: true\n"
+        "resources:\n"
+        "  memory: {default: 64m, max: 256m}\n"
+        "quota:\n"
+        "  memory: 512m\n"
+    )
+    g = new_gate(session_dir, docker_host, tls=False, extra_args=["--policies-dir", str(policies)])
+    g.init()
+    g.start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@contextlib.contextmanager
 def nosymfollow(path: Path) -> Iterator[Path]:
     """``path`` bind-mounted on itself with ``nosymfollow`` (as an admin would mount a
     bind root the gate lets users bind below), unmounted afterwards. Needs root."""

@@ -25,7 +25,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, new_gate, nosymfollow
+from tests.helpers import Gate, nosymfollow, ro_root_quota_gate
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,31 +61,8 @@ def roots() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def gate24e(session_dir: Path, docker_host: str, roots: Path) -> Iterator[Gate]:
-    policies = roots / "policies"
-    policies.mkdir()
-    (policies / "admin.yaml").write_text("admin: true\n")
-    (policies / "member.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            description: r24e member
-            mounts:
-              binds:
-                - path: {roots / "ro"}
-                  read_only: true
-            resources:
-              memory: {{default: 64m, max: 256m}}
-            quota:
-              memory: 512m
-            """
-        )
-    )
-    g = new_gate(session_dir, docker_host, tls=False, extra_args=["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
+    with ro_root_quota_gate(session_dir, docker_host, roots, "r24e") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

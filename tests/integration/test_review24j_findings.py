@@ -35,7 +35,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -45,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, new_gate, nosymfollow
+from tests.helpers import Gate, nosymfollow, ro_root_quota_gate
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,31 +80,8 @@ def roots() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def gate24j(session_dir: Path, docker_host: str, roots: Path) -> Iterator[Gate]:
-    policies = roots / "policies"
-    policies.mkdir()
-    (policies / "admin.yaml").write_text("admin: true\n")
-    (policies / "member.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            description: r24j member
-            mounts:
-              binds:
-                - path: {roots / "ro"}
-                  read_only: true
-            resources:
-              memory: {{default: 64m, max: 256m}}
-            quota:
-              memory: 512m
-            """
-        )
-    )
-    g = new_gate(session_dir, docker_host, tls=False, extra_args=["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
+    with ro_root_quota_gate(session_dir, docker_host, roots, "r24j") as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")
