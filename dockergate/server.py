@@ -86,6 +86,18 @@ class Gate:
         return store if isinstance(store, Store) else None
 
     # -- profiles ----------------------------------------------------------------------
+    def identify(self, peer: Peer, token: str | None) -> Identity:
+        """The caller, as the authenticator knows them, with admin rights as their
+        profile's file says (``admin: true``, e.g. an ``ops.yaml`` or a profile that
+        extends ``admin``): the one answer for routes, ownership and rules alike. A
+        profile with no file keeps what the authenticator said (root, and the
+        ``admin`` profile, are admins built in)."""
+        identity = self.authenticator.authenticate(peer, token)
+        profile = self.profiles.get(identity.profile)
+        if profile is None or profile.admin == identity.admin:
+            return identity
+        return dataclasses.replace(identity, admin=profile.admin)
+
     def profile_for(self, identity: Identity) -> Profile:
         profile = self.profiles.get(identity.profile)
         if profile is not None:
@@ -114,6 +126,7 @@ class Gate:
             ", ".join(self.profiles.profiles),
         )
         self.write_policy_status(None)
+        self.recheck_streams()  # a profile that gained or lost admin: true
 
     def write_policy_status(self, error: str | None) -> None:
         """``<state dir>/policies.json``: which directory the running gate reads its
@@ -271,7 +284,7 @@ class Gate:
             self._admit_unidentified(conn)
             return
         try:
-            identity = self.authenticator.authenticate(peer, None)
+            identity = self.identify(peer, None)
         except Refusal as exc:
             if peer.listener == "tls" and exc.status != 503:
                 # A revoked or unknown certificate names nobody: held as a client
@@ -306,13 +319,7 @@ class Gate:
     def _count_user(self, conn: ClientConnection, identity: Identity) -> None:
         """One count per user however they connect: uid, certificates, tokens, and
         processes in their containers (each of those is a peer of its own)."""
-        if identity.admin:
-            return
-        try:
-            admin = self.profile_for(identity).admin
-        except Refusal:
-            admin = False  # a profile with no file: its requests are refused, but counted
-        if not admin:
+        if not identity.admin:
             self._count(conn, f"user {identity.name!r}")
 
     def _count(self, conn: ClientConnection, client: str) -> None:
@@ -427,7 +434,7 @@ class Gate:
                 self._recheck_idle(task, conn)
                 continue
             try:
-                now = self.authenticator.authenticate(conn.peer, conn.token)
+                now = self.identify(conn.peer, conn.token)
             except Refusal as exc:
                 if exc.status == 503:
                     continue
@@ -478,7 +485,7 @@ class Gate:
         if conn.busy or not conn.requests or (peer.listener == "tls" and peer.cert_serial is None):
             return
         try:
-            self.authenticator.authenticate(peer, None)
+            self.identify(peer, None)
         except Refusal as exc:
             if exc.status != 503:
                 log.info("closed an idle connection of %s: %s", peer.describe(), exc.message)

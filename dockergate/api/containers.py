@@ -55,6 +55,7 @@ from dockergate.policy.checks import (
     bind_options,
     check_container,
     check_exec,
+    check_own_volume,
     check_present_binds,
     check_update,
     flat_bind_targets,
@@ -175,7 +176,9 @@ def own_anonymous_volumes(ex: Exchange, body: dict[str, Any], image_volumes: lis
     if host.get("VolumesFrom"):
         return
     binds = [str(b) for b in host.get("Binds") or []]
-    anonymous = [b for b in binds if ":" not in b]
+    # A one-part bind is a container path; a relative one stays for dockerd to refuse
+    # ("must be absolute"), not dropped from the request unsaid.
+    anonymous = [b for b in binds if ":" not in b and b.startswith("/")]
     taken = {posixpath.normpath(bind_options(b)[1]) for b in binds if ":" in b}
     taken |= {
         posixpath.normpath(str(m.get("Target") or ""))
@@ -195,7 +198,7 @@ def own_anonymous_volumes(ex: Exchange, body: dict[str, Any], image_volumes: lis
             options["DriverConfig"] = {"Name": host["VolumeDriver"]}
         mounts.append({"Type": "volume", "Target": target, "VolumeOptions": options})
     if anonymous:
-        host["Binds"] = [b for b in binds if ":" in b]
+        host["Binds"] = [b for b in binds if b not in anonymous]
     if mounts:
         host["Mounts"] = [*(host.get("Mounts") or []), *mounts]
     if anonymous or mounts:
@@ -498,11 +501,7 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
             f"{who(ex)} may not mount volume {name!r} ({field}): it is a shared volume "
             f"of another profile",
         )
-    if not profile.own_volumes:
-        allowed = ", ".join(v.name for v in profile.shared_volumes) or "none"
-        raise Denied(
-            profile, "named volumes of your own", field_name, name, f"shared volumes: {allowed}"
-        )
+    check_own_volume(profile, name, field_name)
     found = await resolve(ex.daemon, "volume", name)
     if found is not None and found.owner != ex.identity.name:
         raise Refusal(
@@ -517,9 +516,9 @@ async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
     """A volume named in ``Binds`` that does not exist would be created unlabelled by
     the daemon, and its creator could never manage it: create it labelled first."""
     for bind in host.get("Binds") or []:
-        source = str(bind).split(":", 1)[0]
-        if not source or source.startswith("/"):
-            continue
+        source, colon, _ = str(bind).partition(":")
+        if not colon or not source or source.startswith("/"):
+            continue  # a one-part bind names a container path, not a volume
         if await resolve(ex.daemon, "volume", source) is not None:
             continue
         spec: dict[str, Any] = {"Name": source, "Labels": {OWNER_LABEL: ex.identity.name}}

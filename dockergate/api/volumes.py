@@ -13,7 +13,7 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import check_volume_driver
+from dockergate.policy.checks import check_own_volume, check_volume_driver
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import UpstreamError
 from dockergate.store.errors import StoreError
@@ -64,6 +64,7 @@ async def volume_create(ex: Exchange) -> None:
                 f"{who(ex)} may not create volume {name!r}: it is a shared volume of a "
                 "profile, created by an admin",
             )
+        check_own_volume(ex.profile, name, "Name")
         driver = str(body.get("Driver") or "")
         check_volume_driver(ex.profile, driver, body.get("DriverOpts"), "DriverOpts")
         if name:

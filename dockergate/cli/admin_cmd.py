@@ -30,11 +30,11 @@ from dockergate.admin.usage import collect_usage
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.init_cmd import ADMIN_BUNDLE
-from dockergate.cli.policy_cmd import policies_directory
 from dockergate.cli.user_cmd import table
 from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.tlsconfig import upstream_context
 from dockergate.logs import printable
+from dockergate.policy.location import policies_directory
 from dockergate.policy.model import PolicyError, ProfileSet, human
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import Upstream, UpstreamError

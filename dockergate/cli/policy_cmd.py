@@ -7,7 +7,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
@@ -18,25 +17,8 @@ from dockergate.config import POLICY_STATUS, Settings
 from dockergate.pidfile import PIDFILE, running_gate
 from dockergate.policy.checks import NodeFacts
 from dockergate.policy.compose import check_file
-from dockergate.policy.model import PolicyError, ProfileSet, parse_size, shipped_policies_dir
-
-
-def policies_directory(settings: Settings) -> Path:
-    """Where the profiles the gate applies are: the directory this command was given
-    (flag, environment, config file), else the running gate's (it writes it to
-    ``policies.json`` in the state dir: its ``serve --policies-dir`` is not seen
-    here), else the shipped ones."""
-    if settings.policies_dir:
-        return Path(settings.policies_dir)
-    directory = _status(settings.state_dir / POLICY_STATUS).get("directory")
-    if isinstance(directory, str) and directory:
-        try:
-            running_gate(settings.state_dir / PIDFILE)
-        except ValueError:
-            pass
-        else:
-            return Path(directory)
-    return shipped_policies_dir()
+from dockergate.policy.location import policies_directory, policy_status
+from dockergate.policy.model import PolicyError, ProfileSet, parse_size
 
 
 def load_profiles(ctx: Context) -> ProfileSet:
@@ -101,7 +83,7 @@ def policy_reload(ctx: Context) -> None:
     """Make the running gate re-read its profiles (SIGHUP); connections stay open."""
     settings = ctx.settings()
     status_path = settings.state_dir / POLICY_STATUS
-    before = _status(status_path)
+    before = policy_status(status_path)
     if before.get("directory"):
         # The running gate's directory (a serve --policies-dir flag is not seen here).
         try:
@@ -129,7 +111,7 @@ def policy_reload(ctx: Context) -> None:
     after = before
     while time.monotonic() < deadline and after.get("at") == before.get("at"):
         time.sleep(0.1)
-        after = _status(status_path)
+        after = policy_status(status_path)
     if after.get("at") == before.get("at"):
         _audit(settings, True, f"SIGHUP sent to pid {pid}, reload not confirmed")
         click.echo(f"sent SIGHUP to dockergate (pid {pid}); it has not confirmed the reload")
@@ -148,14 +130,6 @@ def _audit(settings: Settings, ok: bool, detail: str) -> None:
     """The reload goes into the audit log like the other admin commands."""
     record = actions.cli_record("policy reload", kind="policy", ok=ok, detail=detail)
     actions.record(settings, record)
-
-
-def _status(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @click.command()

@@ -351,6 +351,16 @@ def bind_modes(spec: str) -> set[str]:
     return set(parts[2].split(",")) if len(parts) > 2 else set()
 
 
+def check_own_volume(profile: Profile, name: str, field: str) -> None:
+    """``mounts.own_volumes: false``: the user mounts only the profile's shared volumes,
+    so neither a mount of a volume of their own nor a volume create is allowed."""
+    if not profile.own_volumes:
+        allowed = ", ".join(v.name for v in profile.shared_volumes) or "none"
+        raise Denied(
+            profile, "named volumes of your own", field, name, f"shared volumes: {allowed}"
+        )
+
+
 def check_volume_driver(
     profile: Profile, driver: str, options: dict[str, Any] | None, field: str
 ) -> None:

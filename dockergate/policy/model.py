@@ -494,6 +494,13 @@ class ProfileSet:
             "admin": d.get("admin", False),
             "source": str(path),
         }
+        if name == "admin" and not kwargs["admin"]:
+            # root's profile (root_is_admin) and the one the gate falls back to: a
+            # non-admin "admin" would leave no way in for the operator.
+            raise PolicyError(
+                f"{path}: the admin profile must keep admin: true (root is given it); "
+                "write a profile of another name for limited users"
+            )
         simple = {
             "privileged": c.get("privileged"),
             "host_namespaces": c.get("host_namespaces"),

@@ -251,7 +251,7 @@ class ClientConnection:
                 return await self.reply(req, *await self.gate.health())
             token = req.headers.get(TOKEN_HEADER) if self.peer.listener == "tls" else None
             try:
-                identity = self.gate.authenticator.authenticate(self.peer, token)
+                identity = self.gate.identify(self.peer, token)
             except Refusal as exc:
                 if exc.status != 503:
                     # Not identified (a revoked certificate, an unknown uid): the next

@@ -6,19 +6,13 @@ profile allows is :mod:`dockergate.policy`'s business.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dockergate.config import Settings
-from dockergate.policy.model import shipped_policies_dir
+from dockergate.policy.location import policies_directory
 from dockergate.store.errors import NotFound
 
 
-def policies_dir(settings: Settings) -> Path:
-    return settings.policies_dir or shipped_policies_dir()
-
-
 def known_profiles(settings: Settings) -> list[str]:
-    directory = policies_dir(settings)
+    directory = policies_directory(settings)
     return sorted(p.stem for p in directory.glob("*.yaml") if p.is_file())
 
 
@@ -27,7 +21,7 @@ def check_profile(settings: Settings, name: str) -> None:
     known = known_profiles(settings)
     if name in known:
         return
-    directory = policies_dir(settings)
+    directory = policies_directory(settings)
     listed = ", ".join(known) if known else "none"
     raise NotFound(
         f"unknown profile {name!r}: there is no {directory / (name + '.yaml')} "

@@ -1,0 +1,43 @@
+"""Where the profiles the gate applies live, for every command that names one.
+
+``serve`` reads ``--policies-dir`` (or the setting), else the shipped profiles. The
+admin commands run later, often without that flag: they take the directory they are
+given, else the one the running gate recorded in ``<state dir>/policies.json``, else
+the shipped one. ``policy show`` and ``user add --profile`` must agree on it, so
+both ask here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dockergate.config import POLICY_STATUS, Settings
+from dockergate.pidfile import PIDFILE, running_gate
+from dockergate.policy.model import shipped_policies_dir
+
+
+def policy_status(path: Path) -> dict[str, Any]:
+    """``policies.json`` as the gate last wrote it ({} when missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def policies_directory(settings: Settings) -> Path:
+    """The directory this command was given (flag, environment, config file), else
+    the running gate's, else the shipped one."""
+    if settings.policies_dir:
+        return Path(settings.policies_dir)
+    directory = policy_status(settings.state_dir / POLICY_STATUS).get("directory")
+    if isinstance(directory, str) and directory:
+        try:
+            running_gate(settings.state_dir / PIDFILE)
+        except ValueError:
+            pass
+        else:
+            return Path(directory)
+    return shipped_policies_dir()
