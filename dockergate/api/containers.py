@@ -49,15 +49,11 @@ from dockergate.api.ownership import (
 )
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import (
-    STOP_WAIT_MAX,
-    Denied,
+from dockergate.policy.container import check_container, check_exec, check_update
+from dockergate.policy.hostpaths import (
     bind_options,
-    check_container,
-    check_exec,
     check_own_volume,
     check_present_binds,
-    check_update,
     flat_bind_targets,
 )
 from dockergate.policy.quota import (
@@ -66,6 +62,8 @@ from dockergate.policy.quota import (
     restarted_by_dockerd,
     user_lock,
 )
+from dockergate.policy.resources import STOP_WAIT_MAX
+from dockergate.policy.rules import Denied
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})

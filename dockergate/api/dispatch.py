@@ -33,7 +33,7 @@ from dockergate.api.ownership import (
     resolve_owned,
 )
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied
+from dockergate.policy.rules import Denied
 
 log = logging.getLogger(__name__)
 ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")  # dockerd's names for anonymous volumes

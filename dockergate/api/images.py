@@ -39,16 +39,10 @@ from dockergate.api.labels import image_labels
 from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.api.schema import parse_body
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import (
-    NANO,
-    Denied,
-    NodeFacts,
-    apply_cpus,
-    apply_memory,
-    check_image,
-    check_ulimits,
-)
+from dockergate.policy.container import check_image
 from dockergate.policy.quota import building, check_memory_quota, user_lock
+from dockergate.policy.resources import apply_cpus, apply_memory, check_ulimits
+from dockergate.policy.rules import NANO, Denied, NodeFacts
 from dockergate.proxy.daemon import ref
 from dockergate.store.errors import StoreError
 from dockergate.store.repository import Store

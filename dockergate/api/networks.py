@@ -23,7 +23,8 @@ from dockergate.api.images import check_not_a_build_network
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import Resolved
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import check_endpoint_opts, check_network
+from dockergate.policy.container import check_endpoint_opts
+from dockergate.policy.network import check_network
 from dockergate.policy.quota import check_count_quota, owned_containers, user_lock
 
 # Docker's own networks, by name and driver: nobody's, and everyone's containers use

@@ -24,8 +24,8 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import check_service
 from dockergate.policy.quota import check_service_quota, user_lock
+from dockergate.policy.service import check_service
 
 
 @handles("service.list", "task.list")

@@ -27,8 +27,8 @@ from dockergate.api.ownership import (
     resolve,
 )
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import Denied
 from dockergate.policy.quota import owned_containers, owner_filter
+from dockergate.policy.rules import Denied
 from dockergate.proxy.daemon import Daemon
 
 SHARED_EVENT_TYPES = frozenset({"image", "builder"})

@@ -13,7 +13,7 @@ from dockergate.api.exchange import Exchange
 from dockergate.api.labels import stamp
 from dockergate.api.ownership import OWNER_LABEL, Resolved, resolve
 from dockergate.listen.identity import Refusal
-from dockergate.policy.checks import check_own_volume, check_volume_driver
+from dockergate.policy.hostpaths import check_own_volume, check_volume_driver
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import UpstreamError
 from dockergate.store.errors import StoreError

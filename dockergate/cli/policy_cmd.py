@@ -15,10 +15,10 @@ from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.config import POLICY_STATUS, Settings
 from dockergate.pidfile import PIDFILE, running_gate
-from dockergate.policy.checks import NodeFacts
 from dockergate.policy.compose import check_file
 from dockergate.policy.location import policies_directory, policy_status
 from dockergate.policy.model import PolicyError, ProfileSet, parse_size
+from dockergate.policy.rules import NodeFacts
 
 
 def load_profiles(ctx: Context) -> ProfileSet:

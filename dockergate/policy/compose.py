@@ -17,21 +17,13 @@ from typing import Any
 
 import yaml
 
-from dockergate.policy.checks import (
-    OFFLINE,
-    Denied,
-    NodeFacts,
-    apply_cpus,
-    apply_memory,
-    apply_pids,
-    capped_log_options,
-    check_host_config,
-    check_image,
-    check_network,
-    check_service,
-    check_volume_driver,
-)
+from dockergate.policy.container import check_host_config, check_image
+from dockergate.policy.hostpaths import OFFLINE, check_volume_driver
 from dockergate.policy.model import Profile, parse_size
+from dockergate.policy.network import check_network
+from dockergate.policy.resources import apply_cpus, apply_memory, apply_pids, capped_log_options
+from dockergate.policy.rules import Denied, NodeFacts
+from dockergate.policy.service import check_service
 
 
 @dataclass(frozen=True)

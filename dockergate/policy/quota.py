@@ -18,8 +18,9 @@ from urllib.parse import quote
 from dockergate.api import query as q
 from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
-from dockergate.policy.checks import Denied, is_job, service_memory
 from dockergate.policy.model import Profile, human
+from dockergate.policy.rules import Denied
+from dockergate.policy.service import is_job, service_memory
 from dockergate.proxy.daemon import Daemon
 
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

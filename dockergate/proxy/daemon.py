@@ -12,7 +12,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from dockergate.policy.checks import NodeFacts
+from dockergate.policy.rules import NodeFacts
 from dockergate.proxy.http import (
     ClientGone,
     HTTPError,

@@ -70,7 +70,7 @@ def running(users, cleanup) -> str:
 @pytest.mark.parametrize("user", ["1" * 5000, "0" * 5000, "1" * 5000 + ":1"])
 def test_finding_exec_user_with_thousands_of_digits_is_a_gate_500(users, running, user):
     # check_exec: int() of a digit string over Python's 4300-digit limit raises
-    # ValueError (policy/checks.py, check_exec, `int(n) <= MAX_ID`).
+    # ValueError (policy/container.py, check_exec, `int(n) <= MAX_ID`).
     r = users["mallory"].request(
         "POST", f"/v1.41/containers/{running}/exec", {"Cmd": ["true"], "User": user}
     )
@@ -133,7 +133,7 @@ def _nul_bodies(data: str) -> dict[str, dict]:
 
 @pytest.mark.parametrize("case", ["device", "bind", "bind-root", "mount"])
 def test_finding_nul_in_a_host_path_is_a_gate_500(users, area, cleanup, case):
-    # policy/checks.py resolve_host_path: os.path.realpath raises ValueError
+    # policy/hostpaths.py resolve_host_path: os.path.realpath raises ValueError
     # ("embedded null byte"); also os.statvfs in the bind-root walk.
     r = users["mallory"].request(
         "POST", "/v1.41/containers/create", _nul_bodies(str(area / "data"))[case]
@@ -163,7 +163,7 @@ def test_works_forbidden_host_paths_are_refused(users):
 
 @pytest.mark.parametrize("caps", [[[None]], [["gpu", None]]])
 def test_finding_null_device_request_capability_is_a_gate_500(users, caps):
-    # The schema lets null items through ([[str]]); policy/checks.py device_requests
+    # The schema lets null items through ([[str]]); policy/container.py device_requests
     # (wording the refusal) sorts and joins them: TypeError.
     r = users["mallory"].request(
         "POST",

@@ -454,7 +454,7 @@ def test_finding_seccomp_profile_refusal_prints_the_whole_profile(cli, people, w
     Docker's default profile, ~350 syscalls): the CLI inlines the file, the gate refuses
     (correctly: only seccomp=builtin) but echoes the whole inlined JSON in the message,
     so the user gets ~8 kB of JSON on one line with the useful part ("...are allowed")
-    at its very end. policy/checks.py Denied shows the value unabridged
+    at its very end. policy/rules.py Denied shows the value unabridged
     (check_security_opts)."""
     f = _file(workdir, "profile.json", json.dumps(SECCOMP_LIKE_DEFAULT, indent=2))
     r = member(cli, people, ["run", "--rm", "--security-opt", f"seccomp={f}", "busybox", "true"])
@@ -469,7 +469,7 @@ def test_finding_z_relabel_refused_on_own_volume_without_selinux(cli, people, di
     SecurityOptions) dockerd ignores :z; plain Docker runs it. The gate refuses it for
     every bind, even the member's own named volume (local driver, no options: never a
     host directory): "forbids relabelling host files ... leave out :z / :Z". The message
-    is clear, but work that is harmless here breaks (policy/checks.py
+    is clear, but work that is harmless here breaks (policy/container.py
     check_host_config: bind_modes z/Z without looking at the engine's SELinux or at
     whose volume it is)."""
     options = direct_client.info().get("SecurityOptions") or []

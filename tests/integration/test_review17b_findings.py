@@ -66,7 +66,7 @@ def test_finding_container_logs_have_no_size_cap(users, cleanup, direct_client):
     """A member's ``docker run`` without ``--log-opt`` gets dockerd's default log
     driver, json-file, with ``LogConfig.Config`` empty: no ``max-size``, so the log
     file under the data root grows without end (``check_host_config`` in
-    policy/checks.py checks ``LogConfig.Type`` against ``log_drivers`` and never
+    policy/resources.py checks ``LogConfig.Type`` against ``log_drivers`` and never
     looks at, or fills in, ``LogConfig.Config``). Measured: ``yes <70 chars> | head -c
     100M`` in a member's container wrote a 208 MB ``-json.log`` in 5.7 s (36 MB/s,
     the json-file framing doubles it): a 100 GB data disk is full in ~47 minutes, for

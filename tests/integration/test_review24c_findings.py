@@ -169,7 +169,7 @@ def test_finding_read_only_bind_of_the_writable_root_makes_the_read_only_root_wr
     with a plain ``docker run -v``). Expected: refused (a read-only bind whose subtree
     holds a read-only root is checked for read-write mounts at or below that root,
     ``top/common`` included), as ``-v <top>/common:/c:ro``'s would be if ``common``
-    had such a mount below it. Cause: dockergate/policy/checks.py:check_bind
+    had such a mount below it. Cause: dockergate/policy/hostpaths.py:check_bind
     (``below`` only for ``rule.read_only`` and strictly below the source)."""
     r = _create(member, made, binds=[f"{roots / 'top'}:/t:ro"])
     assert _refused(r), (r.status, r.body)
@@ -214,7 +214,7 @@ def test_finding_non_recursive_read_only_bind_is_refused_though_nothing_below_is
     way down, and it is the way to bind such a tree on dockerd 20.10. The gate refuses
     it like the recursive one ("writable mounts below it"), and its advice does not
     mention it. Severity: Low (a legitimate, safe spelling refused). Expected: 201.
-    Cause: dockergate/policy/checks.py:check_bind does not receive ``NonRecursive``
+    Cause: dockergate/policy/hostpaths.py:check_bind does not receive ``NonRecursive``
     (check_mount passes only Source and ReadOnly)."""
     mount = {
         "Type": "bind",
@@ -236,7 +236,7 @@ def test_finding_mount_made_read_only_by_the_admin_as_advised_is_still_refused(m
     ``writable_mounts_below`` counts every line: ``-v <ro2>:/r:ro`` stays refused
     naming ``ro2/e``. Severity: Low (the advised remedy does not work; only a remount
     of the file system itself does). Expected: 201 (only the top-most mount at each
-    mount point counts). Cause: dockergate/policy/checks.py:writable_mounts_below."""
+    mount point counts). Cause: dockergate/policy/hostpaths.py:writable_mounts_below."""
     r = _create(member, made, binds=[f"{roots / 'ro2'}:/r:ro"])
     assert r.status == 201, (r.status, r.body)
 

@@ -188,7 +188,7 @@ def test_finding_restart_policy_binds_again_without_the_start_check(member, root
     read-only root stays read-only (e.g. a restart policy refused with a read-only
     bind whose tree can gain mounts, or the bind made non-recursive). Cause:
     dockergate/api/containers.py:check_started is the only re-check;
-    dockergate/policy/checks.py:check_container accepts any ``RestartPolicy``."""
+    dockergate/policy/container.py:check_container accepts any ``RestartPolicy``."""
     late = roots / "ro" / "late"
     script = "touch /r/late/x 2>/dev/null; sleep 1; exit 1"
     r = _create(
@@ -234,7 +234,7 @@ def test_finding_container_stop_timeout_makes_dockerd_wait_forever(member, made,
     manager). Observed on the test engine: ``docker stop`` of such a container
     (``StopTimeout`` -1, no ``-t``) had not returned after 14 s (the default is 10 s).
     Expected: refused (a negative or very long ``StopTimeout``), as
-    the profile caps other resources. Cause: dockergate/policy/checks.py:
+    the profile caps other resources. Cause: dockergate/policy/container.py:
     check_container (no rule reads ``StopTimeout``)."""
     r = _create(member, made, ["sleep", "600"], StopTimeout=seconds)
     assert _refused(r), (r.status, r.body)
@@ -270,7 +270,7 @@ def test_finding_service_negative_stop_grace_period(member, made):
     with ``StopGracePeriod`` -1 s was still running 14 s after ``service rm`` (the
     default grace is 10 s); the drain never completes, the removed service's
     containers stay (their memory counted as "stopping" forever). Expected: refused.
-    Cause: dockergate/policy/checks.py:check_service."""
+    Cause: dockergate/policy/service.py:check_service."""
     r = member.request("POST", f"{V}/services/create", _service(-1_000_000_000))
     if r.status == 201:
         made.append(("service", json.loads(r.body)["ID"]))

@@ -264,7 +264,7 @@ def test_finding_volumes_from_a_nonrecursive_bind_cannot_start(member, made, roo
     non-recursive (``test_works_volumes_from_copies_nonrecursive_on_the_daemon``):
     nothing below is in B. Yesterday B started; now every ``--volumes-from`` of such
     a container (and a compose ``volumes_from``) is created and then cannot start.
-    Expected: B starts. Cause: dockergate/policy/checks.py:check_present_binds
+    Expected: B starts. Cause: dockergate/policy/hostpaths.py:check_present_binds
     (``flat`` from ``HostConfig.Mounts`` instead of each mount's own options)."""
     a = _cid(_create(member, made, ["sleep", "600"], Mounts=[_nonrecursive(roots)]))
     b = _cid(_create(member, made, ["sleep", "600"], VolumesFrom=[a]))
@@ -281,7 +281,7 @@ def test_finding_nonrecursive_bind_with_a_target_dockerd_cleans_cannot_start(
     ``docker start`` is refused as if the bind were recursive: ``check_present_binds``
     matches ``HostConfig.Mounts[].Target`` ("/d/", as sent) with inspect's
     ``Mounts[].Destination``, which dockerd cleaned to "/d". Expected: it starts (as
-    with ``dst=/d``). Cause: dockergate/policy/checks.py:check_present_binds (the
+    with ``dst=/d``). Cause: dockergate/policy/hostpaths.py:check_present_binds (the
     targets compared as strings)."""
     cid = _cid(_create(member, made, ["sleep", "600"], Mounts=[_nonrecursive(roots, "/d/")]))
     dest = [m["Destination"] for m in direct_client.api.inspect_container(cid)["Mounts"]]

@@ -281,7 +281,7 @@ def test_finding_own_recursive_bind_passes_start_as_nonrecursive_of_volumes_from
     read-only bind. Without ``--volumes-from A`` the same start is refused
     (``test_works_...``). Expected: refused. Cause: dockergate/api/containers.py:
     flat_binds (a source's flat targets count though the container's own mount
-    shadows them) with policy/checks.py:check_present_binds."""
+    shadows them) with policy/hostpaths.py:check_present_binds."""
     a = _cid(_create(member, made, ["true"], Mounts=[_nonrecursive(roots)]))
     b = _cid(
         _create(

@@ -341,7 +341,7 @@ def test_finding_later_volumes_from_source_shadows_an_earlier_nonrecursive_bind(
     ``--volumes-from S2`` alone the start is refused (``test_works_...``). Expected:
     refused. Cause: dockergate/api/containers.py:flat_binds (targets of every source
     unioned, not only of the source whose mount dockerd keeps) with
-    policy/checks.py:check_present_binds."""
+    policy/hostpaths.py:check_present_binds."""
     s1 = _cid(_create(member, made, ["true"], Mounts=[_nonrecursive(roots)]))
     s2 = _cid(_create(member, made, ["true"], Binds=[f"{roots / 'ro' / 'data'}:/d:ro"]))
     c = _cid(_create(member, made, ["sh", "-c", "touch /d/late/pwned"], VolumesFrom=[s1, s2]))

@@ -2,7 +2,7 @@
 legitimate neighbour still works.
 
 The rules were enumerated from the code (``Denied``/``Refusal`` sites in
-dockergate/policy/checks.py and dockergate/api/*, and the profile schema in
+dockergate/policy/ and dockergate/api/*, and the profile schema in
 dockergate/policy/model.py) and matched against the ~70 test modules; the table is
 tests/README.md. This module fills the gaps: rules whose refusal, or whose neighbour,
 no integration test went through the gate for. Each ``test_refuses_*``/``test_allows_*``

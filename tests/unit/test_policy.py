@@ -10,20 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dockergate.policy.checks import (
-    OFFLINE,
-    Denied,
-    NodeFacts,
-    check_container,
-    check_exec,
-    check_network,
-    check_service,
-    check_update,
-    check_volume_driver,
-    is_root_user,
-    service_memory,
-)
 from dockergate.policy.compose import check_file
+from dockergate.policy.container import check_container, check_exec, check_update, is_root_user
+from dockergate.policy.hostpaths import OFFLINE, check_volume_driver
 from dockergate.policy.model import (
     PolicyError,
     Profile,
@@ -31,6 +20,9 @@ from dockergate.policy.model import (
     parse_size,
     shipped_policies_dir,
 )
+from dockergate.policy.network import check_network
+from dockergate.policy.rules import Denied, NodeFacts
+from dockergate.policy.service import check_service, service_memory
 from tests.helpers import nosymfollow
 
 FACTS = NodeFacts(mem_total=16 << 30, ncpu=8, manager=False)
@@ -625,7 +617,7 @@ def test_read_only_bind_with_writable_mounts_below(tmp_path: Path, monkeypatch) 
     profile = _member(tmp_path, data)
     common = tmp_path / "common"
     table = tmp_path / "mountinfo"
-    monkeypatch.setattr("dockergate.policy.checks.MOUNTINFO", str(table))
+    monkeypatch.setattr("dockergate.policy.hostpaths.MOUNTINFO", str(table))
     line = "90 29 0:50 / {} {} shared:1 - tmpfs tmpfs rw\n"
     table.write_text(
         line.format(f"{common}/ro\\040part", "ro,relatime") + line.format("/srv/x", "rw")
@@ -785,7 +777,7 @@ def test_host_port_range_must_fit_the_allowed_ranges(member: Profile) -> None:
 def test_a_service_port_the_engine_picks_is_checked_against_its_range() -> None:
     """Without PublishedPort, Swarm picks an ingress port from 30000-32767, but a
     host-mode port is the node's pick from the kernel's ephemeral range."""
-    from dockergate.policy.checks import ephemeral_ports
+    from dockergate.policy.network import ephemeral_ports
 
     swarm_only = Profile("p", published_ports=((30000, 32767),))
     ingress = {"EndpointSpec": {"Ports": [{"TargetPort": 80}]}, **service()}
