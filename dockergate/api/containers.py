@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from dockergate.api import query as q
+from dockergate.api.body import dumps
 from dockergate.api.dispatch import (
     handles,
     own_filter_references,
@@ -105,9 +106,7 @@ async def container_list(ex: Exchange) -> None:
 
 @handles("container.create")
 async def container_create(ex: Exchange) -> None:
-    body = await ex.read_json("container.create")
-    if not isinstance(body, dict):
-        raise Refusal(400, "container create: body must be a JSON object")
+    body = await ex.read_json_object("container.create")
     if not ex.admin:
         refuse_task_labels(ex, body.get("Labels"), "Labels")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
@@ -234,9 +233,7 @@ async def container_update(ex: Exchange) -> None:
     """``docker update``: the owner's, and no raising limits past the profile's caps."""
     found = await owned_object(ex)
     refuse_task_container(ex, found, "update")
-    body = await ex.read_json("container.update")
-    if not isinstance(body, dict):
-        raise Refusal(400, "container update: body must be a JSON object")
+    body = await ex.read_json_object("container.update")
     check_update(ex.profile, body, await ex.daemon.facts(), found.obj.get("HostConfig") or {})
     if not ex.admin and (body.get("Memory") or body.get("RestartPolicy")):
         # A new limit, or a restart policy that makes dockerd start a stopped container
@@ -522,8 +519,6 @@ async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
         spec: dict[str, Any] = {"Name": source, "Labels": {OWNER_LABEL: ex.identity.name}}
         if host.get("VolumeDriver"):
             spec["Driver"] = host["VolumeDriver"]
-        from dockergate.api.body import dumps
-
         await ex.daemon.call("POST", "/volumes/create", dumps(spec))
 
 
@@ -616,9 +611,7 @@ EXEC_BODY_MAX = 128 << 10
 
 @handles("exec.create")
 async def exec_create(ex: Exchange) -> None:
-    body = await ex.read_json("exec.create")
-    if not isinstance(body, dict):
-        raise Refusal(400, "exec create: body must be a JSON object")
+    body = await ex.read_json_object("exec.create")
     if not ex.admin:
         # The container's execs are counted under the user's lock, which holds until
         # dockerd has answered (parallel creates would all see the same count); taken

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockergate.api import query as q
+from dockergate.api.body import BodyError, dumps, loads_strict
 from dockergate.api.routes import Route
+from dockergate.api.schema import parse_body
 from dockergate.listen.identity import Identity, Refusal
 from dockergate.policy.model import Profile
 from dockergate.proxy.http import HTTPError, Request, read_body
@@ -144,8 +146,6 @@ class Exchange:
 
     async def read_json(self, schema: str | None) -> Any:
         """Read, strictly parse and (with a schema) validate the JSON body."""
-        from dockergate.api.body import BodyError, loads_strict
-        from dockergate.api.schema import parse_body
 
         req = self.req
         ctype = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -165,6 +165,14 @@ class Exchange:
             raise Refusal(400, f"{self.route_name}: refused body: {detail}")
         return obj
 
+    async def read_json_object(self, schema: str | None) -> dict[str, Any]:
+        """:meth:`read_json` of a body that must be one JSON object (every create,
+        update and spec: dockerd would answer anything else with its own 400)."""
+        body = await self.read_json(schema)
+        if not isinstance(body, dict):
+            raise Refusal(400, f"{self.route_name}: body must be a JSON object")
+        return body
+
     async def hold(self, lock: asyncio.Lock) -> None:
         """Take a lock until the request has been forwarded (quota race safety)."""
         await lock.acquire()
@@ -177,7 +185,6 @@ class Exchange:
             self.on_release.pop()()
 
     def set_json(self, obj: Any) -> None:
-        from dockergate.api.body import dumps
 
         self.body = dumps(obj)
 

@@ -114,9 +114,7 @@ async def network_delete(ex: Exchange) -> None:
 
 @handles("network.create")
 async def network_create(ex: Exchange) -> None:
-    body = await ex.read_json("network.create")
-    if not isinstance(body, dict):
-        raise Refusal(400, "network create: body must be a JSON object")
+    body = await ex.read_json_object("network.create")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     check_network(ex.profile, body)
     if not ex.admin:
@@ -197,9 +195,7 @@ def _name_lock(ex: Exchange, name: str) -> asyncio.Lock:
 async def network_connect(ex: Exchange) -> None:
     assert ex.route is not None
     found = await owned_object(ex)
-    body = await ex.read_json(ex.route.name)
-    if not isinstance(body, dict):
-        raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
+    body = await ex.read_json_object(ex.route.name)
     container = str(body.get("Container") or "")
     if not ex.admin and container:
         owned = await referenced_owned(ex, "container", container, f"Container={container}")

@@ -29,10 +29,7 @@ class Route:
     kind: str | None
     access: Access
     hijack: bool = False  # may upgrade to a raw stream
-
-    @property
-    def mutating(self) -> bool:
-        return self.method not in ("GET", "HEAD")
+    finite: bool = False  # its answer ends by itself: relayed whole, no client watch
 
 
 _ROWS: list[tuple[str, str, str, str | None, Access]] = [
@@ -167,6 +164,41 @@ _ROWS: list[tuple[str, str, str, str | None, Access]] = [
 HIJACK_ROUTES = frozenset(
     {"container.attach", "container.attach_ws", "exec.start", "buildkit.session", "buildkit.grpc"}
 )
+# Answers that end on their own however long they are (lists, inspects): relayed
+# without a task watching for the client, which only long streams need. (Registry
+# lookups, image.search and image.distribution, may wait long: watched.)
+FINITE_ROUTES = frozenset(
+    {
+        "system.info",
+        "system.version",
+        "system.df",
+        "container.list",
+        "container.inspect",
+        "container.top",
+        "container.changes",
+        "exec.inspect",
+        "image.list",
+        "image.inspect",
+        "image.history",
+        "network.list",
+        "network.inspect",
+        "volume.list",
+        "volume.inspect",
+        "swarm.inspect",
+        "node.list",
+        "node.inspect",
+        "service.list",
+        "service.inspect",
+        "task.list",
+        "task.inspect",
+        "secret.list",
+        "secret.inspect",
+        "config.list",
+        "config.inspect",
+        "plugin.list",
+        "plugin.inspect",
+    }
+)
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -182,7 +214,8 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 ROUTES: tuple[Route, ...] = tuple(
-    Route(m, p, n, k, a, hijack=n in HIJACK_ROUTES) for m, p, n, k, a in _ROWS
+    Route(m, p, n, k, a, hijack=n in HIJACK_ROUTES, finite=n in FINITE_ROUTES)
+    for m, p, n, k, a in _ROWS
 )
 
 # Exact paths are looked up in a dict; patterns are tried in table order, with

@@ -20,9 +20,7 @@ async def secret_create(ex: Exchange) -> None:
     owner: str | None = ex.identity.name
     if ex.route.name.endswith(".update"):
         owner = (await owned_object(ex)).owner
-    body = await ex.read_json(ex.route.name)
-    if not isinstance(body, dict):
-        raise Refusal(400, f"{ex.route.name}: body must be a JSON object")
+    body = await ex.read_json_object(ex.route.name)
     body["Labels"] = stamp(body.get("Labels"), owner)
     if body.get("Driver") is not None and not ex.admin:
         # An external secret provider (a plugin the admin installed) answers each task

@@ -71,9 +71,7 @@ async def _service_spec(
 ) -> dict[str, Any]:
     """Stamp ``owner`` (the creator; on update, the existing owner, so an admin's
     edit does not take a user's service away from them)."""
-    spec = await ex.read_json(schema)
-    if not isinstance(spec, dict):
-        raise Refusal(400, f"{schema}: body must be a JSON object")
+    spec = await ex.read_json_object(schema)
     spec["Labels"] = stamp(spec.get("Labels"), owner)
     template = spec.get("TaskTemplate")
     if not isinstance(template, dict):

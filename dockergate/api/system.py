@@ -26,7 +26,6 @@ from dockergate.api.ownership import (
     removed_owner,
     resolve,
 )
-from dockergate.listen.identity import Refusal
 from dockergate.policy.quota import owned_containers, owner_filter
 from dockergate.policy.rules import Denied
 from dockergate.proxy.daemon import Daemon
@@ -190,9 +189,7 @@ async def disk_usage(ex: Exchange) -> None:
 async def auth(ex: Exchange) -> None:
     """``docker login``: the daemon contacts the server the body names, so that server
     is held to the profile's registries; the body is read strictly and re-encoded."""
-    body = await ex.read_json("system.auth")
-    if not isinstance(body, dict):
-        raise Refusal(400, "auth: body must be a JSON object")
+    body = await ex.read_json_object("system.auth")
     address = str(body.get("serveraddress") or "")
     if not ex.admin and not ex.profile.allows_registry_host(address):
         raise Denied(

@@ -52,9 +52,7 @@ SHARED_HIDDEN = frozenset({"Options", "Mountpoint", "Status"})
 
 @handles("volume.create")
 async def volume_create(ex: Exchange) -> None:
-    body = await ex.read_json("volume.create")
-    if not isinstance(body, dict):
-        raise Refusal(400, "volume create: body must be a JSON object")
+    body = await ex.read_json_object("volume.create")
     body["Labels"] = stamp(body.get("Labels"), ex.identity.name)
     if not ex.profile.admin:
         name = str(body.get("Name") or "")

@@ -149,7 +149,6 @@ class AuditWriter:
         self._next_prune = 0.0
         self.written = 0  # rows stored since start
         self.dropped = 0  # records lost to a full buffer or refused by the database
-        self.batches = 0  # successful inserts (one transaction each)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AuditWriter:
@@ -266,7 +265,6 @@ class AuditWriter:
         """In a worker thread: convert and insert one batch in one transaction."""
         self.store.append_audit([row_of(r) for r in batch])
         self.written += len(batch)
-        self.batches += 1
 
     async def _one_by_one(self, batch: list[RequestRecord], why: str) -> bool:
         """A batch the database refused: store what it takes, drop (and log) the rest.

@@ -58,15 +58,9 @@ def _register() -> None:
     cli.add_command(serve_cmd.serve)
     for command in policy_cmd.COMMANDS:
         cli.add_command(command)
-    try:
-        from dockergate.cli import user_cmd
-    except ImportError:  # pragma: no cover - while the store is being built
-        return
-    for command in user_cmd.COMMANDS:
-        cli.add_command(command)
-    from dockergate.cli import admin_cmd, volume_names_cmd
+    from dockergate.cli import admin_cmd, user_cmd, volume_names_cmd
 
-    for command in [*admin_cmd.COMMANDS, *volume_names_cmd.COMMANDS]:
+    for command in [*user_cmd.COMMANDS, *admin_cmd.COMMANDS, *volume_names_cmd.COMMANDS]:
         cli.add_command(command)
 
 

@@ -66,32 +66,6 @@ DROP_REQUEST_HEADERS = HOP_BY_HOP | IDENTITY_HEADERS
 DROP_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEALTH_PATH = "/_dockergate/health"
-# Answers that end on their own however long they are (lists, inspects): relayed
-# without a task watching for the client, which only long streams need.
-FINITE_ROUTES = frozenset(
-    {
-        "container.list",
-        "container.inspect",
-        "container.top",
-        "container.changes",
-        "service.list",
-        "service.inspect",
-        "task.list",
-        "task.inspect",
-        "volume.list",
-        "network.list",
-        "network.inspect",
-        "image.list",
-        "image.inspect",
-        "image.history",
-        "secret.list",
-        "config.list",
-        "node.list",
-        "system.info",
-        "system.version",
-        "system.df",
-    }
-)
 FINITE_HOLD = 1 << 20  # a finite answer goes out in writes of at least this (or whole)
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 << 20
@@ -563,7 +537,7 @@ class ClientConnection:
                 elif ex.event_filter is not None and resp.status == 200:
                     w.write(head)
                     await self._watching_client(relay_events(conn.reader, w, ex.event_filter))
-                elif ex.route is not None and ex.route.name in FINITE_ROUTES:
+                elif ex.route is not None and ex.route.finite:
                     # Ends by itself: no watcher, and one write for the whole answer.
                     await relay_chunked_raw(conn.reader, w, head, hold=FINITE_HOLD)
                 else:

@@ -550,11 +550,6 @@ async def relay_chunked_raw(
             return
 
 
-def split_target(target: str) -> tuple[str, str]:
-    path, _, query = target.partition("?")
-    return path, query
-
-
 def decode_path(path: str) -> str:
     """Percent-decode a path the way Go's url.Parse does for routing."""
     if "%" not in path:

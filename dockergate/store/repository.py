@@ -365,15 +365,6 @@ class Store:
             user.purged_at = utcnow()
             return True
 
-    def set_uid(self, name: str, unix_uid: int | None) -> UserInfo:
-        with self._write() as session:
-            user = self._user(session, name, load_credentials=True)
-            if unix_uid is not None and unix_uid != user.unix_uid:
-                self._check_uid_free(session, unix_uid)
-            user.unix_uid = unix_uid
-            user.updated_at = utcnow()
-            return _user_info(user)
-
     def remove_user(self, name: str) -> UserInfo:
         """Delete the user and (by cascade) all their credentials."""
         with self._write() as session:

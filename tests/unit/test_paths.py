@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockergate.api.routes import match
+from dockergate.api.routes import FINITE_ROUTES, HIJACK_ROUTES, ROUTES, match
 from dockergate.proxy.http import HTTPError
 from dockergate.proxy.paths import normalise
 
@@ -46,3 +46,11 @@ def test_routes() -> None:
     assert m and m.route.hijack
     assert match("GET", "/debug/pprof/") is None  # default deny
     assert match("PATCH", "/containers/abc/json") is None
+
+
+def test_route_flags_name_routes_of_the_table() -> None:
+    """A misspelt name in the hijack or finite set would silently turn its flag off."""
+    names = {r.name for r in ROUTES}
+    assert HIJACK_ROUTES <= names
+    assert FINITE_ROUTES <= names
+    assert all(r.method == "GET" for r in ROUTES if r.finite)
