@@ -63,7 +63,7 @@ from dockergate.policy.quota import (
     restarted_by_dockerd,
     user_lock,
 )
-from dockergate.policy.resources import STOP_WAIT_MAX
+from dockergate.policy.resources import STOP_WAIT_MAX, check_healthcheck
 from dockergate.policy.rules import Denied
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
@@ -122,6 +122,7 @@ async def container_create(ex: Exchange) -> None:
     if not ex.admin:
         image = await image_config_of(ex, str(body.get("Image") or "")) or {}
         refuse_task_labels(ex, image.get("Labels"), f"the image {body.get('Image')}'s labels")
+        check_image_healthcheck(ex, body, image)
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await claim_names(ex)  # every check passed: the names are the caller's from here
@@ -129,6 +130,17 @@ async def container_create(ex: Exchange) -> None:
     if not ex.admin:
         own_anonymous_volumes(ex, body, list(image.get("Volumes") or {}))
     ex.set_json(body)
+
+
+def check_image_healthcheck(ex: Exchange, body: dict[str, Any], image: dict[str, Any]) -> None:
+    """dockerd takes each health check setting the request leaves at zero from the
+    image's ``HEALTHCHECK`` (a build may ask for ``--interval=1ms``)."""
+    own, theirs = body.get("Healthcheck"), image.get("Healthcheck")
+    own = own if isinstance(own, dict) else {}
+    if not isinstance(theirs, dict) or not theirs:
+        return  # the request's own was checked with the body
+    merged = {k: own.get(k) or theirs.get(k) for k in ("Test", "Interval", "StartInterval")}
+    check_healthcheck(ex.profile, merged, f"the image {body.get('Image')}'s HEALTHCHECK")
 
 
 def refuse_task_labels(ex: Exchange, labels: Any, where: str) -> None:

@@ -30,6 +30,15 @@ from dockergate.policy.quota import check_count_quota, owned_containers, user_lo
 # Docker's own networks, by name and driver: nobody's, and everyone's containers use
 # them (``--network none``, the default bridge, Swarm's ingress).
 DOCKER_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null", "docker_gwbridge": "bridge"}
+PREDEFINED = frozenset({"bridge", "host", "none"})  # what dockerd's type=builtin means
+
+
+def docker_network(obj: dict[str, Any]) -> bool:
+    """One of Docker's own networks (Swarm's ingress included), not a user's."""
+    name, driver = obj.get("Name"), obj.get("Driver")
+    return obj.get("Ingress") is True or (
+        isinstance(name, str) and DOCKER_NETWORKS.get(name) == driver
+    )
 
 
 @handles("network.list", "network.prune")
@@ -40,42 +49,49 @@ async def network_list(ex: Exchange) -> None:
         check_not_a_build_network(ex, f"user:{ex.identity.name}")
         await remember_pruned(ex, "network")
     elif not ex.admin:
-        builtin = _builtin_query(asked)
-        if builtin is not None:
-            ex.response_filter = _with_builtins(ex, builtin)
+        ex.response_filter = _with_builtins(ex, _builtin_query(asked))
 
 
-def _builtin_query(asked: str) -> str | None:
-    """The caller's ``filters`` for Docker's own networks (``type=builtin``), or None
-    when their filters leave those out (``type=custom``)."""
+def _builtin_query(asked: str) -> tuple[str, frozenset[str] | None]:
+    """The caller's ``filters`` without ``type``, for Docker's own networks, and the
+    types asked for (dockerd's: ``builtin`` is bridge, host and none; Swarm's
+    ``ingress`` and ``docker_gwbridge`` are ``custom``), None for any."""
     filters = q.parse_filters(asked)
-    types = filters.get("type")
-    if types is not None and not types.get("builtin"):
-        return None
-    filters["type"] = {"builtin": True}
-    return quote(q.encode_filters(filters), safe="")
+    types = filters.pop("type", None)
+    wanted = frozenset(t for t, on in types.items() if on) if types is not None else None
+    return quote(q.encode_filters(filters), safe=""), wanted
 
 
-def _with_builtins(ex: Exchange, query: str) -> ResponseFilter:
+def _with_builtins(ex: Exchange, query: tuple[str, frozenset[str] | None]) -> ResponseFilter:
     """A member's list holds their own networks (the owner label filter) and Docker's
-    built-in ones (bridge, host, none, ingress: nobody's, everyone's containers use
-    them, and inspect shows them), as ``docker network ls`` does for anyone."""
+    own (bridge, host, none, ingress, docker_gwbridge: nobody's, everyone's
+    containers use them, and inspect shows them), as ``docker network ls`` does for
+    anyone, with their ``Containers`` left out."""
+    filters, types = query
 
     async def add(body: bytes) -> bytes:
         own = json.loads(body)
-        reply = await ex.daemon.get(f"/networks?filters={query}")
-        builtins = reply.json() if reply.ok else None
-        if not isinstance(own, list) or not isinstance(builtins, list) or not builtins:
+        reply = await ex.daemon.get(f"/networks?filters={filters}")
+        found = reply.json() if reply.ok else None
+        if not isinstance(own, list) or not isinstance(found, list) or not found:
             return body
         seen = {n.get("Id") for n in own if isinstance(n, dict)}
         extra = [
             {**n, "Containers": {}, **({"Services": {}} if "Services" in n else {})}
-            for n in builtins
-            if isinstance(n, dict) and n.get("Id") not in seen and n.get("Labels", {}) in ({}, None)
+            for n in found
+            if isinstance(n, dict)
+            and n.get("Id") not in seen
+            and n.get("Labels") in ({}, None)
+            and docker_network(n)
+            and (types is None or _network_type(n) in types)
         ]
         return json.dumps(own + extra).encode()
 
     return add
+
+
+def _network_type(obj: dict[str, Any]) -> str:
+    return "builtin" if obj.get("Name") in PREDEFINED else "custom"
 
 
 @handles("network.inspect")
@@ -90,11 +106,7 @@ async def builtin_network(ex: Exchange, found: Resolved) -> dict[str, Any] | Non
     lists every service publishing a port, with its tasks' addresses): the others'
     names and addresses are theirs."""
     obj = found.obj
-    name, driver = obj.get("Name"), obj.get("Driver")
-    builtin = obj.get("Ingress") is True or (
-        isinstance(name, str) and DOCKER_NETWORKS.get(name) == driver
-    )
-    if found.owner is not None or not builtin:
+    if found.owner is not None or not docker_network(obj):
         return None
     mine = {c.get("Id") for c in await owned_containers(ex.daemon, ex.identity.name)}
     members = obj.get("Containers")

@@ -57,13 +57,42 @@ async def service_update(ex: Exchange) -> None:
 
 
 async def _check_restored(ex: Exchange, spec: Any, service_id: str) -> None:
-    """A spec Swarm may go back to without asking the gate."""
+    """A spec Swarm may go back to without asking the gate. Swarm restores it as
+    stored, so what the profile would fill in today (placement off managers after a
+    move to a stricter profile, a default limit) would never reach it: such a spec
+    is refused, not passed as if it fitted."""
     if isinstance(spec, dict):
         spec = copy.deepcopy(spec)
         template = spec.get("TaskTemplate") or {}
         await _check_references(ex, spec, template, template.get("ContainerSpec") or {})
+        stored = copy.deepcopy(spec)
         check_service(ex.profile, spec, await ex.daemon.facts())
+        changed = first_difference(stored, spec)
+        if changed is not None:
+            raise Refusal(
+                403,
+                f"{who(ex)} may not go back to a spec that no longer fits profile "
+                f"{ex.profile.name!r} (it would need {changed}); update the service "
+                "instead (docker service update), which applies the profile",
+            )
         await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
+
+
+def first_difference(before: Any, after: Any, path: str = "") -> str | None:
+    """Where ``after`` first differs from ``before`` (a dotted path), or None."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            found = first_difference(before.get(key), after.get(key), f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (a, b) in enumerate(zip(before, after, strict=True)):
+            found = first_difference(a, b, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if before == after else (path.lstrip(".") or "the spec")
 
 
 async def _service_spec(

@@ -750,6 +750,7 @@ def whoami_text(me: dict[str, Any]) -> str:
         return ", ".join(parts) or "none"
 
     mem_quota = quota.get("memory")
+    tasks = sum((used.get("service_tasks") or {}).values())
     lines = [
         ("user:", f"{me.get('user')} (profile {me.get('profile')})"),
         ("admin:", "yes" if me.get("admin") else "no"),
@@ -757,7 +758,12 @@ def whoami_text(me: dict[str, Any]) -> str:
         (
             "containers:",
             f"{used.get('running', 0)} running, {used.get('containers', 0)} in total"
-            + (f" (quota {quota['containers']})" if quota.get("containers") is not None else ""),
+            + (f", {tasks} service tasks" if tasks else "")
+            + (
+                f" (quota {quota['containers']}, service tasks included)"
+                if quota.get("containers") is not None
+                else ""
+            ),
         ),
         (
             "services:",

@@ -19,6 +19,16 @@ from typing import cast
 
 READ_SIZE = 1 << 16
 HANDSHAKE_TIMEOUT = 15.0
+TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends
+_PLAIN_HTTP_BODY = (
+    b'{"message":"dockergate: Client sent an HTTP request to an HTTPS server: this is '
+    b"the gate's TLS listener; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to your "
+    b'bundle (dockergate user cert), or use the unix socket"}\n'
+)
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
+)
 
 
 class TLSStream(asyncio.Protocol):
@@ -52,6 +62,7 @@ class TLSStream(asyncio.Protocol):
         self._eof_sent = False
         self._lost = False
         self._timeout: asyncio.TimerHandle | None = None
+        self._started = False  # the first bytes from the peer have been seen
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,6 +78,11 @@ class TLSStream(asyncio.Protocol):
             self._do_handshake()
 
     def data_received(self, data: bytes) -> None:
+        if self._server_side and not self._started and data:
+            self._started = True
+            if data[0] != TLS_HANDSHAKE_RECORD and data[:1].isupper():
+                self._plain_http()
+                return
         self._in.write(data)
         if not self.handshake.done():
             self._do_handshake()
@@ -104,6 +120,16 @@ class TLSStream(asyncio.Protocol):
         self._drain_waiters.clear()
 
     # -- TLS machinery -------------------------------------------------------------
+    def _plain_http(self) -> None:
+        """A client that sent plain HTTP (a ``DOCKER_HOST=tcp://`` without
+        ``DOCKER_TLS_VERIFY``) gets a 400 it can print, as dockerd's TLS listener
+        answers, instead of a closed connection (which the CLI reports as ``EOF``)."""
+        if not self.handshake.done():
+            self.handshake.set_exception(ssl.SSLError("plain HTTP on the TLS listener"))
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(PLAIN_HTTP_ANSWER)
+            self._transport.close()
+
     def _handshake_timeout(self) -> None:
         if not self.handshake.done():
             self.handshake.set_exception(TimeoutError("TLS handshake timed out"))

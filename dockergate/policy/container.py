@@ -28,6 +28,7 @@ from dockergate.policy.resources import (
     apply_memory,
     apply_pids,
     capped_log_options,
+    check_healthcheck,
     check_oom_score_adj,
     check_stop_wait,
     check_ulimits,
@@ -158,6 +159,7 @@ def check_container(profile: Profile, body: dict[str, Any], facts: NodeFacts) ->
             "run it as a service (it is placed on workers) or on a worker node",
         )
     check_stop_wait(profile, body.get("StopTimeout"), 1, "StopTimeout")
+    check_healthcheck(profile, body.get("Healthcheck"), "Healthcheck")
     apply_memory(profile, host, facts, "HostConfig.Memory")
     apply_cpus(profile, host, facts, "HostConfig.NanoCpus")
     apply_pids(profile, host, "HostConfig.PidsLimit", facts)

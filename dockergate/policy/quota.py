@@ -20,7 +20,7 @@ from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.model import Profile, human
 from dockergate.policy.rules import Denied
-from dockergate.policy.service import is_job, service_memory
+from dockergate.policy.service import is_job, service_memory, service_tasks
 from dockergate.proxy.daemon import Daemon
 
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -82,15 +82,25 @@ async def services_memory(
     daemon: Daemon, services: list[dict[str, Any]], nodes: int | None = None
 ) -> dict[str, int]:
     """Memory each service holds for the quota, by service ID (see ``service_memory``)."""
+    return (await services_held(daemon, services, nodes))[0]
+
+
+async def services_held(
+    daemon: Daemon, services: list[dict[str, Any]], nodes: int | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """What each service holds for the quotas, by service ID: memory, and the tasks
+    it runs at once (each one a container on some node)."""
     if not services:
-        return {}
+        return {}, {}
     if nodes is None:
         nodes = await swarm_nodes(daemon)
     done = await jobs_done(daemon, services)
-    return {
-        str(s.get("ID")): service_memory(s.get("Spec") or {}, nodes, done.get(str(s.get("ID")), 0))
-        for s in services
-    }
+    memory, tasks = {}, {}
+    for s in services:
+        sid, spec = str(s.get("ID")), s.get("Spec") or {}
+        memory[sid] = service_memory(spec, nodes, done.get(sid, 0))
+        tasks[sid] = service_tasks(spec, nodes, done.get(sid, 0))
+    return memory, tasks
 
 
 async def live_memory(
@@ -153,12 +163,14 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     services = await _services(daemon, user)
     nodes = await swarm_nodes(daemon) if services else 1
     plain, tasks, parked = await live_memory(daemon, containers, exclude)
-    held = await services_memory(daemon, services, nodes)
+    held, service_tasks_held = await services_held(daemon, services, nodes)
     costs = charged(held, tasks)
     return {
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
         "running": len([c for c in containers if c.get("State") == "running"]),
         "services": len(services),
+        # Containers the user's services run at once (the containers quota counts them).
+        "service_tasks": service_tasks_held,
         "memory": plain + sum(costs.values()) + building_memory(user),
         "service_specs": services,
         "service_memory": costs,
@@ -234,13 +246,21 @@ async def check_container_quota(daemon: Daemon, profile: Profile, user: str, mem
     if profile.admin or (profile.quota_containers is None and profile.quota_memory is None):
         return
     used = await usage(daemon, user)
-    if profile.quota_containers is not None and used["containers"] >= profile.quota_containers:
+    tasks = sum(used["service_tasks"].values())
+    if (
+        profile.quota_containers is not None
+        and used["containers"] + tasks >= profile.quota_containers
+    ):
+        counted = f"{used['containers']} containers" + (
+            f" + {tasks} service tasks" if tasks else ""
+        )
         raise Denied(
             profile,
             "more containers",
             "quota.containers",
-            f"{used['containers']} of {profile.quota_containers} used",
-            "remove stopped containers (docker container prune) or ask an admin",
+            f"{counted} of {profile.quota_containers}",
+            "remove stopped containers (docker container prune), scale a service down "
+            "or ask an admin",
         )
     _check_memory(profile, used["memory"], memory, used["stopping"], used["restartable"])
 
@@ -248,7 +268,11 @@ async def check_container_quota(daemon: Daemon, profile: Profile, user: str, mem
 async def check_service_quota(
     daemon: Daemon, profile: Profile, user: str, spec: dict[str, Any], service_id: str | None
 ) -> None:
-    if profile.admin or (profile.quota_services is None and profile.quota_memory is None):
+    if profile.admin or (
+        profile.quota_services is None
+        and profile.quota_memory is None
+        and profile.quota_containers is None
+    ):
         return
     used = await usage(daemon, user)
     others = [s for s in used["service_specs"] if s.get("ID") != service_id]
@@ -265,6 +289,7 @@ async def check_service_quota(
             "remove a service or ask an admin",
         )
     nodes = used["nodes"] if used["service_specs"] else await swarm_nodes(daemon)
+    _check_tasks(profile, used, spec, service_id, nodes)
     costs: dict[str, int] = used["service_memory"]
     current = sum(memory for sid, memory in costs.items() if sid != service_id)
     container_mem = used["memory"] - sum(costs.values())
@@ -275,6 +300,30 @@ async def check_service_quota(
         running = used["task_memory"].get(service_id, 0)
         wanted = wanted + running if is_job(spec) else max(wanted, running)
     _check_memory(profile, container_mem + current, wanted, used["stopping"], used["restartable"])
+
+
+def _check_tasks(
+    profile: Profile, used: dict[str, Any], spec: dict[str, Any], service_id: str | None, nodes: int
+) -> None:
+    """A service's tasks are containers (each with its shim and its share of the
+    engine): with the user's containers and other services' tasks, they must fit in
+    ``quota.containers``. Fewer tasks than the service runs now always pass."""
+    if profile.quota_containers is None:
+        return
+    held: dict[str, int] = used["service_tasks"]
+    wanted = service_tasks(spec, nodes)
+    if service_id is not None and wanted <= held.get(service_id, 0):
+        return
+    others = sum(n for sid, n in held.items() if sid != service_id)
+    if used["containers"] + others + wanted > profile.quota_containers:
+        raise Denied(
+            profile,
+            "this many tasks",
+            "quota.containers",
+            f"{used['containers']} containers + {others} tasks of other services + {wanted} asked",
+            f"the quota is {profile.quota_containers} containers, service tasks included; "
+            "ask for fewer replicas, remove containers or services, or ask an admin",
+        )
 
 
 async def check_memory_quota(

@@ -141,6 +141,28 @@ def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None
     raise Denied(profile, "this stop timeout", field, value, f"0 to {STOP_WAIT_MAX} s ({why})")
 
 
+HEALTH_INTERVAL_MIN = NANO  # nanoseconds between two health probes, at the least
+
+
+def check_healthcheck(profile: Profile, health: Any, field: str) -> None:
+    """Each health probe is an exec that dockerd and containerd run, outside the
+    container's CPU limit and the gate's exec cap: an ``Interval`` of 1 ms (dockerd's
+    minimum) keeps them busy back to back, for every replica. At most one probe a
+    second; 0 is dockerd's default (30 s, 5 s while starting)."""
+    if not isinstance(health, dict) or health.get("Test") == ["NONE"]:
+        return
+    for key in ("Interval", "StartInterval"):
+        value = health.get(key)
+        if type(value) is int and 0 < value < HEALTH_INTERVAL_MIN:
+            raise Denied(
+                profile,
+                "health checks more often than once a second",
+                f"{field}.{key}",
+                f"{value / 1e6:g}ms",
+                "an interval of 1s or more (0: dockerd's default, 30s)",
+            )
+
+
 # Log drivers that write files on the node's disk, with their own rotation options.
 FILE_LOG_DRIVERS = frozenset({"json-file", "local"})
 

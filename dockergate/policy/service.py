@@ -28,6 +28,7 @@ from dockergate.policy.resources import (
     apply_pids,
     cap_max,
     capped_log_options,
+    check_healthcheck,
     check_oom_score_adj,
     check_stop_wait,
     check_ulimits,
@@ -44,6 +45,7 @@ def check_service(profile: Profile, spec: dict[str, Any], facts: NodeFacts) -> N
     check_image(profile, str(container.get("Image") or ""), "TaskTemplate.ContainerSpec.Image")
     prefix = "TaskTemplate.ContainerSpec"
     check_stop_wait(profile, container.get("StopGracePeriod"), 10**9, f"{prefix}.StopGracePeriod")
+    check_healthcheck(profile, container.get("Healthcheck"), f"{prefix}.Healthcheck")
     check_caps(profile, container.get("CapabilityAdd") or [], f"{prefix}.CapabilityAdd")
     check_sysctls(profile, container.get("Sysctls"), f"{prefix}.Sysctls")
     privileges = container.get("Privileges") or {}

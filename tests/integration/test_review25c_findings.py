@@ -57,6 +57,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -312,3 +313,91 @@ def test_works_member_stack_with_secret_config_network_update_rollback(cli, peop
     finally:
         cli(["stack", "rm", stack], user=m)
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ================================================ the fixes' refusals and neighbours
+
+
+def _container(direct_client, answer: tuple[int, Any]) -> tuple[int, Any]:
+    code, body = answer
+    if code == 201 and isinstance(body, dict):
+        with contextlib.suppress(Exception):
+            direct_client.containers.get(body["Id"]).remove(force=True)
+    return answer
+
+
+def test_container_health_interval_floor_and_its_neighbours(gate, people, direct_client):
+    """A container's ``Healthcheck.Interval``/``StartInterval`` below 1 s is refused
+    (as a service's); 1 s, dockerd's default (0) and a disabled check pass. An image
+    whose ``HEALTHCHECK --interval=1ms`` the request would inherit is refused too,
+    unless the request sets its own interval."""
+    m = people["member"]
+    hc = {"Test": ["CMD", "true"]}
+    for key in ("Interval", "StartInterval"):
+        body = {"Image": "busybox", "Healthcheck": {**hc, key: 999_000_000}}
+        code, answer = _container(direct_client, api(gate, m, "POST", "/containers/create", body))
+        assert code == 403 and f"Healthcheck.{key}" in str(answer), (code, answer)
+    for health in ({**hc, "Interval": 10**9}, hc, {"Test": ["NONE"]}):
+        body = {"Image": "busybox", "Healthcheck": health}
+        code, answer = _container(direct_client, api(gate, m, "POST", "/containers/create", body))
+        assert code == 201, (health, code, answer)
+    tag = f"r25c-hc-{_rand()}:latest"
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "Dockerfile").write_text("FROM busybox\nHEALTHCHECK --interval=1ms CMD true\n")
+        direct_client.images.build(path=d, tag=tag, rm=True)
+    try:
+        code, answer = _container(
+            direct_client, api(gate, m, "POST", "/containers/create", {"Image": tag})
+        )
+        assert code == 403 and "HEALTHCHECK" in str(answer), (code, answer)
+        own = {"Image": tag, "Healthcheck": {"Interval": 5 * 10**9}}
+        code, answer = _container(direct_client, api(gate, m, "POST", "/containers/create", own))
+        assert code == 201, (code, answer)
+    finally:
+        direct_client.images.remove(tag, force=True)
+
+
+def test_service_tasks_within_the_containers_quota_and_scaling_down(gate, people, direct_client):
+    """The neighbours of the tasks quota: the intern's service of 3 replicas (10
+    containers) is accepted, one of 11 is refused with the count, and an update to
+    fewer tasks than the service runs always passes."""
+    i = people["intern"]
+    name = f"r25c-q-{_rand()}"
+    body = spec(name, template={"Resources": {"Limits": {"MemoryBytes": 8 * MIB}}})
+    code, answer = api(
+        gate, i, "POST", "/services/create", {**body, "Mode": {"Replicated": {"Replicas": 3}}}
+    )
+    assert code == 201, (code, answer)
+    try:
+        svc = direct_client.services.get(answer["ID"])
+        version = svc.attrs["Version"]["Index"]
+        spec_now = svc.attrs["Spec"]
+        over = {**spec_now, "Mode": {"Replicated": {"Replicas": 11}}}
+        code, answer = api(gate, i, "POST", f"/services/{svc.id}/update?version={version}", over)
+        assert code == 403 and "quota.containers" in str(answer), (code, answer)
+        assert "11 asked" in str(answer), answer
+        fewer = {**spec_now, "Mode": {"Replicated": {"Replicas": 1}}}
+        code, answer = api(gate, i, "POST", f"/services/{svc.id}/update?version={version}", fewer)
+        assert code == 200, (code, answer)
+    finally:
+        with contextlib.suppress(Exception):
+            direct_client.services.get(name).remove()
+
+
+def test_network_list_types_as_the_engine_reads_them(gate, people, direct_client):
+    """``type=builtin`` is bridge, host and none for dockerd; Swarm's ``ingress`` is
+    ``custom``: a member's filtered lists keep that reading, with the built-ins'
+    ``Containers`` left out."""
+    m = people["member"]
+
+    def names(flt: dict[str, Any]) -> set[str]:
+        code, nets = api(gate, m, "GET", f"/networks?filters={quote(json.dumps(flt))}")
+        assert code == 200, nets
+        assert all(not n.get("Containers") for n in nets if not n.get("Labels")), nets
+        return {n["Name"] for n in nets}
+
+    engine = {n.name for n in direct_client.networks.list()}
+    builtin = names({"type": {"builtin": True}})
+    assert {"bridge", "host", "none"} & engine <= builtin and "ingress" not in builtin, builtin
+    custom = names({"type": {"custom": True}})
+    assert "ingress" in custom and not {"bridge", "host", "none"} & custom, custom
