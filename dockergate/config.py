@@ -60,6 +60,8 @@ class Settings:
     # because ``docker ps`` loops would otherwise drown the writes that matter.
     audit_retention_days: int = 90
     audit_reads: bool = False
+    # Refusals recorded one by one per caller and minute; the rest become one row.
+    audit_refusals_per_minute: int = 120
     # Open connections one client (a unix uid, a certificate, a token's user) may
     # hold; admins are not counted. 0: no limit. Idle keep-alive connections last
     # 300 s: without a limit one member could hold every file descriptor.

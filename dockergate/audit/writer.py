@@ -31,6 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dockergate.audit.record import RequestRecord
@@ -49,6 +50,9 @@ RETENTION_EVERY = 3600.0
 BACKOFF_MAX = 30.0
 STOP_TIMEOUT = 30.0
 REMIND_EVERY = 60.0  # while the store is down, remind the operator this often
+REFUSALS_PER_MINUTE = 120  # refusals recorded one by one per caller and minute
+REFUSAL_WINDOW = 60.0
+REFUSAL_CALLERS_MAX = 10_000  # callers tracked at once; beyond, they share one window
 
 # Column sizes of the audit table (models.AuditEntry): longer values are cut, not refused.
 _LIMITS = {
@@ -128,8 +132,11 @@ class AuditWriter:
         retention_every: float = RETENTION_EVERY,
         stop_timeout: float = STOP_TIMEOUT,
         own_store: bool = False,
+        refusals_per_minute: int = REFUSALS_PER_MINUTE,
     ) -> None:
         self.store = store
+        self.refusals_per_minute = refusals_per_minute
+        self._refusals: dict[str, _Refusals] = {}
         self.retention_days = retention_days
         self.reads = reads
         self.batch_size = max(1, batch_size)
@@ -159,12 +166,60 @@ class AuditWriter:
             retention_days=settings.audit_retention_days,
             reads=settings.audit_reads,
             own_store=True,
+            refusals_per_minute=settings.audit_refusals_per_minute,
         )
 
     # -- the sink (request path: no I/O) -------------------------------------------------
     def __call__(self, record: RequestRecord) -> None:
-        if should_audit(record, self.reads):
+        if should_audit(record, self.reads) and self._counted_refusal(record):
             self.add(record)
+
+    def _counted_refusal(self, record: RequestRecord) -> bool:
+        """Whether to record a request one by one: a caller's refusals beyond
+        ``refusals_per_minute`` are summed into one row when their minute ends (a
+        client looping on a refused request would otherwise fill the store's disk, and
+        push other rows out of the buffer while the store is slow)."""
+        if record.decision != "deny" or self.refusals_per_minute <= 0:
+            return True
+        key = record.user or record.identified_by
+        window = self._refusals.get(key)
+        if window is None:
+            if len(self._refusals) >= REFUSAL_CALLERS_MAX:
+                key, window = "", self._refusals.get("")
+            if window is None:
+                window = self._refusals[key] = _Refusals(record.started)
+        window.count += 1
+        if window.count <= self.refusals_per_minute:
+            return True
+        window.last = record
+        window.suppressed += 1
+        return False
+
+    def _close_refusal_windows(self, now: float | None) -> None:
+        """Ended minutes (all, when ``now`` is None): one row each for what they held
+        back, and the caller starts a new count."""
+        for key, window in list(self._refusals.items()):
+            if now is not None and now - window.start < REFUSAL_WINDOW:
+                continue
+            del self._refusals[key]
+            if window.last is not None:
+                self.add(
+                    replace(
+                        window.last,
+                        object_id=None,
+                        rule=f"{window.suppressed} more refusals of this caller within a "
+                        "minute, not recorded one by one (audit_refusals_per_minute: "
+                        f"{self.refusals_per_minute}); the last one's route and path shown",
+                        seconds=0.0,
+                    )
+                )
+                log.warning(
+                    "audit: %d refusals of %s in a minute summed into one row "
+                    "(audit_refusals_per_minute %d)",
+                    window.suppressed,
+                    key or "callers beyond the tracked",
+                    self.refusals_per_minute,
+                )
 
     def add(self, record: RequestRecord) -> None:
         """Queue a record unconditionally (admin actions, purge summaries)."""
@@ -186,6 +241,7 @@ class AuditWriter:
 
     async def stop(self) -> None:
         """Write everything still buffered, then release the store."""
+        self._close_refusal_windows(None)
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
@@ -229,6 +285,7 @@ class AuditWriter:
             if self._stopping.is_set():
                 return  # stop() drains, with its own deadline
             try:
+                self._close_refusal_windows(time.time())
                 while self._buffer and not self._stopping.is_set():
                     if not await self._drain():
                         break
@@ -352,3 +409,13 @@ class AuditWriter:
 def writer_of(sinks: Iterable[object]) -> AuditWriter | None:
     """The gate's audit writer among its sinks, if auditing is on."""
     return next((s for s in sinks if isinstance(s, AuditWriter)), None)
+
+
+@dataclass(slots=True)
+class _Refusals:
+    """One caller's refusals in the minute from ``start`` (wall-clock)."""
+
+    start: float
+    count: int = 0
+    suppressed: int = 0
+    last: RequestRecord | None = None

@@ -510,3 +510,40 @@ def test_audit_follow_prints_new_rows(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+# -- a caller looping on refusals ------------------------------------------------------
+
+
+async def test_refusals_beyond_the_minute_budget_are_summed_into_one_row(
+    store: CountingStore,
+) -> None:
+    """A member looping on a refused request: 5 rows one by one (the budget here), the
+    rest one row when their minute ends; another caller's refusals and every allowed
+    request are recorded as usual meanwhile."""
+    writer = AuditWriter(store, batch_size=100, interval=0.05, refusals_per_minute=5)
+    writer.start()
+    long_ago = time.time() - 61  # a minute that has ended by the writer's next turn
+    try:
+        for i in range(500):
+            writer(rec(i, decision="deny", rule="privileged", started=long_ago))
+        writer(rec(1, user="bob", decision="deny", rule="privileged"))
+        writer(rec(2))  # an allowed write
+        await wait_for(lambda: store.audit_count() == 5 + 1 + 1 + 1)
+    finally:
+        await writer.stop()
+    rows = store.audit_entries(user="alice", decisions=["deny"])
+    summary = [r for r in rows if "495 more refusals" in (r.rule or "")]
+    assert len(rows) == 6 and len(summary) == 1, [r.rule for r in rows]
+    assert "audit_refusals_per_minute" in summary[0].rule
+
+
+async def test_refusal_budget_off_records_every_refusal(store: CountingStore) -> None:
+    writer = AuditWriter(store, batch_size=100, interval=0.05, refusals_per_minute=0)
+    writer.start()
+    try:
+        for i in range(300):
+            writer(rec(i, decision="deny", rule="privileged"))
+        await wait_for(lambda: store.audit_count() == 300)
+    finally:
+        await writer.stop()
