@@ -8,11 +8,14 @@ networks), and the re-encoded body is what the daemon receives.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
 import posixpath
 import re
 from typing import Any
+from urllib.parse import quote
 
 from dockergate.api import query as q
 from dockergate.api.body import dumps
@@ -63,8 +66,10 @@ from dockergate.policy.quota import (
     restarted_by_dockerd,
     user_lock,
 )
-from dockergate.policy.resources import STOP_WAIT_MAX, check_healthcheck
+from dockergate.policy.resources import STOP_WAIT_MAX, check_inherited_healthcheck
 from dockergate.policy.rules import Denied
+from dockergate.proxy.daemon import Daemon
+from dockergate.proxy.upstream import UpstreamError
 
 NAMESPACE_MODES = ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
@@ -122,7 +127,12 @@ async def container_create(ex: Exchange) -> None:
     if not ex.admin:
         image = await image_config_of(ex, str(body.get("Image") or "")) or {}
         refuse_task_labels(ex, image.get("Labels"), f"the image {body.get('Image')}'s labels")
-        check_image_healthcheck(ex, body, image)
+        check_inherited_healthcheck(
+            ex.profile,
+            body.get("Healthcheck"),
+            image.get("Healthcheck"),
+            f"the image {body.get('Image')}'s HEALTHCHECK",
+        )
     memory = int((body.get("HostConfig") or {}).get("Memory") or 0)
     await check_container_quota(ex.daemon, ex.profile, ex.identity.name, memory)
     await claim_names(ex)  # every check passed: the names are the caller's from here
@@ -130,17 +140,6 @@ async def container_create(ex: Exchange) -> None:
     if not ex.admin:
         own_anonymous_volumes(ex, body, list(image.get("Volumes") or {}))
     ex.set_json(body)
-
-
-def check_image_healthcheck(ex: Exchange, body: dict[str, Any], image: dict[str, Any]) -> None:
-    """dockerd takes each health check setting the request leaves at zero from the
-    image's ``HEALTHCHECK`` (a build may ask for ``--interval=1ms``)."""
-    own, theirs = body.get("Healthcheck"), image.get("Healthcheck")
-    own = own if isinstance(own, dict) else {}
-    if not isinstance(theirs, dict) or not theirs:
-        return  # the request's own was checked with the body
-    merged = {k: own.get(k) or theirs.get(k) for k in ("Test", "Interval", "StartInterval")}
-    check_healthcheck(ex.profile, merged, f"the image {body.get('Image')}'s HEALTHCHECK")
 
 
 def refuse_task_labels(ex: Exchange, labels: Any, where: str) -> None:
@@ -521,7 +520,10 @@ async def volume_usable(ex: Exchange, name: str, read_only: bool, field: str) ->
 
 async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
     """A volume named in ``Binds`` that does not exist would be created unlabelled by
-    the daemon, and its creator could never manage it: create it labelled first."""
+    the daemon, and its creator could never manage it: create it labelled first. If
+    dockerd then refuses the create (a bad mode, a duplicate target), the volumes made
+    here go again: a refused create leaves nothing behind."""
+    made: list[str] = []
     for bind in host.get("Binds") or []:
         source, colon, _ = str(bind).partition(":")
         if not colon or not source or source.startswith("/"):
@@ -531,7 +533,31 @@ async def precreate_bind_volumes(ex: Exchange, host: dict[str, Any]) -> None:
         spec: dict[str, Any] = {"Name": source, "Labels": {OWNER_LABEL: ex.identity.name}}
         if host.get("VolumeDriver"):
             spec["Driver"] = host["VolumeDriver"]
-        await ex.daemon.call("POST", "/volumes/create", dumps(spec))
+        if (await ex.daemon.call("POST", "/volumes/create", dumps(spec))).status == 201:
+            made.append(source)
+    if made:
+
+        def undo() -> None:
+            if ex.status != 201:
+                task = asyncio.get_running_loop().create_task(
+                    _remove_volumes(ex.daemon, ex.identity.name, made)
+                )
+                _undoing.add(task)
+                task.add_done_callback(_undoing.discard)
+
+        ex.on_release.append(undo)
+
+
+_undoing: set[asyncio.Task[None]] = set()  # kept referenced until they finish
+
+
+async def _remove_volumes(daemon: Daemon, user: str, names: list[str]) -> None:
+    """Under the user's lock, so that a create of theirs using a name meanwhile keeps
+    it (dockerd does not remove a volume in use)."""
+    async with user_lock(user):
+        for name in names:
+            with contextlib.suppress(UpstreamError):
+                await daemon.call("DELETE", f"/volumes/{quote(name, safe='')}")
 
 
 @handles("container.start")

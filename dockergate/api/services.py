@@ -21,10 +21,12 @@ from dockergate.api.dispatch import (
     who,
 )
 from dockergate.api.exchange import Exchange
+from dockergate.api.images import image_config_of
 from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.quota import check_service_quota, user_lock
+from dockergate.policy.resources import check_inherited_healthcheck
 from dockergate.policy.service import check_service
 
 
@@ -67,6 +69,7 @@ async def _check_restored(ex: Exchange, spec: Any, service_id: str) -> None:
         await _check_references(ex, spec, template, template.get("ContainerSpec") or {})
         stored = copy.deepcopy(spec)
         check_service(ex.profile, spec, await ex.daemon.facts())
+        await check_image_healthcheck(ex, template.get("ContainerSpec") or {})
         changed = first_difference(stored, spec)
         if changed is not None:
             raise Refusal(
@@ -114,11 +117,27 @@ async def _service_spec(
     stamp_volume_mounts(container.get("Mounts"), owner)
     await _check_references(ex, spec, template, container)
     check_service(ex.profile, spec, await ex.daemon.facts())
+    await check_image_healthcheck(ex, container)
     await ex.hold(user_lock(ex.identity.name))
     await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
     await claim_names(ex)
     ex.set_json(spec)
     return spec
+
+
+async def check_image_healthcheck(ex: Exchange, container: dict[str, Any]) -> None:
+    """The task's image's ``HEALTHCHECK``, as this engine has the image (a node that
+    pulls another under the same name is beyond what the gate sees)."""
+    if ex.admin:
+        return
+    reference = str(container.get("Image") or "")
+    image = await image_config_of(ex, reference) or {}
+    check_inherited_healthcheck(
+        ex.profile,
+        container.get("Healthcheck"),
+        image.get("Healthcheck"),
+        f"the image {reference}'s HEALTHCHECK",
+    )
 
 
 async def _check_references(

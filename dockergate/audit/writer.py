@@ -29,9 +29,9 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dockergate.audit.record import RequestRecord
@@ -53,6 +53,8 @@ REMIND_EVERY = 60.0  # while the store is down, remind the operator this often
 REFUSALS_PER_MINUTE = 120  # refusals recorded one by one per caller and minute
 REFUSAL_WINDOW = 60.0
 REFUSAL_CALLERS_MAX = 10_000  # callers tracked at once; beyond, they share one window
+SUMMARY_RULES = 16  # rules a summary row counts one by one (the others together)
+SUMMARY_RULE_CHARS = 160
 
 # Column sizes of the audit table (models.AuditEntry): longer values are cut, not refused.
 _LIMITS = {
@@ -193,6 +195,11 @@ class AuditWriter:
             return True
         window.last = record
         window.suppressed += 1
+        rule = record.rule or f"status {record.status}"
+        if rule in window.rules or len(window.rules) < SUMMARY_RULES:
+            window.rules[rule] += 1
+        else:
+            window.rules[""] += 1
         return False
 
     def _close_refusal_windows(self, now: float | None) -> None:
@@ -203,13 +210,18 @@ class AuditWriter:
                 continue
             del self._refusals[key]
             if window.last is not None:
+                counts = "; ".join(
+                    f"{n} x {rule[:SUMMARY_RULE_CHARS] or 'other rules'}"
+                    for rule, n in window.rules.most_common()
+                )
                 self.add(
                     replace(
                         window.last,
                         object_id=None,
                         rule=f"{window.suppressed} more refusals of this caller within a "
                         "minute, not recorded one by one (audit_refusals_per_minute: "
-                        f"{self.refusals_per_minute}); the last one's route and path shown",
+                        f"{self.refusals_per_minute}; the last one's route and path "
+                        f"shown): {counts}",
                         seconds=0.0,
                     )
                 )
@@ -419,3 +431,4 @@ class _Refusals:
     count: int = 0
     suppressed: int = 0
     last: RequestRecord | None = None
+    rules: Counter[str] = field(default_factory=Counter)  # what was held back, by rule

@@ -21,8 +21,15 @@ from dockergate.policy.container import check_host_config, check_image
 from dockergate.policy.hostpaths import OFFLINE, check_volume_driver
 from dockergate.policy.model import Profile, parse_size
 from dockergate.policy.network import check_network
-from dockergate.policy.resources import apply_cpus, apply_memory, apply_pids, capped_log_options
-from dockergate.policy.rules import Denied, NodeFacts
+from dockergate.policy.resources import (
+    apply_cpus,
+    apply_memory,
+    apply_pids,
+    capped_log_options,
+    check_healthcheck,
+    check_stop_wait,
+)
+from dockergate.policy.rules import NANO, Denied, NodeFacts
 from dockergate.policy.service import check_service
 
 
@@ -185,6 +192,42 @@ def interpolate(node: Any, env: Mapping[str, str]) -> Any:
     return VARIABLE.sub(value, node)
 
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
+_DURATION_UNITS["h"] = 3600 * 10**9
+
+
+def duration_ns(value: Any) -> int:
+    """A compose duration (Go's ``time.ParseDuration``: ``1m30s``, ``500ms``; a bare
+    number is seconds, as compose reads it) in nanoseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return int(value * 10**9)
+    text = str(value).strip()
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    if body == "0":
+        return 0
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise ValueError(f"not a duration: {value!r}")
+    return sign * int(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def healthcheck(block: Any) -> dict[str, Any] | None:
+    """A service's ``healthcheck:`` as the engine's ``Healthcheck`` (the fields the
+    profile bounds)."""
+    if not isinstance(block, dict) or block.get("disable"):
+        return None
+    test = block.get("test")
+    out: dict[str, Any] = {"Test": test if isinstance(test, list) else ["CMD-SHELL", test]}
+    for key, field in (("interval", "Interval"), ("start_interval", "StartInterval")):
+        if block.get(key) is not None:
+            out[field] = duration_ns(block[key])
+    return out
+
+
 def check_host_network(profile: Profile) -> None:
     if not profile.host_namespaces:
         raise Denied(profile, "the host network", "networks", "host", "use a network of the stack")
@@ -235,6 +278,15 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         log = host["LogConfig"]
         driver = log["Type"] or facts.log_driver
         run(name, capped_log_options, profile, driver, log["Config"], "logging.options")
+        try:
+            health = healthcheck(service.get("healthcheck"))
+            grace = service.get("stop_grace_period")
+            grace_ns = None if grace is None else duration_ns(grace)
+        except ValueError as exc:
+            found.append(Violation(str(path), name, str(exc), "value"))
+        else:
+            run(name, check_healthcheck, profile, health, "healthcheck")
+            run(name, check_stop_wait, profile, grace_ns, NANO, "stop_grace_period")
         placement = ((service.get("deploy") or {}).get("placement") or {}).get("constraints")
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:

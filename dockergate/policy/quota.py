@@ -251,14 +251,14 @@ async def check_container_quota(daemon: Daemon, profile: Profile, user: str, mem
         profile.quota_containers is not None
         and used["containers"] + tasks >= profile.quota_containers
     ):
-        counted = f"{used['containers']} containers" + (
-            f" + {tasks} service tasks" if tasks else ""
+        counted = f"{used['containers'] + tasks} of {profile.quota_containers} used" + (
+            f" ({used['containers']} containers, {tasks} service tasks)" if tasks else ""
         )
         raise Denied(
             profile,
             "more containers",
             "quota.containers",
-            f"{counted} of {profile.quota_containers}",
+            counted,
             "remove stopped containers (docker container prune), scale a service down "
             "or ask an admin",
         )

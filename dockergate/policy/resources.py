@@ -163,6 +163,17 @@ def check_healthcheck(profile: Profile, health: Any, field: str) -> None:
             )
 
 
+def check_inherited_healthcheck(profile: Profile, own: Any, image: Any, field: str) -> None:
+    """dockerd takes each health check setting a container (a service's task too)
+    leaves at zero from its image's ``HEALTHCHECK``, which a build may have set to
+    ``--interval=1ms``: the merged check must pass as the request's own does."""
+    if not isinstance(image, dict) or not image:
+        return
+    own = own if isinstance(own, dict) else {}
+    merged = {k: own.get(k) or image.get(k) for k in ("Test", "Interval", "StartInterval")}
+    check_healthcheck(profile, merged, field)
+
+
 # Log drivers that write files on the node's disk, with their own rotation options.
 FILE_LOG_DRIVERS = frozenset({"json-file", "local"})
 

@@ -387,6 +387,9 @@ class ClientConnection:
             return req.raw_head  # nothing to drop, add or rewrite: the validated bytes
         headers = req.headers.without(DROP_REQUEST_HEADERS)
         headers.extend(extra)
+        if req.version != "HTTP/1.1" and req.headers.get("host") is None:
+            # Sent on as HTTP/1.1, which requires a Host (HTTP/1.0 does not).
+            headers.append(("Host", "docker"))
         return render_head(f"{ex.req.method} {ex.target} HTTP/1.1", headers)
 
     async def forward(self, ex: Exchange) -> bool:

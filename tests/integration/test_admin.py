@@ -370,8 +370,9 @@ def test_whoami(gate: Any, people: Any, alice_objects: Any, tmp_path: Path) -> N
 
 def test_burst_of_audited_requests_all_stored(gate_factory: Any, unix_user: Any) -> None:
     """1 000 refused writes from 10 keep-alive connections at once; after a clean stop
-    (SIGTERM), every one of them is a row."""
-    g = gate_factory(tls=False)
+    (SIGTERM), every one of them is a row (with the per-minute budget of refusals
+    off: the next test has it on)."""
+    g = gate_factory(tls=False, env={"DOCKERGATE_AUDIT_REFUSALS_PER_MINUTE": "0"})
     u = unix_user("pa-burst")
     g.dockergate("user", "add", "pa-burst", "--profile", "member", "--uid", str(u.uid))
     socks = connect_as(g.socket, u.uid, 10)
@@ -399,3 +400,27 @@ def test_burst_of_audited_requests_all_stored(gate_factory: Any, unix_user: Any)
     assert len(leave) == 1000
     assert {r.decision for r in leave} == {"deny"} and {r.status for r in leave} == {403}
     assert all("admins only" in (r.rule or "") for r in leave)
+
+
+def test_refusals_past_the_budget_become_one_row(gate_factory: Any, unix_user: Any) -> None:
+    """A member looping on a refused request: 120 rows (``audit_refusals_per_minute``),
+    then one row counting the rest, written at the latest when the gate stops; the
+    log says so."""
+    g = gate_factory(tls=False)
+    u = unix_user("pa-loop")
+    g.dockergate("user", "add", "pa-loop", "--profile", "member", "--uid", str(u.uid))
+    (sock,) = connect_as(g.socket, u.uid, 1)
+    request = (
+        b"POST /v1.41/swarm/leave?force=1 HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+    )
+    with sock:
+        for _ in range(300):
+            sock.sendall(request)
+            assert read_response(sock, 30.0, "POST").status == 403
+    g.stop()
+    g.proc = None
+    with Store.open(Settings(state_dir=g.state_dir)) as store:
+        rows = [r for r in store.audit_entries(user="pa-loop") if r.route == "swarm.leave"]
+    summed = [r for r in rows if "180 more refusals" in (r.rule or "")]
+    assert len(rows) == 121 and len(summed) == 1, [r.rule for r in rows[-3:]]
+    assert "refusals of pa-loop in a minute summed into one row" in g.log()

@@ -536,6 +536,7 @@ async def test_refusals_beyond_the_minute_budget_are_summed_into_one_row(
     summary = [r for r in rows if "495 more refusals" in (r.rule or "")]
     assert len(rows) == 6 and len(summary) == 1, [r.rule for r in rows]
     assert "audit_refusals_per_minute" in summary[0].rule
+    assert "495 x privileged" in summary[0].rule, summary[0].rule
 
 
 async def test_refusal_budget_off_records_every_refusal(store: CountingStore) -> None:

@@ -444,6 +444,37 @@ networks:
     assert check_file(member, good) == []
 
 
+def test_check_compose_health_checks_and_grace_periods(member: Profile, tmp_path: Path) -> None:
+    """``dockergate check`` applies the gate's floor on health-check intervals and its
+    0-300 s stop grace period; ordinary values and a disabled check pass."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        """
+services:
+  fast: {image: busybox, healthcheck: {test: [CMD, "true"], interval: 500ms}}
+  warmup: {image: busybox, healthcheck: {test: "true", start_interval: 1ms}}
+  forever: {image: busybox, stop_grace_period: 1h}
+  typo: {image: busybox, healthcheck: {test: "true", interval: 10}}
+"""
+    )
+    found = {v.service: v.message for v in check_file(member, bad, FACTS)}
+    assert "Interval" in found["fast"] and "StartInterval" in found["warmup"], found
+    assert "stop timeout" in found["forever"], found
+    assert "typo" not in found, found  # a bare number is seconds, as compose reads it
+    good = tmp_path / "good.yml"
+    good.write_text(
+        """
+services:
+  db:
+    image: busybox
+    healthcheck: {test: [CMD, "true"], interval: 10s, start_period: 30s}
+    stop_grace_period: 1m30s
+  off: {image: busybox, healthcheck: {disable: true, interval: 1ms}}
+"""
+    )
+    assert check_file(member, good, FACTS) == []
+
+
 def test_device_allowlist(tmp_path: Path) -> None:
     """Listed devices only; a directory such as /dev counts as every device below it."""
     (tmp_path / "d.yaml").write_text("containers:\n  device_paths: [/dev/null]\n")
