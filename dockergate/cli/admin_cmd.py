@@ -393,11 +393,11 @@ def _end_requests(settings: Settings, user: str) -> None:
         with Store.open(settings) as store:
             known = store.mark_purged(user)
     except StoreError as exc:
-        click.echo(f"note: {user!r}'s requests in progress were not ended: {exc}", err=True)
+        click.echo(f"note: the requests of {user!r} in progress were not ended: {exc}", err=True)
         return
     if known:
         click.echo(
-            f"gates end {user!r}'s requests in progress (builds, exec sessions, streams)",
+            f"gates end the requests of {user!r} in progress (builds, exec sessions, streams)",
             err=True,
         )
 
@@ -437,7 +437,7 @@ def _release_names(settings: Settings, user: str, everywhere: bool) -> None:
         with Store.open(settings) as store:
             count = store.release_volume_names(user)
     except StoreError as exc:
-        click.echo(f"note: {user!r}'s volume names were not released: {exc}", err=True)
+        click.echo(f"note: the volume names of {user!r} were not released: {exc}", err=True)
         return
     if count:
         click.echo(f"released the {count} volume name(s) {user!r} held", err=True)
