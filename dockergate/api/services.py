@@ -8,6 +8,7 @@ any node carry it too. Updates replace the whole spec, so they are stamped again
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from dockergate.api import query as q
@@ -20,13 +21,14 @@ from dockergate.api.dispatch import (
     referenced_owned,
     who,
 )
-from dockergate.api.exchange import Exchange
+from dockergate.api.exchange import Exchange, ResponseFilter
 from dockergate.api.images import image_config_of
 from dockergate.api.labels import stamp, stamp_volume_mounts
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.quota import check_service_quota, user_lock
 from dockergate.policy.resources import check_inherited_healthcheck
+from dockergate.policy.rules import Denied
 from dockergate.policy.service import check_service
 
 
@@ -54,8 +56,37 @@ async def service_update(ex: Exchange) -> None:
         await _check_restored(ex, found.obj.get("PreviousSpec"), found.id)
     elif (spec.get("UpdateConfig") or {}).get("FailureAction") == "rollback":
         # If this update fails, Swarm rolls back by itself to the spec running now,
-        # which passed the profile as it was then: it must pass it as it is.
-        await _check_restored(ex, found.obj.get("Spec"), found.id)
+        # which passed the profile as it was then: it must pass it as it is. When it
+        # no longer does (the profile changed since), this update goes ahead, itself
+        # checked, with FailureAction pause, and the CLI prints why.
+        try:
+            await _check_restored(ex, found.obj.get("Spec"), found.id)
+        except (Denied, Refusal) as exc:
+            if isinstance(exc, Refusal) and exc.status != 403:
+                raise
+            spec["UpdateConfig"]["FailureAction"] = "pause"
+            ex.set_json(spec)
+            ex.response_filter = with_warning(
+                "dockergate: UpdateConfig.FailureAction (failure_action) is pause for this "
+                "update, not rollback: the running spec Swarm would roll back to no longer "
+                f"fits the profile ({exc.message})"
+            )
+
+
+def with_warning(warning: str) -> ResponseFilter:
+    """Add ``warning`` to the ``Warnings`` of a JSON answer (the CLI prints them)."""
+
+    async def add(body: bytes) -> bytes:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(answer, dict):
+            return body
+        answer["Warnings"] = [*(answer.get("Warnings") or []), warning]
+        return json.dumps(answer).encode()
+
+    return add
 
 
 async def _check_restored(ex: Exchange, spec: Any, service_id: str) -> None:

@@ -167,7 +167,9 @@ async def usage(daemon: Daemon, user: str, exclude: str | None = None) -> dict[s
     costs = charged(held, tasks)
     return {
         "containers": len([c for c in containers if not is_task(c.get("Labels"))]),
-        "running": len([c for c in containers if c.get("State") == "running"]),
+        "running": len(
+            [c for c in containers if c.get("State") == "running" and not is_task(c.get("Labels"))]
+        ),
         "services": len(services),
         # Containers the user's services run at once (the containers quota counts them).
         "service_tasks": service_tasks_held,

@@ -249,9 +249,10 @@ def test_finding_failure_action_rollback_blocks_a_fitting_redeploy(cli, g26, peo
 
     (d / "stack.yml").write_text(STACK_ROLLBACK.replace("IMAGE", "r26b/worker:2"))
     r = cli(["stack", "deploy", "-c", str(d / "stack.yml"), stack], user=t, gate=g26)
-    assert r.returncode == 0 or "FailureAction" in r.stderr, (
-        f"a fitting redeploy was refused for the running spec:\n{r.stderr}"
-    )
+    assert r.returncode == 0, f"a fitting redeploy was refused for the running spec:\n{r.stderr}"
+    # The fix: the update goes ahead with FailureAction pause, and the CLI says why.
+    assert "FailureAction (failure_action) is pause" in r.stderr, r.stderr
+    assert "50m" in r.stderr, r.stderr
 
 
 def test_finding_whoami_counts_tasks_running_but_not_in_total(cli, g26, people, direct_client):
