@@ -141,7 +141,7 @@ services:
       resources: {{limits: {{memory: 128M, cpus: "0.5"}}, reservations: {{memory: 32M}}}}
       placement: {{constraints: [node.role == manager]}}
       restart_policy: {{condition: on-failure, delay: 1s, max_attempts: 3}}
-      update_config: {{parallelism: 1, delay: 1s, failure_action: rollback}}
+      update_config: {{parallelism: 1, delay: 1s, failure_action: rollback, monitor: 1s}}
   worker:
     image: busybox
     command: ["sh", "-c", "echo worker up; while true; do echo tick; sleep 1; done"]
@@ -155,7 +155,7 @@ services:
       resources: {{limits: {{memory: 64M}}, reservations: {{memory: 16M}}}}
       placement: {{constraints: [node.role == manager]}}
       restart_policy: {{condition: any}}
-      update_config: {{parallelism: 1, delay: 1s}}
+      update_config: {{parallelism: 1, delay: 1s, monitor: 1s}}
 networks:
   spark: {{driver: overlay, attachable: true}}
 volumes:
@@ -488,6 +488,8 @@ def test_works_stack_prune_global_and_job_over_the_socket(cli, people, workdir, 
             member(cli, people, ["stack", "services", "--format", "{{.Name}}", st])
         ).split() == [f"{st}_a"]
         limits = ["--limit-memory", "16m", "--constraint", "node.role==manager"]
+        # the CLI waits this long after convergence (its default is 5 s)
+        monitor = ["--update-monitor", "1s"]
         ok(
             member(
                 cli,
@@ -500,6 +502,7 @@ def test_works_stack_prune_global_and_job_over_the_socket(cli, people, workdir, 
                     "--mode",
                     "global",
                     *limits,
+                    *monitor,
                     "busybox",
                     "sleep",
                     "300",

@@ -18,9 +18,12 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import selectors
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 import uuid
@@ -152,8 +155,52 @@ def _token_user(gate, profile: str) -> tuple[str, str]:
     name = f"r15b-t{_rand()}"
     gate.dockergate("user", "add", name, "--profile", profile)
     token = gate.dockergate("user", "token", name).stdout.strip()
-    time.sleep(1.0)
     return name, token
+
+
+@pytest.fixture(scope="module")
+def tokens(gate) -> dict[str, str]:
+    """Tokens of two members (a, b) and an admin (adm) with no certificate, made once
+    for the module (each test holds and closes its own connections)."""
+    out = {k: _token_user(gate, p)[1] for k, p in (("a", "member"), ("b", "member"))}
+    out["adm"] = _token_user(gate, "admin")[1]
+    time.sleep(1.0)  # every gate on this state (low_gate too) has seen them
+    return out
+
+
+def _follow(cli, user, command: str, cwd: Path, needles: list[str], timeout: float = 20) -> str:
+    """Output (stdout and stderr) of a following command run as ``user``, read until
+    every needle has appeared (or ``timeout``); then the command is killed."""
+    argv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
+    p = subprocess.Popen(
+        [*argv, "sh", "-c", f"exec {command}"],
+        cwd=cwd,
+        env=cli.env("unix", user=user),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert p.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(p.stdout, selectors.EVENT_READ)
+            while not all(n.encode() in out for n in needles):
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    break
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        p.stdout.close()
+    return out.decode(errors="replace")
 
 
 def _running(cli, people, n: int, **kw) -> list[str]:
@@ -166,8 +213,11 @@ def _running(cli, people, n: int, **kw) -> list[str]:
 # ============================================================ quota after stack rm
 
 
+# stop_grace_period 2s (the default is 10 s): `sleep` as pid 1 ignores SIGTERM, so each
+# removed task holds its memory for the whole grace period; 2 s is ample for the first
+# re-deploy (a fraction of a second after `stack rm`) to meet the stopping tasks.
 STACK3 = "version: '3.8'\nservices:\n" + "".join(
-    f"  s{i}:\n    image: busybox\n    command: sleep 300\n"
+    f"  s{i}:\n    image: busybox\n    command: sleep 300\n    stop_grace_period: 2s\n"
     "    deploy:\n      resources: {limits: {memory: 40G}}\n"
     "      placement: {constraints: [node.role == manager]}\n"
     for i in range(3)
@@ -195,7 +245,7 @@ def redeploy(cli, people) -> Iterator[dict]:
         t0 = time.time()
         out["first"] = r = member(cli, people, deploy, timeout=90)
         while r.returncode != 0 and time.time() - t0 < 60:
-            time.sleep(1)
+            time.sleep(0.3)
             r = member(cli, people, deploy, timeout=90)
         out["seconds"] = time.time() - t0
         out["last"] = r
@@ -207,7 +257,7 @@ def redeploy(cli, people) -> Iterator[dict]:
         while member(cli, people, ["ps", "-q", "-f", f"name={st}_"]).stdout.strip():
             if time.time() > deadline:
                 break
-            time.sleep(1)
+            time.sleep(0.3)
     yield out
 
 
@@ -236,7 +286,7 @@ def test_finding_redeploy_after_stack_rm_refusal_explains_the_stopping_tasks(red
 
 def test_works_redeploy_after_stack_rm_succeeds_once_the_tasks_stopped(redeploy):
     """The same re-deploy is accepted as soon as Swarm has stopped the removed tasks:
-    within their grace period (10 s) plus a few seconds."""
+    within their grace period (10 s by default, 2 s here) plus a few seconds."""
     assert redeploy["last"].returncode == 0, redeploy["last"].stderr
     assert redeploy["seconds"] < 30, redeploy["seconds"]
 
@@ -322,7 +372,7 @@ def test_works_big_but_ordinary_bodies(cli, people, bundle, workdir, gate):
 
 
 def test_finding_token_clients_share_one_connection_budget_per_address(
-    cli, low_gate, workdir, gate
+    cli, low_gate, workdir, gate, tokens
 ):
     """Token users (README: `HttpHeaders: {"X-Dockergate-Token": ...}` with ca.pem only)
     are counted by remote address, so all token users on one host (a shared login node,
@@ -331,8 +381,7 @@ def test_finding_token_clients_share_one_connection_budget_per_address(
     fails with "dockergate: TLS client at 127.0.0.1 has 6 connections open ... close
     some and retry" - B has none open and cannot close A's. Cause: server.py
     Gate._counted_client (the token arrives with the request, after the count)."""
-    _a, token_a = _token_user(gate, "member")
-    _b, token_b = _token_user(gate, "member")
+    token_a, token_b = tokens["a"], tokens["b"]
     held = _tls_hold(low_gate, LIMIT, token_a)
     try:
         r = cli(["ps"], listener="tls", gate=low_gate, env=_token_env(gate, workdir, token_b))
@@ -342,14 +391,13 @@ def test_finding_token_clients_share_one_connection_budget_per_address(
     assert r.returncode == 0, r.stderr
 
 
-def test_finding_admin_token_client_is_counted(cli, low_gate, workdir, gate):
+def test_finding_admin_token_client_is_counted(cli, low_gate, workdir, gate, tokens):
     """README: "admins are not counted". An admin using a token (Portainer or a script
     configured with a token instead of a certificate) is counted like anyone at its
     address: with the limit reached from that address, the admin's `docker ps` is
     refused too (server.py Gate._counted_client counts unknown-yet token clients by
     address)."""
-    _m, token_m = _token_user(gate, "member")
-    _adm, token_adm = _token_user(gate, "admin")
+    token_m, token_adm = tokens["a"], tokens["adm"]
     held = _tls_hold(low_gate, LIMIT, token_m)
     try:
         r = cli(["ps"], listener="tls", gate=low_gate, env=_token_env(gate, workdir, token_adm))
@@ -542,15 +590,10 @@ def test_works_compose_v1_hardened_project_of_many_services(cli, people, workdir
     proj = f"r15b{_rand()}"
     try:
         ok(cli(f"docker-compose -p {proj} up -d", shell=True, user=people[MEMBER], cwd=workdir))
-        time.sleep(1)
-        r = cli(
-            f"timeout 6 docker-compose -p {proj} logs -f",
-            shell=True,
-            user=people[MEMBER],
-            cwd=workdir,
-        )
-        for i in range(12):
-            assert f"hello-{i}" in r.stdout, r.stdout + r.stderr
+        needles = [f"hello-{i}" for i in range(12)]
+        out = _follow(cli, people[MEMBER], f"docker-compose -p {proj} logs -f", workdir, needles)
+        for n in needles:
+            assert n in out, out
     finally:
         cli(
             f"docker-compose -p {proj} down -t 0",
