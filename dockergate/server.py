@@ -106,9 +106,10 @@ class Gate:
             return ADMIN_PROFILE
         raise Refusal(
             403,
-            f"user {identity.name!r} has profile {identity.profile!r}, which has no file in "
-            f"{self.profiles.directory}; ask an admin: dockergate user set-profile "
-            f"{identity.name} PROFILE",
+            f"user {identity.name!r} has profile {identity.profile!r}, which the gate has "
+            f"not loaded from {self.profiles.directory} (no such file, or added since the "
+            "last reload); ask an admin: dockergate policy reload, or dockergate user "
+            f"set-profile {identity.name} PROFILE",
         )
 
     def reload_profiles(self) -> None:
@@ -182,6 +183,7 @@ class Gate:
             checks["store"] = {
                 "ok": problem is None,
                 **({"error": "unavailable"} if problem else {}),
+                "revision": getattr(self.authenticator, "revision", None),
             }
         healthy = all(c["ok"] for c in checks.values())
         return (200 if healthy else 503), {"status": "ok" if healthy else "unhealthy", **checks}

@@ -6,6 +6,7 @@ private dockerd that scripts/test.sh starts (DOCKERGATE_TEST_DOCKER_HOST).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -262,17 +263,35 @@ class Gate:
         except FileNotFoundError:
             return 0
 
+    def store_revision(self) -> int | None:
+        """The store revision the running gate applies (its health answer), or None."""
+        try:
+            reply = raw_request(self.socket, "GET", "/_dockergate/health", timeout=2.0)
+            return int(json.loads(reply.body)["store"]["revision"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def dockergate(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run `dockergate --state-dir <this gate's> ARGS...` (e.g. user add)."""
         argv = [*dockergate_argv(), "--state-dir", str(self.state_dir), *args]
+        grant = args[:1] == ("user",) and args[1:2] and args[1] in GRANTS and self.proc is not None
+        before = self.store_revision() if grant else None
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if args[:1] == ("user",) and args[1:2] and args[1] in GRANTS and self.proc is not None:
+        if grant:
             # A running gate sees store changes within a second (it polls every 0.25 s);
-            # wait for new users and credentials before using them. Revocations are
-            # not waited for: tests measure how fast those arrive.
-            time.sleep(GRANT_SETTLE)
+            # wait for new users and credentials before using them: until its health
+            # shows a newer store revision, at most GRANT_SETTLE. Revocations are not
+            # waited for: tests measure how fast those arrive.
+            deadline = time.monotonic() + GRANT_SETTLE
+            while time.monotonic() < deadline:
+                now = self.store_revision()
+                if before is None or now is None or now > before:
+                    break
+                time.sleep(0.02)
+            if before is None or now is None:
+                time.sleep(max(0.0, deadline - time.monotonic()))
         if check and r.returncode != 0:
             pytest.fail(
                 f"`dockergate {shlex.join(args)}` exited {r.returncode}\n"

@@ -25,7 +25,7 @@ from dockergate.api import query as q
 from dockergate.api.labels import TASK_LABEL, is_task
 from dockergate.api.ownership import OWNER_LABEL
 from dockergate.policy.model import ProfileSet
-from dockergate.policy.quota import building_users, charged, services_memory
+from dockergate.policy.quota import building_users, charged, services_held
 from dockergate.proxy.daemon import Daemon, ref
 
 INSPECT_CONCURRENCY = 16
@@ -50,6 +50,7 @@ class UserUsage:
     enabled: bool | None = None
     containers_running: int = 0
     containers_total: int = 0  # plain containers; service tasks count as replicas
+    service_tasks: int = 0  # tasks the services run at once, as quota.containers counts
     services: int = 0
     replicas_running: int = 0
     replicas_desired: int = 0
@@ -70,6 +71,9 @@ class UserUsage:
             "containers": {
                 "running": self.containers_running,
                 "total": self.containers_total,
+                "service_tasks": self.service_tasks,
+                # What quota.containers counts: containers and service tasks.
+                "counted": self.containers_total + self.service_tasks,
                 "quota": self.containers_quota,
             },
             "services": {
@@ -160,7 +164,7 @@ async def collect_usage(
 
     reply = await daemon.get(f"/services?status=true&filters={flt}")
     services = [s for s in (reply.json() if reply.ok else None) or [] if isinstance(s, dict)]
-    held = await services_memory(daemon, services)  # as the quota counts it
+    held, tasks_held = await services_held(daemon, services)  # as the quota counts them
     service_owner: dict[str, str] = {}
     for s in services:
         spec = s.get("Spec") or {}
@@ -170,6 +174,7 @@ async def collect_usage(
         row = row_for(owner)
         service_owner[str(s.get("ID"))] = owner
         row.services += 1
+        row.service_tasks += tasks_held.get(str(s.get("ID")), 0)
         status = s.get("ServiceStatus") or {}
         mode = spec.get("Mode") or {}
         spec_replicas = int((mode.get("Replicated") or {}).get("Replicas") or 0)

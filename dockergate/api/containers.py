@@ -66,7 +66,11 @@ from dockergate.policy.quota import (
     restarted_by_dockerd,
     user_lock,
 )
-from dockergate.policy.resources import STOP_WAIT_MAX, check_inherited_healthcheck
+from dockergate.policy.resources import (
+    STOP_WAIT_MAX,
+    check_healthcheck,
+    check_inherited_healthcheck,
+)
 from dockergate.policy.rules import Denied
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import UpstreamError
@@ -697,6 +701,14 @@ async def commit(ex: Exchange) -> None:
     check_changes(ex)
     ex.set_query(q.replace(ex.query, "container", found.id))
     config = await _commit_config(ex)
+    # dockerd takes the body's health check settings over the container's own.
+    check_healthcheck(ex.profile, config.get("Healthcheck"), "Healthcheck")
+    check_inherited_healthcheck(
+        ex.profile,
+        config.get("Healthcheck"),
+        (found.obj.get("Config") or {}).get("Healthcheck"),
+        "the committed image's HEALTHCHECK (Healthcheck)",
+    )
     onbuild = config.get("OnBuild") or []
     if not isinstance(onbuild, list):
         raise Refusal(400, "commit: OnBuild must be a list")

@@ -262,6 +262,42 @@ def refuse_form_bodies(ex: Exchange) -> None:
             )
 
 
+# Creates whose answer names the new object: its audit row gets the ID (later rows use
+# it) and the name the user asked for (what they will recognise after a purge).
+CREATES = frozenset(
+    {
+        "container.create",
+        "network.create",
+        "volume.create",
+        "service.create",
+        "secret.create",
+        "config.create",
+    }
+)
+
+
+def record_created(ex: Exchange) -> None:
+    async def capture(body: bytes) -> bytes:
+        try:
+            answer = json.loads(body)
+            asked = json.loads(ex.body) if ex.body else {}
+        except ValueError:
+            return body
+        if isinstance(answer, dict):
+            # Volumes answer with the volume itself, named rather than numbered.
+            new = answer.get("Id") or answer.get("ID") or answer.get("Name")
+            if isinstance(new, str):
+                ex.object_id = new
+        name = q.first(ex.query, "name") if ex.route_name == "container.create" else None
+        if name is None and isinstance(asked, dict) and isinstance(asked.get("Name"), str):
+            name = asked["Name"]
+        if name:
+            ex.detail = f"name={name}"
+        return body
+
+    ex.response_filter = capture
+
+
 async def dispatch(ex: Exchange) -> None:
     if not ex.admin:
         refuse_form_bodies(ex)
@@ -277,6 +313,8 @@ async def dispatch(ex: Exchange) -> None:
     if route.access == "admin" and not ex.admin:
         raise Refusal(403, f"{who(ex)} may not {route.name}: admins only")
     handler = HANDLERS.get(route.name)
+    if route.name in CREATES:
+        record_created(ex)  # before the handler: one that filters the answer replaces it
     if handler is not None:
         try:
             await handler(ex)

@@ -74,6 +74,7 @@ class Exchange:
     profile: Profile = ADMIN_PROFILE
     gate: Gate | None = None
     object_id: str | None = None  # for the audit log
+    detail: str | None = None  # for the audit log: e.g. the name a create asked for
     held: list[asyncio.Lock] = field(default_factory=list)  # released after forwarding
     on_release: list[Callable[[], None]] = field(default_factory=list)  # run then too
     status: int = 0  # the answer's status, once it went out (for on_release callbacks)

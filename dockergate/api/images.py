@@ -40,8 +40,15 @@ from dockergate.api.ownership import BUILT_BY_LABEL, OWNER_LABEL
 from dockergate.api.schema import parse_body
 from dockergate.listen.identity import Refusal
 from dockergate.policy.container import check_image
+from dockergate.policy.durations import parse_duration
 from dockergate.policy.quota import building, check_memory_quota, user_lock
-from dockergate.policy.resources import apply_cpus, apply_memory, check_ulimits
+from dockergate.policy.resources import (
+    apply_cpus,
+    apply_memory,
+    check_healthcheck,
+    check_inherited_healthcheck,
+    check_ulimits,
+)
 from dockergate.policy.rules import NANO, Denied, NodeFacts
 from dockergate.proxy.daemon import ref
 from dockergate.store.errors import StoreError
@@ -242,6 +249,7 @@ async def image_tag(ex: Exchange) -> None:
         return
     await check_new_tag(ex, repo, tag)
     source = await image_of(ex, ex.params["name"])
+    check_image_healthcheck(ex, source, f"the image {ex.params['name']}'s HEALTHCHECK")
     if repo and source is not None and isinstance(source.get("Id"), str):
         # The name is the member's while it names this image (they may remove it and
         # build under it); the image's labels say who built it, not who named it.
@@ -559,6 +567,35 @@ def check_onbuild(ex: Exchange, texts: list[str], where: str, *, triggers: bool 
             )
 
 
+def refuse_fast_healthchecks(
+    ex: Exchange, instructions: list[dockerfile.Instruction], where: str
+) -> None:
+    """``HEALTHCHECK --interval`` (``--start-interval``) under a second, in a Dockerfile,
+    a trigger or ``changes``: an image carrying one would pass it to every container
+    and service task made from it (see ``resources.check_healthcheck``)."""
+    if ex.admin:
+        return
+    for ins in instructions:
+        if ins.keyword != "healthcheck":
+            continue
+        for flag, field in (("interval", "Interval"), ("start-interval", "StartInterval")):
+            value = ins.flag(flag)
+            if not value:
+                continue
+            try:
+                ns = parse_duration(value)
+            except ValueError:
+                continue  # the builder refuses it
+            check_healthcheck(ex.profile, {field: ns}, f"{where} {ins.line}: HEALTHCHECK")
+
+
+def check_image_healthcheck(ex: Exchange, image: dict[str, Any] | None, where: str) -> None:
+    """An existing image's HEALTHCHECK, where a user names or builds on it."""
+    if not ex.admin and image is not None:
+        config = image.get("Config") or {}
+        check_inherited_healthcheck(ex.profile, None, config.get("Healthcheck"), where)
+
+
 def check_changes(ex: Exchange) -> None:
     r"""``changes`` (Dockerfile lines applied by commit and import) must not write the
     gate's labels; lines that could spell them indirectly (``$`` substitution, ``\``
@@ -587,6 +624,7 @@ def check_changes(ex: Exchange) -> None:
                 f"{who(ex)} may not set labels under dockergate.* (or spelt with quotes, $ "
                 f"or an escape character) through changes: {change[:80]!r}",
             )
+        refuse_fast_healthchecks(ex, parsed, "changes line")
 
 
 def json_param(name: str, raw: str) -> Any:
@@ -776,6 +814,7 @@ async def check_dockerfile(
         raise Refusal(403, f"{who(ex)} may not build this: {path} {exc}") from None
     _refuse_url_sources(ex, instructions, f"{path} line")
     _refuse_url_sources(ex, dockerfile.add_lines(text), f"{path} line", trigger=True)
+    refuse_fast_healthchecks(ex, instructions, f"{path} line")
     pin_build_bases(ex, [image for _, image in froms], own_tags)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
@@ -787,12 +826,15 @@ async def check_dockerfile(
                 f"docker pull {image} first (the gate reads a base image's ONBUILD "
                 "triggers before a build runs them)",
             )
-        for trigger in ((found.json() or {}).get("Config") or {}).get("OnBuild") or []:
+        base = found.json() or {}
+        check_image_healthcheck(ex, base, f"FROM {image} ({path} line {line}): its HEALTHCHECK")
+        for trigger in (base.get("Config") or {}).get("OnBuild") or []:
             try:
                 parsed = dockerfile.trigger_instructions(str(trigger))
             except dockerfile.DockerfileError as exc:
                 raise Refusal(400, f"build: ONBUILD trigger of {image}: {exc}") from None
             _refuse_url_sources(ex, parsed, f"ONBUILD trigger of {image}", trigger=True)
+            refuse_fast_healthchecks(ex, parsed, f"ONBUILD trigger of {image}, line")
     for line, image in copies:
         check_image(ex.profile, image, f"COPY --from ({path} line {line})")
 

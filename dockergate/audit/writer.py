@@ -195,11 +195,7 @@ class AuditWriter:
             return True
         window.last = record
         window.suppressed += 1
-        rule = record.rule or f"status {record.status}"
-        if rule in window.rules or len(window.rules) < SUMMARY_RULES:
-            window.rules[rule] += 1
-        else:
-            window.rules[""] += 1
+        window.rules[summary_key(record, window.rules)] += 1
         return False
 
     def _close_refusal_windows(self, now: float | None) -> None:
@@ -421,6 +417,19 @@ class AuditWriter:
 def writer_of(sinks: Iterable[object]) -> AuditWriter | None:
     """The gate's audit writer among its sinks, if auditing is on."""
     return next((s for s in sinks if isinstance(s, AuditWriter)), None)
+
+
+def summary_key(record: RequestRecord, seen: Counter[str]) -> str:
+    """What a held-back refusal is counted under in its summary row: a profile rule by
+    its name (there are few, and each is worth naming); any other refusal by its route
+    and status, not its message (which names objects, so a flood of distinct
+    messages would take every place), and past ``SUMMARY_RULES`` such keys together."""
+    if record.rule and record.rule.startswith("profile "):
+        return record.rule
+    key = f"{record.route or record.method + ' ' + record.path} ({record.status})"
+    if key in seen or sum(1 for k in seen if not k.startswith("profile ")) < SUMMARY_RULES:
+        return key
+    return ""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from dockergate.cli import Context, pass_ctx
 from dockergate.config import Settings
 from dockergate.listen.pki import CLIENT_DAYS, CertificateAuthority, prepare_bundle_dir
 from dockergate.logs import printable
+from dockergate.policy.location import not_loaded_note
 from dockergate.store.db import (
     check_schema,
     current_revision,
@@ -132,6 +133,9 @@ def add(ctx: Context, name: str, profile: str, login: str | None, uid: int | Non
         info = store.add_user(name, profile, uid)
     where = f", unix uid {info.unix_uid}" if info.unix_uid is not None else ""
     click.echo(f"added user {info.name!r} (profile {info.profile}{where})")
+    note = not_loaded_note(settings, profile)
+    if note:
+        click.echo(note, err=True)
 
 
 @user.command("list")
@@ -211,6 +215,9 @@ def set_profile(ctx: Context, name: str, profile: str) -> None:
         before = store.get_user(name)
         store.set_profile(name, profile)
     click.echo(f"user {name!r}: profile {before.profile} -> {profile} ({APPLIES})")
+    note = not_loaded_note(settings, profile)
+    if note:
+        click.echo(note, err=True)
 
 
 def _set_enabled(ctx: Context, name: str, enabled: bool) -> UserInfo:

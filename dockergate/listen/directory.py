@@ -103,6 +103,12 @@ class DirectoryAuthenticator:
         """Why the gate is closed, in full (for logs and operators), or None when open."""
         return self._error
 
+    @property
+    def revision(self) -> int | None:
+        """The store revision the gate applies now (None before the first load): a
+        user or credential change is in force once this reaches its revision."""
+        return self._snapshot.revision if self._snapshot is not None else None
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)

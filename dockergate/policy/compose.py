@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dockergate.policy.container import check_host_config, check_image
+from dockergate.policy.durations import parse_duration
 from dockergate.policy.hostpaths import OFFLINE, check_volume_driver
 from dockergate.policy.model import Profile, parse_size
 from dockergate.policy.network import check_network
@@ -192,27 +193,17 @@ def interpolate(node: Any, env: Mapping[str, str]) -> Any:
     return VARIABLE.sub(value, node)
 
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
-_DURATION_UNITS["h"] = 3600 * 10**9
-
-
 def duration_ns(value: Any) -> int:
-    """A compose duration (Go's ``time.ParseDuration``: ``1m30s``, ``500ms``; a bare
-    number is seconds, as compose reads it) in nanoseconds."""
+    """A compose duration in nanoseconds, as Go reads it (``1m30s``, ``500ms``); a
+    YAML number, which compose refuses there, is taken as seconds."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
         return int(value * 10**9)
-    text = str(value).strip()
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    if body == "0":
-        return 0
-    parts = _DURATION_PART.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f"not a duration: {value!r}")
-    return sign * int(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+    try:
+        return parse_duration(str(value))
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r}") from None
 
 
 def healthcheck(block: Any) -> dict[str, Any] | None:

@@ -41,3 +41,20 @@ def policies_directory(settings: Settings) -> Path:
         else:
             return Path(directory)
     return shipped_policies_dir()
+
+
+def not_loaded_note(settings: Settings, name: str) -> str | None:
+    """A note when a gate runs from this state dir without profile ``name`` loaded (a
+    file added or fixed since its last reload): its user would be refused until then."""
+    status = policy_status(settings.state_dir / POLICY_STATUS)
+    loaded = status.get("profiles")
+    if not isinstance(loaded, list) or name in loaded:
+        return None
+    try:
+        running_gate(settings.state_dir / PIDFILE)
+    except ValueError:
+        return None
+    return (
+        f"note: the running gate has not loaded profile {name!r} yet; its users are "
+        "refused until: dockergate policy reload"
+    )

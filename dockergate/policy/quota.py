@@ -78,13 +78,6 @@ async def jobs_done(daemon: Daemon, services: list[dict[str, Any]]) -> dict[str,
     return done
 
 
-async def services_memory(
-    daemon: Daemon, services: list[dict[str, Any]], nodes: int | None = None
-) -> dict[str, int]:
-    """Memory each service holds for the quota, by service ID (see ``service_memory``)."""
-    return (await services_held(daemon, services, nodes))[0]
-
-
 async def services_held(
     daemon: Daemon, services: list[dict[str, Any]], nodes: int | None = None
 ) -> tuple[dict[str, int], dict[str, int]]:

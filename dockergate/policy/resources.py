@@ -153,12 +153,14 @@ def check_healthcheck(profile: Profile, health: Any, field: str) -> None:
         return
     for key in ("Interval", "StartInterval"):
         value = health.get(key)
-        if type(value) is int and 0 < value < HEALTH_INTERVAL_MIN:
+        # Negative too: dockerd refuses it in a request, but not in an image's
+        # config (a commit's), where its monitor then waits no time at all.
+        if type(value) is int and value != 0 and value < HEALTH_INTERVAL_MIN:
             raise Denied(
                 profile,
                 "health checks more often than once a second",
                 f"{field}.{key}",
-                f"{value / 1e6:g}ms",
+                f"{value / 1e6:g}ms" if value > 0 else f"{value}ns",
                 "an interval of 1s or more (0: dockerd's default, 30s)",
             )
 

@@ -242,9 +242,11 @@ def service_tasks(spec: dict[str, Any], nodes: int = 1, done: int = 0) -> int:
     if "GlobalJob" in mode:
         return max(max(nodes, 1) - done, 0)
     if "ReplicatedJob" in mode:
+        # dockerd's defaults (convert.ServiceSpecToGRPC): MaxConcurrent 1 when absent,
+        # TotalCompletions that MaxConcurrent when absent.
         job = mode.get("ReplicatedJob") or {}
-        at_once = int(job.get("MaxConcurrent") or job.get("TotalCompletions") or 1)
-        total = int(job.get("TotalCompletions") or at_once)
+        at_once = int(job["MaxConcurrent"]) if job.get("MaxConcurrent") is not None else 1
+        total = int(job["TotalCompletions"]) if job.get("TotalCompletions") is not None else at_once
         return max(min(at_once, total - done), 0)
     replicas = (mode.get("Replicated") or {}).get("Replicas")
     return 1 if replicas is None else int(replicas)

@@ -322,6 +322,7 @@ class ClientConnection:
                 rule=self.rule,
                 status=self.status,
                 seconds=time.monotonic() - started,
+                detail=ex.detail if ex is not None else None,
             )
         )
 
@@ -496,7 +497,7 @@ class ClientConnection:
         """Relay the daemon's answer; return whether the client connection stays open."""
         req = ex.req
         length = body_length(resp, req.method)
-        if resp.status == 200 and length != 0 and ex.response_filter is not None:
+        if resp.status in (200, 201) and length != 0 and ex.response_filter is not None:
             return await self._relay_filtered(ex, resp, conn, length)
         client_keep = req.keep_alive and (length is not None)
         http10 = req.version == "HTTP/1.0"

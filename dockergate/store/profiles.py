@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dockergate.config import Settings
 from dockergate.policy.location import policies_directory
-from dockergate.store.errors import NotFound
+from dockergate.policy.model import PolicyError, ProfileSet
+from dockergate.store.errors import NotFound, StoreError
 
 
 def known_profiles(settings: Settings) -> list[str]:
@@ -17,11 +18,20 @@ def known_profiles(settings: Settings) -> list[str]:
 
 
 def check_profile(settings: Settings, name: str) -> None:
-    """Raise :class:`NotFound` unless ``policies/<name>.yaml`` exists."""
+    """Raise :class:`NotFound` unless ``policies/<name>.yaml`` exists, and
+    :class:`StoreError` when the profiles do not load (a gate would refuse the user,
+    and would not start)."""
     known = known_profiles(settings)
-    if name in known:
-        return
     directory = policies_directory(settings)
+    if name in known:
+        try:
+            ProfileSet(directory)
+        except PolicyError as exc:
+            raise StoreError(
+                f"profile {name!r} cannot be given: the profiles do not load ({exc}); "
+                "fix the file (dockergate policy validate), then dockergate policy reload"
+            ) from None
+        return
     listed = ", ".join(known) if known else "none"
     raise NotFound(
         f"unknown profile {name!r}: there is no {directory / (name + '.yaml')} "

@@ -195,7 +195,11 @@ def test_finding_service_inherits_a_fast_image_healthcheck(cli, g26, people, dir
     m = people["member"]
     cid = ok(cli(["create", "busybox", "sleep", "1"], user=m, gate=g26)).strip()
     change = "HEALTHCHECK --interval=100ms CMD true"
-    ok(cli(["commit", "--change", change, cid, "r26b/fasthc:1"], user=m, gate=g26))
+    r = cli(["commit", "--change", change, cid, "r26b/fasthc:1"], user=m, gate=g26)
+    assert r.returncode != 0 and "HEALTHCHECK" in r.stderr, r.stderr  # since 27a's fix
+    base = direct_client.containers.create("busybox", ["true"])  # an admin's, then
+    base.commit("r26b/fasthc", "1", changes=[change])
+    base.remove()
     r = cli(["run", "--rm", "r26b/fasthc:1", "true"], user=m, gate=g26)
     assert r.returncode != 0 and "HEALTHCHECK.Interval=100ms" in r.stderr, r.stderr  # held
     name = f"r26b-hc-{_rand()}"

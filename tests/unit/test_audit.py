@@ -526,7 +526,7 @@ async def test_refusals_beyond_the_minute_budget_are_summed_into_one_row(
     long_ago = time.time() - 61  # a minute that has ended by the writer's next turn
     try:
         for i in range(500):
-            writer(rec(i, decision="deny", rule="privileged", started=long_ago))
+            writer(rec(i, decision="deny", rule="profile member: privileged", started=long_ago))
         writer(rec(1, user="bob", decision="deny", rule="privileged"))
         writer(rec(2))  # an allowed write
         await wait_for(lambda: store.audit_count() == 5 + 1 + 1 + 1)
@@ -536,7 +536,7 @@ async def test_refusals_beyond_the_minute_budget_are_summed_into_one_row(
     summary = [r for r in rows if "495 more refusals" in (r.rule or "")]
     assert len(rows) == 6 and len(summary) == 1, [r.rule for r in rows]
     assert "audit_refusals_per_minute" in summary[0].rule
-    assert "495 x privileged" in summary[0].rule, summary[0].rule
+    assert "495 x profile member: privileged" in summary[0].rule, summary[0].rule
 
 
 async def test_refusal_budget_off_records_every_refusal(store: CountingStore) -> None:
