@@ -763,3 +763,44 @@ def connect_as_uid(path: str, uid: int, count: int = 1) -> list[socket.socket]:
     for s in socks:
         weakref.finalize(s, connector.release)
     return socks
+
+
+def api_as(
+    gate: Gate, user: Any, method: str, path: str, body: Any = None, *, data: str | None = None
+) -> tuple[int, Any]:
+    """One Engine API call as unix user ``user`` through ``gate``'s socket (curl run
+    with that uid, so the gate sees it as the kernel says): the status and the parsed
+    JSON answer (or its text). ``body`` is sent as JSON; ``data`` as written (raw
+    JSON text: ``1.0``, ``-0`` or a duplicate key reach the gate unchanged)."""
+    argv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
+    argv += ["curl", "-sS", "--unix-socket", str(gate.socket), "-X", method]
+    argv += ["-w", "\n%{http_code}"]
+    if body is not None:
+        data = json.dumps(body)
+    if data is not None:
+        argv += ["-H", "Content-Type: application/json", "--data-binary", data]
+    argv.append(f"http://gate/v1.41{path}")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    text, _, code = out.rpartition("\n")
+    try:
+        return int(code), json.loads(text) if text else None
+    except ValueError:
+        return int(code or 0), text
+
+
+def remove_owned(client: Any, *users: str) -> None:
+    """Everything the gate stamped with one of ``users`` as owner, removed on the
+    daemon directly (a module's clean-up): services first, so Swarm does not start
+    their tasks again, then containers with their anonymous volumes, then the rest."""
+    for user in users:
+        flt = {"label": f"dockergate.owner={user}"}
+        for service in client.services.list(filters=flt):
+            with contextlib.suppress(Exception):
+                service.remove()
+        for container in client.containers.list(all=True, filters=flt):
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
+        for kind in ("secrets", "configs", "networks", "volumes"):
+            for obj in getattr(client, kind).list(filters=flt):
+                with contextlib.suppress(Exception):
+                    obj.remove()

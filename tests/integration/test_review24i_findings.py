@@ -49,6 +49,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import remove_owned
 from tests.integration.test_review22b_findings import pyrun
 
 pytestmark = pytest.mark.timeout(90)
@@ -88,18 +89,7 @@ def people(gate, unix_user):
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(direct_client) -> Iterator[None]:
     yield
-    for user in (MEMBER, INTERN):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for kind in ("secrets", "configs", "networks", "volumes"):
-            for o in getattr(direct_client, kind).list(filters=flt):
-                with contextlib.suppress(Exception):
-                    o.remove()
+    remove_owned(direct_client, MEMBER, INTERN)
 
 
 @pytest.fixture(scope="module")

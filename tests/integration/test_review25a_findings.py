@@ -20,7 +20,6 @@ so nothing runs. Only the local ``busybox`` image; loopback only.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import textwrap
 import uuid
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate, new_gate, remove_owned
 from tests.integration.test_hostile import Raw, Reply
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,18 +93,7 @@ def who(g25: Gate, unix_user, direct_client) -> Iterator[dict[str, Raw]]:
     g25.dockergate("user", "add", MEMBER, "--profile", "member", "--uid", str(m.uid))
     g25.dockergate("user", "add", INTERN, "--profile", "intern", "--uid", str(i.uid))
     yield {"member": Raw(str(g25.socket), m.uid), "intern": Raw(str(g25.socket), i.uid)}
-    for user in (MEMBER, INTERN):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for kind in ("secrets", "configs", "networks", "volumes"):
-            for o in getattr(direct_client, kind).list(filters=flt):
-                with contextlib.suppress(Exception):
-                    o.remove()
+    remove_owned(direct_client, MEMBER, INTERN)
 
 
 def refused(r: Reply, *words: str, status: int = 403) -> str:

@@ -59,7 +59,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, UnixUser, new_gate
+from tests.helpers import Gate, UnixUser, new_gate, remove_owned
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,18 +114,7 @@ def people(g25: Gate, unix_user, session_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(direct_client) -> Iterator[None]:
     yield
-    for user in (MEMBER, INTERN):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for kind in ("secrets", "configs", "networks", "volumes"):
-            for o in getattr(direct_client, kind).list(filters=flt):
-                with contextlib.suppress(Exception):
-                    o.remove()
+    remove_owned(direct_client, MEMBER, INTERN)
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -60,6 +59,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+from tests.helpers import api_as as api
+from tests.helpers import remove_owned
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,45 +88,7 @@ def people(gate, unix_user):
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(direct_client) -> Iterator[None]:
     yield
-    for user in (MEMBER, INTERN, DEMOTED):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for kind in ("secrets", "configs", "networks", "volumes"):
-            for o in getattr(direct_client, kind).list(filters=flt):
-                with contextlib.suppress(Exception):
-                    o.remove()
-
-
-def api(gate, u, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One Engine API call as unix user ``u`` through the gate's socket."""
-    argv = [
-        "setpriv",
-        f"--reuid={u.uid}",
-        f"--regid={u.gid}",
-        "--init-groups",
-        "curl",
-        "-sS",
-        "--unix-socket",
-        str(gate.socket),
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]
-    if body is not None:
-        argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    argv.append(f"http://gate/v1.41{path}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
-    text, _, code = out.rpartition("\n")
-    try:
-        return int(code), json.loads(text) if text else None
-    except ValueError:
-        return int(code or 0), text
+    remove_owned(direct_client, MEMBER, INTERN, DEMOTED)
 
 
 def spec(name: str, container: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

@@ -47,7 +47,6 @@ import contextlib
 import json
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -59,6 +58,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.helpers import Gate, new_gate
+from tests.helpers import api_as as api
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,33 +107,6 @@ def people(g26, unix_user, direct_client) -> Iterator[dict[str, Any]]:
             for o in getattr(direct_client, kind).list(filters=flt):
                 with contextlib.suppress(Exception):
                     o.remove()
-
-
-def api(gate: Gate, u: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One Engine API call as unix user ``u`` through the gate's socket."""
-    argv = [
-        "setpriv",
-        f"--reuid={u.uid}",
-        f"--regid={u.gid}",
-        "--init-groups",
-        "curl",
-        "-sS",
-        "--unix-socket",
-        str(gate.socket),
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]
-    if body is not None:
-        argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    argv.append(f"http://gate/v1.41{path}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
-    text, _, code = out.rpartition("\n")
-    try:
-        return int(code), json.loads(text) if text else None
-    except ValueError:
-        return int(code or 0), text
 
 
 def spec(name: str, container: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

@@ -73,7 +73,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, UnixUser, dockergate_argv, new_gate
+from tests.helpers import Gate, UnixUser, dockergate_argv, new_gate, remove_owned
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,18 +131,7 @@ def people(g26: Gate, unix_user) -> dict[str, UnixUser]:
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(direct_client) -> Iterator[None]:
     yield
-    for user in (MEMBER, INTERN, TEAM):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for kind in ("secrets", "configs", "networks", "volumes"):
-            for o in getattr(direct_client, kind).list(filters=flt):
-                with contextlib.suppress(Exception):
-                    o.remove()
+    remove_owned(direct_client, MEMBER, INTERN, TEAM)
     for tag in ("r26b/fasthc:1", "r26b/jupyter:2", "r26b/worker:2"):
         with contextlib.suppress(Exception):
             direct_client.images.remove(tag)

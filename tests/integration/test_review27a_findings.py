@@ -53,6 +53,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.helpers import Gate, new_gate
+from tests.helpers import api_as as api
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -109,21 +110,6 @@ def people(g27, unix_user, direct_client) -> Iterator[dict[str, Any]]:
 
 def as_user(u: Any) -> list[str]:
     return ["setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--init-groups"]
-
-
-def api(gate: Gate, u: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One Engine API call as unix user ``u`` through the gate's socket."""
-    argv = [*as_user(u), "curl", "-sS", "--unix-socket", str(gate.socket), "-X", method]
-    argv += ["-w", "\n%{http_code}"]
-    if body is not None:
-        argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    argv.append(f"http://gate/v1.41{path}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
-    text, _, code = out.rpartition("\n")
-    try:
-        return int(code), json.loads(text) if text else None
-    except ValueError:
-        return int(code or 0), text
 
 
 def raw(gate: Gate, u: Any, data: bytes) -> bytes:

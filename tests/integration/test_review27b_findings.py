@@ -51,7 +51,6 @@ Only ``busybox`` (plus one committed image); loopback only; one module gate.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import tempfile
@@ -63,7 +62,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate, api_as, new_gate
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,21 +106,6 @@ def people(g27, unix_user, direct_client) -> Iterator[dict[str, Any]]:
                 c.remove(force=True, v=True)
 
 
-def raw(gate: Gate, u: Any, method: str, path: str, data: str | None = None) -> tuple[int, Any]:
-    """One Engine API call as unix user ``u`` through the gate, the body sent as is."""
-    argv = ["setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--init-groups", "curl", "-sS"]
-    argv += ["--unix-socket", str(gate.socket), "-X", method, "-w", "\n%{http_code}"]
-    if data is not None:
-        argv += ["-H", "Content-Type: application/json", "--data-binary", data]
-    argv.append(f"http://gate/v1.41{path}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
-    text, _, code = out.rpartition("\n")
-    try:
-        return int(code), json.loads(text) if text else None
-    except ValueError:
-        return int(code or 0), text
-
-
 def service_body(mode: str, container: str = "", image: str = "busybox") -> str:
     """A service create body with ``Mode`` and extra ``ContainerSpec`` members as raw
     JSON text (so that ``1.0``, ``-0`` or a duplicate key reach the gate unchanged)."""
@@ -154,25 +138,27 @@ def test_finding_negative_image_health_interval_probes_back_to_back(g27, people,
     at the commit (its ``Healthcheck`` checked as a container's) or at the create of
     a container or service from the image, naming the HEALTHCHECK."""
     m = people["member"]
-    code, c = raw(g27, m, "POST", "/containers/create", '{"Image":"busybox","Cmd":["sleep","600"]}')
+    code, c = _raw(
+        g27, m, "POST", "/containers/create", '{"Image":"busybox","Cmd":["sleep","600"]}'
+    )
     assert code == 201, (code, c)
     repo = f"r27b-neghc-{_rand()}"
     health = '{"Healthcheck":{"Test":["CMD","false"],"Interval":-1}}'
-    commit = raw(g27, m, "POST", f"/commit?container={c['Id']}&repo={repo}&tag=1", health)
+    commit = _raw(g27, m, "POST", f"/commit?container={c['Id']}&repo={repo}&tag=1", health)
     outcomes: dict[str, Any] = {"commit": commit}
     try:
         if commit[0] == 201:
             image = f"{repo}:1"
-            code, c2 = raw(g27, m, "POST", "/containers/create", f'{{"Image":"{image}"}}')
+            code, c2 = _raw(g27, m, "POST", "/containers/create", f'{{"Image":"{image}"}}')
             streak = None
             if code == 201:
-                assert raw(g27, m, "POST", f"/containers/{c2['Id']}/start")[0] == 204
+                assert _raw(g27, m, "POST", f"/containers/{c2['Id']}/start")[0] == 204
                 time.sleep(1.0)
                 state = direct_client.api.inspect_container(c2["Id"])["State"]
                 streak = (state.get("Health") or {}).get("FailingStreak")
             outcomes["container"] = (code, c2, f"FailingStreak 1 s after start: {streak}")
             body = service_body('{"Replicated":{"Replicas":0}}', image=image)
-            answer = raw(g27, m, "POST", "/services/create", body)
+            answer = _raw(g27, m, "POST", "/services/create", body)
             outcomes["service"] = made(direct_client, answer)
         refused = [k for k, v in outcomes.items() if v[0] == 403 and "ealth" in str(v[1])]
         assert refused in (["commit"], ["container", "service"]), outcomes
@@ -190,13 +176,13 @@ def test_finding_job_without_max_concurrent_counted_all_at_once(g27, people, dir
     out; the CLI and docker-py send it). Expected: counted as one task, accepted."""
     mode = '{"ReplicatedJob":{"TotalCompletions":12}}'
     m_code, m_body, stored = made(
-        direct_client, raw(g27, people["member"], "POST", "/services/create", service_body(mode))
+        direct_client, _raw(g27, people["member"], "POST", "/services/create", service_body(mode))
     )
     assert m_code == 201 and stored == {
         "ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 12}
     }, (m_code, m_body, stored)  # Go's reading of the same bytes
     code, body, _ = made(
-        direct_client, raw(g27, people["intern"], "POST", "/services/create", service_body(mode))
+        direct_client, _raw(g27, people["intern"], "POST", "/services/create", service_body(mode))
     )
     assert code == 201, (code, body)
 
@@ -266,17 +252,17 @@ def test_works_numbers_are_read_as_go_reads_them_or_refused(g27, people, direct_
         for u in (m, i):
             code, body, _ = made(
                 direct_client,
-                raw(g27, u, "POST", "/services/create", service_body(mode, container)),
+                _raw(g27, u, "POST", "/services/create", service_body(mode, container)),
             )
             if code != want or text not in str(body):
                 got.append((mode, container, code, body))
     code, body, stored = made(
         direct_client,
-        raw(g27, i, "POST", "/services/create", service_body('{"Replicated":{"Replicas":-0}}')),
+        _raw(g27, i, "POST", "/services/create", service_body('{"Replicated":{"Replicas":-0}}')),
     )
     if (code, stored) != (201, {"Replicated": {"Replicas": 0}}):
         got.append(("-0", code, body, stored))
-    code, body = raw(
+    code, body = _raw(
         g27,
         m,
         "POST",
@@ -286,3 +272,8 @@ def test_works_numbers_are_read_as_go_reads_them_or_refused(g27, people, direct_
     if code != 403 or "once a second" not in str(body):
         got.append(("container -1", code, body))
     assert not got, got
+
+
+def _raw(gate: Gate, u: Any, method: str, path: str, data: str | None = None) -> tuple[int, Any]:
+    """The body sent as written (see ``api_as``)."""
+    return api_as(gate, u, method, path, data=data)
