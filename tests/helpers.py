@@ -804,3 +804,34 @@ def remove_owned(client: Any, *users: str) -> None:
             for obj in getattr(client, kind).list(filters=flt):
                 with contextlib.suppress(Exception):
                     obj.remove()
+
+
+SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@contextlib.contextmanager
+def policies_gate(
+    base: Path,
+    upstream: str,
+    extra: Mapping[str, str] | None = None,
+    *,
+    tls: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[Gate]:
+    """A started gate serving a copy of the shipped profiles (plus ``extra`` files,
+    name -> YAML) from its own ``--policies-dir`` (``gate.policies``), which a module
+    may edit and reload; stopped at the end if it still runs."""
+    g = new_gate(base, upstream, tls=tls, env=env)
+    policies = Path(g.socket).parent / "policies"
+    shutil.copytree(SHIPPED_POLICIES, policies)
+    for name, text in (extra or {}).items():
+        (policies / name).write_text(text)
+    g.extra_args.extend(["--policies-dir", str(policies)])
+    g.policies = policies  # type: ignore[attr-defined]
+    g.init()
+    g.start()
+    try:
+        yield g
+    finally:
+        if g.alive():
+            g.stop()

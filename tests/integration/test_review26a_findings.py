@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import tempfile
 import time
@@ -57,14 +56,13 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate, policies_gate
 from tests.helpers import api_as as api
 
 pytestmark = pytest.mark.timeout(90)
 
 OWNER = "dockergate.owner"
 MEMBER, INTERN, LOUD = "r26a-m", "r26a-i", "r26a-l"
-SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
 
 def _rand() -> str:
@@ -73,19 +71,9 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g26(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(
-        session_dir, docker_host, tls=True, env={"DOCKERGATE_AUDIT_REFUSALS_PER_MINUTE": "3"}
-    )
-    policies = Path(g.socket).parent / "policies"
-    shutil.copytree(SHIPPED, policies)
-    g.extra_args.extend(["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
+    env = {"DOCKERGATE_AUDIT_REFUSALS_PER_MINUTE": "3"}
+    with policies_gate(session_dir, docker_host, tls=True, env=env) as g:
         yield g
-    finally:
-        if g.alive():
-            g.stop()
 
 
 @pytest.fixture(scope="module")

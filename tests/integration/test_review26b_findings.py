@@ -73,7 +73,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, UnixUser, dockergate_argv, new_gate, remove_owned
+from tests.helpers import Gate, UnixUser, dockergate_argv, policies_gate, remove_owned
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,7 +81,6 @@ OWNER = "dockergate.owner"
 MEMBER = "r26b-m"
 INTERN = "r26b-i"
 TEAM = "r26b-t"
-SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
 
 def _rand() -> str:
@@ -90,20 +89,9 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g26(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host, tls=False)
-    policies = Path(g.socket).parent / "policies"
-    policies.mkdir()
-    for f in SHIPPED.glob("*.yaml"):
-        (policies / f.name).write_text(f.read_text())
-    (policies / "team.yaml").write_text("description: r26b team\nextends: member\n")
-    g.extra_args.extend(["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    g.policies = policies  # type: ignore[attr-defined]
-    try:
+    team = {"team.yaml": "description: r26b team\nextends: member\n"}
+    with policies_gate(session_dir, docker_host, team) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def dg(g: Gate, *args: str) -> subprocess.CompletedProcess[str]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -52,14 +51,13 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import Gate, new_gate
+from tests.helpers import Gate, policies_gate, remove_owned
 from tests.helpers import api_as as api
 
 pytestmark = pytest.mark.timeout(90)
 
 OWNER = "dockergate.owner"
 MEMBER, LOUD = "r27a-m", "r27a-l"
-SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 FAST = 100 * 10**6  # the 100 ms HEALTHCHECK interval of the images made here
 
 
@@ -69,19 +67,9 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g27(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(
-        session_dir, docker_host, tls=False, env={"DOCKERGATE_AUDIT_REFUSALS_PER_MINUTE": "3"}
-    )
-    policies = Path(g.socket).parent / "policies"
-    shutil.copytree(SHIPPED, policies)
-    g.extra_args.extend(["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
+    env = {"DOCKERGATE_AUDIT_REFUSALS_PER_MINUTE": "3"}
+    with policies_gate(session_dir, docker_host, env=env) as g:
         yield g
-    finally:
-        if g.alive():
-            g.stop()
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +78,7 @@ def people(g27, unix_user, direct_client) -> Iterator[dict[str, Any]]:
     g27.dockergate("user", "add", MEMBER, "--profile", "member", "--uid", str(m.uid))
     g27.dockergate("user", "add", LOUD, "--profile", "member", "--uid", str(loud.uid))
     yield {"member": m, "loud": loud}
-    for user in (MEMBER, LOUD):
-        flt = {"label": f"{OWNER}={user}"}
-        for s in direct_client.services.list(filters=flt):
-            with contextlib.suppress(Exception):
-                s.remove()
-        for c in direct_client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-        for o in direct_client.volumes.list(filters=flt):
-            with contextlib.suppress(Exception):
-                o.remove()
+    remove_owned(direct_client, MEMBER, LOUD)
     for image in direct_client.images.list():
         for tag in image.tags:
             if tag.startswith("r27a-"):

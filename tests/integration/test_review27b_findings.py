@@ -51,7 +51,6 @@ Only ``busybox`` (plus one committed image); loopback only; one module gate.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import tempfile
 import time
@@ -62,13 +61,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, api_as, new_gate
+from tests.helpers import Gate, api_as, policies_gate
 
 pytestmark = pytest.mark.timeout(90)
 
 OWNER = "dockergate.owner"
 MEMBER, INTERN = "r27b-m", "r27b-i"
-SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
 
 def _rand() -> str:
@@ -77,17 +75,8 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g27(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host, tls=False)
-    policies = Path(g.socket).parent / "policies"
-    shutil.copytree(SHIPPED, policies)
-    g.extra_args.extend(["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    try:
+    with policies_gate(session_dir, docker_host) as g:
         yield g
-    finally:
-        if g.alive():
-            g.stop()
 
 
 @pytest.fixture(scope="module")

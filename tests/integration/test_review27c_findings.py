@@ -83,7 +83,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, UnixUser, dockergate_argv, new_gate, raw_request
+from tests.helpers import Gate, UnixUser, dockergate_argv, policies_gate, raw_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,7 +91,6 @@ OWNER = "dockergate.owner"
 INTERN = "r27c-intern"
 MEMBER = "r27c-member"
 COLLEAGUE = "r27c-ops"
-SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 SETTLE = 0.7  # a running gate sees store changes within a second (0.25 s polls)
 
 
@@ -101,19 +100,8 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g27(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host, tls=False)
-    policies = Path(g.socket).parent / "policies"
-    policies.mkdir()
-    for f in SHIPPED.glob("*.yaml"):
-        (policies / f.name).write_text(f.read_text())
-    g.extra_args.extend(["--policies-dir", str(policies)])
-    g.init()
-    g.start()
-    g.policies = policies  # type: ignore[attr-defined]
-    try:
+    with policies_gate(session_dir, docker_host) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def dg(g: Gate, *args: str) -> subprocess.CompletedProcess[str]:
