@@ -702,12 +702,13 @@ async def commit(ex: Exchange) -> None:
     ex.set_query(q.replace(ex.query, "container", found.id))
     config = await _commit_config(ex)
     # dockerd takes the body's health check settings over the container's own.
-    check_healthcheck(ex.profile, config.get("Healthcheck"), "Healthcheck")
+    check_healthcheck(ex.profile, config.get("Healthcheck"), "Healthcheck", image=True)
     check_inherited_healthcheck(
         ex.profile,
         config.get("Healthcheck"),
         (found.obj.get("Config") or {}).get("Healthcheck"),
         "the committed image's HEALTHCHECK (Healthcheck)",
+        into_image=True,
     )
     onbuild = config.get("OnBuild") or []
     if not isinstance(onbuild, list):

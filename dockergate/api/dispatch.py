@@ -277,7 +277,12 @@ CREATES = frozenset(
 
 
 def record_created(ex: Exchange) -> None:
+    """After the handler: runs on the answer after any filter the handler set."""
+    previous = ex.response_filter
+
     async def capture(body: bytes) -> bytes:
+        if previous is not None:
+            body = await previous(body)
         try:
             answer = json.loads(body)
             asked = json.loads(ex.body) if ex.body else {}
@@ -313,8 +318,6 @@ async def dispatch(ex: Exchange) -> None:
     if route.access == "admin" and not ex.admin:
         raise Refusal(403, f"{who(ex)} may not {route.name}: admins only")
     handler = HANDLERS.get(route.name)
-    if route.name in CREATES:
-        record_created(ex)  # before the handler: one that filters the answer replaces it
     if handler is not None:
         try:
             await handler(ex)
@@ -330,6 +333,8 @@ async def dispatch(ex: Exchange) -> None:
                 f"({type(exc).__name__}); nothing was forwarded; the gate's log has details",
                 rule="internal error",
             ) from None
+        if route.name in CREATES:
+            record_created(ex)
         return
     if ex.admin or route.access == "public":
         return

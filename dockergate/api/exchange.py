@@ -68,7 +68,8 @@ class Exchange:
     reader: asyncio.StreamReader
     target: str = ""  # what is forwarded; the original unless a handler rewrites it
     body: bytes | None = None  # the checked, re-encoded body when the route is inspected
-    response_filter: ResponseFilter | None = None  # whole JSON answers (lists)
+    # Whole JSON answers of status 200 or 201 (lists; a create's, for its audit row).
+    response_filter: ResponseFilter | None = None
     event_filter: EventFilter | None = None  # line-delimited JSON streams (events)
     body_check: BodyCheck | None = None  # a streamed body read on its way (build context)
     profile: Profile = ADMIN_PROFILE
@@ -147,7 +148,6 @@ class Exchange:
 
     async def read_json(self, schema: str | None) -> Any:
         """Read, strictly parse and (with a schema) validate the JSON body."""
-
         req = self.req
         ctype = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
         if not req.has_body:
@@ -186,7 +186,7 @@ class Exchange:
             self.on_release.pop()()
 
     def set_json(self, obj: Any) -> None:
-
+        """What is forwarded instead of the client's body: the checked object, encoded."""
         self.body = dumps(obj)
 
     @property

@@ -46,7 +46,6 @@ from dockergate.policy.resources import (
     apply_cpus,
     apply_memory,
     check_healthcheck,
-    check_inherited_healthcheck,
     check_ulimits,
 )
 from dockergate.policy.rules import NANO, Denied, NodeFacts
@@ -586,14 +585,16 @@ def refuse_fast_healthchecks(
                 ns = parse_duration(value)
             except ValueError:
                 continue  # the builder refuses it
-            check_healthcheck(ex.profile, {field: ns}, f"{where} {ins.line}: HEALTHCHECK")
+            check_healthcheck(
+                ex.profile, {field: ns}, f"{where} {ins.line}: HEALTHCHECK", image=True
+            )
 
 
 def check_image_healthcheck(ex: Exchange, image: dict[str, Any] | None, where: str) -> None:
     """An existing image's HEALTHCHECK, where a user names or builds on it."""
     if not ex.admin and image is not None:
         config = image.get("Config") or {}
-        check_inherited_healthcheck(ex.profile, None, config.get("Healthcheck"), where)
+        check_healthcheck(ex.profile, config.get("Healthcheck"), where, image=True)
 
 
 def check_changes(ex: Exchange) -> None:
@@ -816,6 +817,12 @@ async def check_dockerfile(
     _refuse_url_sources(ex, dockerfile.add_lines(text), f"{path} line", trigger=True)
     refuse_fast_healthchecks(ex, instructions, f"{path} line")
     pin_build_bases(ex, [image for _, image in froms], own_tags)
+    own_healthcheck, stage = set(), 0
+    for ins in instructions:
+        if ins.keyword == "from":
+            stage = ins.line
+        elif ins.keyword == "healthcheck":
+            own_healthcheck.add(stage)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
         found = await ex.daemon.get(f"/images/{ref(image)}/json")
@@ -827,7 +834,9 @@ async def check_dockerfile(
                 "triggers before a build runs them)",
             )
         base = found.json() or {}
-        check_image_healthcheck(ex, base, f"FROM {image} ({path} line {line}): its HEALTHCHECK")
+        if line not in own_healthcheck:  # a stage's own HEALTHCHECK replaces its base's
+            where = f"FROM {image} ({path} line {line}): its HEALTHCHECK (or give the stage one)"
+            check_image_healthcheck(ex, base, where)
         for trigger in (base.get("Config") or {}).get("OnBuild") or []:
             try:
                 parsed = dockerfile.trigger_instructions(str(trigger))

@@ -100,7 +100,7 @@ async def _check_restored(ex: Exchange, spec: Any, service_id: str) -> None:
         await _check_references(ex, spec, template, template.get("ContainerSpec") or {})
         stored = copy.deepcopy(spec)
         check_service(ex.profile, spec, await ex.daemon.facts())
-        await check_image_healthcheck(ex, template.get("ContainerSpec") or {})
+        await check_task_image_healthcheck(ex, template.get("ContainerSpec") or {})
         changed = first_difference(stored, spec)
         if changed is not None:
             raise Refusal(
@@ -148,7 +148,7 @@ async def _service_spec(
     stamp_volume_mounts(container.get("Mounts"), owner)
     await _check_references(ex, spec, template, container)
     check_service(ex.profile, spec, await ex.daemon.facts())
-    await check_image_healthcheck(ex, container)
+    await check_task_image_healthcheck(ex, container)
     await ex.hold(user_lock(ex.identity.name))
     await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)
     await claim_names(ex)
@@ -156,7 +156,7 @@ async def _service_spec(
     return spec
 
 
-async def check_image_healthcheck(ex: Exchange, container: dict[str, Any]) -> None:
+async def check_task_image_healthcheck(ex: Exchange, container: dict[str, Any]) -> None:
     """The task's image's ``HEALTHCHECK``, as this engine has the image (a node that
     pulls another under the same name is beyond what the gate sees)."""
     if ex.admin:

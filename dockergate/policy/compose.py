@@ -8,6 +8,7 @@ with its service and rule, not only the first.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -199,6 +200,8 @@ def duration_ns(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a duration: {value!r}")
         return int(value * 10**9)
     try:
         return parse_duration(str(value))

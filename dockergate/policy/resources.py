@@ -144,17 +144,19 @@ def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None
 HEALTH_INTERVAL_MIN = NANO  # nanoseconds between two health probes, at the least
 
 
-def check_healthcheck(profile: Profile, health: Any, field: str) -> None:
+def check_healthcheck(profile: Profile, health: Any, field: str, *, image: bool = False) -> None:
     """Each health probe is an exec that dockerd and containerd run, outside the
     container's CPU limit and the gate's exec cap: an ``Interval`` of 1 ms (dockerd's
     minimum) keeps them busy back to back, for every replica. At most one probe a
-    second; 0 is dockerd's default (30 s, 5 s while starting)."""
-    if not isinstance(health, dict) or health.get("Test") == ["NONE"]:
+    second; 0 is dockerd's default (30 s, 5 s while starting); negative too, which
+    dockerd refuses in a request but not in an image (its monitor then waits no time).
+    A disabled check (``Test: ["NONE"]``) probes nothing, unless it describes an
+    ``image``: a container or task that sets only a ``Test`` of its own takes the
+    image's intervals."""
+    if not isinstance(health, dict) or (health.get("Test") == ["NONE"] and not image):
         return
     for key in ("Interval", "StartInterval"):
         value = health.get(key)
-        # Negative too: dockerd refuses it in a request, but not in an image's
-        # config (a commit's), where its monitor then waits no time at all.
         if type(value) is int and value != 0 and value < HEALTH_INTERVAL_MIN:
             raise Denied(
                 profile,
@@ -165,15 +167,18 @@ def check_healthcheck(profile: Profile, health: Any, field: str) -> None:
             )
 
 
-def check_inherited_healthcheck(profile: Profile, own: Any, image: Any, field: str) -> None:
-    """dockerd takes each health check setting a container (a service's task too)
-    leaves at zero from its image's ``HEALTHCHECK``, which a build may have set to
-    ``--interval=1ms``: the merged check must pass as the request's own does."""
+def check_inherited_healthcheck(
+    profile: Profile, own: Any, image: Any, field: str, *, into_image: bool = False
+) -> None:
+    """dockerd takes each health check setting a container (a service's task, a
+    commit) leaves at zero from its image's (the committed container's) ``HEALTHCHECK``,
+    which a build may have set to ``--interval=1ms``: the merged check must pass as the
+    request's own does (``into_image``: the result is an image, see above)."""
     if not isinstance(image, dict) or not image:
         return
     own = own if isinstance(own, dict) else {}
     merged = {k: own.get(k) or image.get(k) for k in ("Test", "Interval", "StartInterval")}
-    check_healthcheck(profile, merged, field)
+    check_healthcheck(profile, merged, field, image=into_image)
 
 
 # Log drivers that write files on the node's disk, with their own rotation options.

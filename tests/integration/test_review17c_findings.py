@@ -209,7 +209,7 @@ def test_works_member_containers_docker_py(gate, people):
             mounts=[Mount("/m", N("vol3"), type="volume"),
                     Mount("/t", None, type="tmpfs", tmpfs_size=1 << 20)],
             tmpfs={"/tmp2": "size=1m"}, environment={"A": "1"}, labels={"x": "y"},
-            healthcheck={"test": ["CMD", "true"], "interval": 500_000_000},
+            healthcheck={"test": ["CMD", "true"], "interval": 1_000_000_000},
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 2},
             ports={"8080/tcp": ("127.0.0.1", None)}, network=N("net"), working_dir="/tmp",
             user="1000", init=True, cap_drop=["NET_RAW"], shm_size="64m",
@@ -515,7 +515,8 @@ def test_works_member_services_swarm_and_events(gate, people):
                                                  endpoint_spec=EndpointSpec(mode="dnsrr")).name)
         S = lambda **k: lambda: c.services.create("busybox", ["sleep", "300"], **k)
         step("x.port80", S(endpoint_spec=EndpointSpec(ports={80: 8080})))
-        step("x.quota", S(mode=ServiceMode("replicated", replicas=500)))
+        step("x.quota", S(mode=ServiceMode("replicated", replicas=60),
+                          resources=Resources(mem_limit=4 << 30)))
         step("x.cpus", S(resources=Resources(cpu_limit=64_000_000_000)))
         step("x.syslog", S(log_driver="syslog"))
         step("x.cap_add", S(cap_add=["SYS_ADMIN"]))

@@ -447,8 +447,14 @@ def test_works_intern_stack_with_secret_config_network(cli, people, workdir):
 def test_works_intern_refusals_are_clear(cli, people):
     r = intern(cli, people, ["run", "--rm", "busybox", "true"])
     assert "run it as a service" in r.stderr, r.stderr
-    r = intern(cli, people, ["service", "create", "-d", "--replicas", "20", "busybox", "true"])
+    r = intern(
+        cli,
+        people,
+        ["service", "create", "-d", "--replicas", "3", "--limit-memory", "8g", "busybox", "true"],
+    )
     assert "memory quota" in r.stderr and "the quota is 16g" in r.stderr, r.stderr
+    r = intern(cli, people, ["service", "create", "-d", "--replicas", "20", "busybox", "true"])
+    assert "quota.containers" in r.stderr and "service tasks included" in r.stderr, r.stderr
 
 
 def test_works_anonymous_volumes_are_the_members_and_go_with_rm(

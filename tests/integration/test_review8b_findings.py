@@ -283,7 +283,9 @@ def test_update_with_automatic_rollback_checks_the_spec_it_would_restore(
     """``UpdateConfig.FailureAction: rollback`` makes Swarm go back by itself to the
     spec running now if the update fails: that spec must pass the profile as it is
     (here it was made on the daemon directly with 1 TiB of memory, as if the profile
-    had been tightened since). The same update with ``pause`` is fine."""
+    had been tightened since). Since review 26b the update itself goes ahead, with
+    ``FailureAction: pause`` (Swarm then never restores that spec) and a warning the
+    CLI prints; the same update with ``pause`` is fine."""
     import docker.types
 
     owner = json.loads(users["mallory"].request("GET", "/_dockergate/whoami").body)["user"]
@@ -309,6 +311,9 @@ def test_update_with_automatic_rollback_checks_the_spec_it_would_restore(
         )
 
     r = update("rollback")
-    assert r.status == 403 and b"memory" in r.body, (r.status, r.body)
+    assert r.status == 200 and b"FailureAction (failure_action) is pause" in r.body, r.body
+    assert b"memory" in r.body, r.body
+    stored = direct_client.services.get(svc.id).attrs["Spec"]
+    assert stored["UpdateConfig"]["FailureAction"] == "pause", stored["UpdateConfig"]
     r = update("pause")
     assert r.status == 200, (r.status, r.body)
