@@ -138,7 +138,8 @@ def check_stop_wait(profile: Profile, value: Any, unit: int, field: str) -> None
         why = f"not {value / unit:g} s: dockerd's own shutdown waits for the longest"
     else:
         return
-    raise Denied(profile, "this stop timeout", field, value, f"0 to {STOP_WAIT_MAX} s ({why})")
+    shown = value if unit == 1 else f"{value / unit:g}s" if value > 0 else f"{value}ns"
+    raise Denied(profile, "this stop timeout", field, shown, f"0 to {STOP_WAIT_MAX} s ({why})")
 
 
 HEALTH_INTERVAL_MIN = NANO  # nanoseconds between two health probes, at the least
