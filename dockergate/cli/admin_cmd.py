@@ -27,6 +27,7 @@ from dockergate.admin import cluster
 from dockergate.admin.client import GateClient, GateClientError, TLSOptions
 from dockergate.admin.purge import PurgeError, PurgeOptions, PurgeReport, purge
 from dockergate.admin.usage import collect_usage
+from dockergate.api.routes import ROUTES
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
 from dockergate.cli.init_cmd import ADMIN_BUNDLE
@@ -555,6 +556,8 @@ def audit_cmd(
 ) -> None:
     """Who did what through the gate (and with this CLI), newest last."""
     settings = ctx.settings()
+    if kind is not None:
+        kind = audit_kind(kind)
     query: dict[str, Any] = {
         "user": user,
         "since": parse_since(since) if since else None,
@@ -575,6 +578,24 @@ def audit_cmd(
             _follow(store, query, rows, as_json)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# What the audit table's ``kind`` holds: the routes' object kinds, and the admin
+# CLI's (users, profiles).
+AUDIT_KINDS = frozenset({r.kind for r in ROUTES if r.kind} | {"user", "policy"})
+
+
+def audit_kind(kind: str) -> str:
+    """``--kind``, as the table spells it (``services`` is ``service``); an unknown
+    kind is an error listing the known ones, not an empty answer."""
+    if kind not in AUDIT_KINDS and kind.endswith("s") and kind[:-1] in AUDIT_KINDS:
+        kind = kind[:-1]
+    if kind not in AUDIT_KINDS:
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; known: {', '.join(sorted(AUDIT_KINDS))}",
+            param_hint="--kind",
+        )
+    return kind
 
 
 def _follow(store: Store, query: dict[str, Any], rows: list[AuditInfo], as_json: bool) -> None:

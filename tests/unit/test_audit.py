@@ -454,7 +454,7 @@ def test_user_commands_are_audited(settings: Settings) -> None:
     # The token itself never reaches the audit log.
     everything = json.dumps([r.as_dict() for r in rows])
     assert token not in everything and token.split(".")[-1] not in everything
-    out = dg(["audit", "--kind", "user"], settings).stdout
+    out = dg(["audit", "--kind", "users"], settings).stdout  # the plural reads as "user"
     assert "user add carol" in out and "exit 0" in out
 
 
@@ -548,3 +548,9 @@ async def test_refusal_budget_off_records_every_refusal(store: CountingStore) ->
         await wait_for(lambda: store.audit_count() == 300)
     finally:
         await writer.stop()
+
+
+def test_audit_cli_names_the_known_kinds(settings: Settings) -> None:
+    """An unknown ``--kind`` is an error listing the kinds, not an empty answer."""
+    r = CliRunner().invoke(cli, ["--db", settings.db_url(), "audit", "--kind", "containr"])
+    assert r.exit_code == 2 and "known: config, container" in r.output, r.output
