@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -55,6 +56,24 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def pipe_until(proc: subprocess.Popen[Any], needle: str, timeout: float = 30.0) -> str:
+    """What `proc` wrote on stdout until `needle` appeared, EOF or `timeout` (raw reads
+    of the pipe: do not mix with proc.stdout.readline, whose buffer they bypass)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    got = b""
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        got += chunk
+    return got.decode(errors="replace")
 
 
 def unique(prefix: str = "dgt") -> str:
@@ -207,7 +226,10 @@ def ping(path: str | os.PathLike[str], timeout: float = 5.0) -> RawReply:
 
 
 GRANTS = frozenset({"add", "cert", "token", "enable", "set-profile"})
-GRANT_SETTLE = 0.6
+# How long a grant may take to reach a running gate before a test goes on regardless.
+# The gate polls the store every 0.25 s, so this is only reached on a loaded machine
+# (or when the gate never applies it); waits return as soon as the gate has it.
+GRANT_TIMEOUT = 20.0
 
 
 def dockergate_argv() -> list[str]:
@@ -271,6 +293,41 @@ class Gate:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def store_head(self) -> int | None:
+        """The revision the store itself is at (what `dockergate user ...` last
+        committed), read as the gate reads it; None when it cannot be read from here."""
+        try:
+            from dockergate.config import load_settings
+            from dockergate.store.repository import Store
+
+            settings = load_settings(
+                environ={**os.environ, **self.env}, overrides={"state_dir": self.state_dir}
+            )
+            with Store.open(settings, check=False) as store:
+                return store.revision()
+        except Exception:
+            return None
+
+    def settle(self, timeout: float = GRANT_TIMEOUT, before: int | None = None) -> None:
+        """Wait until this running gate applies every change committed to its store so
+        far (its health's `store.revision` reaches the store's own counter): a user or
+        credential just added is then in force. Returns at once when it already is;
+        goes on after `timeout` (a loaded machine) rather than failing here. `before`
+        (the gate's revision before the change) is the fallback when the store cannot
+        be read from the test process: then any newer revision will do."""
+        if self.proc is None:
+            return
+        head = self.store_head()
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            now = self.store_revision()
+            if now is not None:
+                if head is not None and now >= head:
+                    return
+                if head is None and (before is None or now > before):
+                    return
+            time.sleep(0.02)
+
     def dockergate(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -279,19 +336,13 @@ class Gate:
         grant = args[:1] == ("user",) and args[1:2] and args[1] in GRANTS and self.proc is not None
         before = self.store_revision() if grant else None
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if grant:
+        if grant and r.returncode == 0:
             # A running gate sees store changes within a second (it polls every 0.25 s);
-            # wait for new users and credentials before using them: until its health
-            # shows a newer store revision, at most GRANT_SETTLE. Revocations are not
-            # waited for: tests measure how fast those arrive.
-            deadline = time.monotonic() + GRANT_SETTLE
-            while time.monotonic() < deadline:
-                now = self.store_revision()
-                if before is None or now is None or now > before:
-                    break
-                time.sleep(0.02)
-            if before is None or now is None:
-                time.sleep(max(0.0, deadline - time.monotonic()))
+            # wait for new users and credentials before using them, until the gate
+            # applies the store's revision (a fixed delay was too short on a busy
+            # machine). A failed command changed nothing. Revocations are not waited
+            # for: tests measure how fast those arrive.
+            self.settle(before=before)
         if check and r.returncode != 0:
             pytest.fail(
                 f"`dockergate {shlex.join(args)}` exited {r.returncode}\n"

@@ -28,9 +28,8 @@ pytestmark = pytest.mark.timeout(240)
 
 OWNER = "dockergate.owner"
 # The gate sees store changes within a second (it polls every 0.25 s). Grants (user
-# add, cert, token, enable) are already waited for by Gate.dockergate (GRANT_SETTLE);
-# SETTLE is for the revocations, which it does not wait for.
-SETTLE = 0.8
+# add, cert, token, enable) are already waited for by Gate.dockergate; a revocation
+# that a test does not time is waited for with Gate.settle (the gate has applied it).
 
 
 def _pg_database() -> str | None:
@@ -172,7 +171,7 @@ def test_disabled_user_refused_then_enabled(cli, idgate, unix_user):
     try:
         assert cli(["ps"], user=u, gate=idgate).returncode == 0
         idgate.dockergate("user", "disable", name)
-        time.sleep(SETTLE)
+        idgate.settle()
         r = cli(["ps"], user=u, gate=idgate)
         assert (
             r.returncode != 0 and "disabled" in r.stderr and "dockergate user enable" in r.stderr

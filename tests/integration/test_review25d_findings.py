@@ -34,14 +34,13 @@ import contextlib
 import os
 import subprocess
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import GRANT_SETTLE, Gate, dockergate_argv, new_gate
+from tests.helpers import Gate, dockergate_argv, new_gate
 from tests.integration.test_hostile import Raw
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,7 +89,7 @@ def people(gate25d: Gate, unix_user) -> dict[str, Raw]:
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         out[profile] = Raw(str(gate25d.socket), u.uid)
-    time.sleep(GRANT_SETTLE)
+    gate25d.settle()
     return out
 
 
