@@ -534,6 +534,9 @@ def remove_unix_user(name: str) -> None:
 # ------------------------------------------------------------------------- the CLI
 
 
+OUT_OF_SEQUENCE_TRIES = 8
+
+
 class DockerCLI:
     """Runs the real `docker` CLI against the gate (unix or TLS) or the daemon (direct).
 
@@ -639,17 +642,26 @@ class DockerCLI:
             ]
         data = input.decode() if isinstance(input, bytes) else input
         try:
-            r = subprocess.run(
-                argv,
-                input=data,
-                stdin=subprocess.DEVNULL if data is None else None,
-                capture_output=True,
-                text=True,
-                env=full_env,
-                timeout=timeout,
-                cwd=cwd,
-                check=False,
-            )
+            for attempt in range(OUT_OF_SEQUENCE_TRIES):
+                r = subprocess.run(
+                    argv,
+                    input=data,
+                    stdin=subprocess.DEVNULL if data is None else None,
+                    capture_output=True,
+                    text=True,
+                    env=full_env,
+                    timeout=timeout,
+                    cwd=cwd,
+                    check=False,
+                )
+                # Swarm bumps a service's version while it rolls out the previous
+                # change (UpdateStatus): the CLI's read-then-update of a `service
+                # update/rollback/scale` or `stack deploy` right after one may be
+                # refused "update out of sequence" (gate or not); as any user or
+                # script would, run it again (it changed nothing).
+                if shell or r.returncode == 0 or "update out of sequence" not in r.stderr:
+                    break
+                time.sleep(0.2 * (attempt + 1))
         except subprocess.TimeoutExpired as exc:
             out = (
                 exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
