@@ -158,11 +158,22 @@ async def start_unix(path: str, mode: int, handler: Handler) -> asyncio.Server:
             return
         await handler(reader, writer, peer)
 
-    server = await asyncio.start_unix_server(
-        on_connect, path=str(sock_path), limit=MAX_HEAD, backlog=BACKLOG
-    )
-    os.chmod(sock_path, mode)
-    return server
+    # Bound under a temporary name, given its mode, then renamed into place: the
+    # socket never shows at its path with the umask's mode (0755 refused every
+    # non-root user for a moment at each start).
+    temporary = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temporary))
+        os.chmod(temporary, mode)
+        sock.listen(BACKLOG)
+        os.rename(temporary, sock_path)
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return await asyncio.start_unix_server(on_connect, sock=sock, limit=MAX_HEAD, backlog=BACKLOG)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
