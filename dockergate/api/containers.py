@@ -29,6 +29,7 @@ from dockergate.api.dispatch import (
 )
 from dockergate.api.exchange import Exchange
 from dockergate.api.images import (
+    changes_healthcheck,
     check_changes,
     check_new_tag,
     check_onbuild,
@@ -701,13 +702,15 @@ async def commit(ex: Exchange) -> None:
     check_changes(ex)
     ex.set_query(q.replace(ex.query, "container", found.id))
     config = await _commit_config(ex)
-    # dockerd takes the body's health check settings over the container's own.
-    check_healthcheck(ex.profile, config.get("Healthcheck"), "Healthcheck", image=True)
+    # dockerd takes the body's health check settings over the container's own, and a
+    # HEALTHCHECK line of changes over both (its zero intervals from the container's).
+    own = changes_healthcheck(ex) or config.get("Healthcheck")
+    check_healthcheck(ex.profile, own, "Healthcheck", image=True)
     check_inherited_healthcheck(
         ex.profile,
-        config.get("Healthcheck"),
+        own,
         (found.obj.get("Config") or {}).get("Healthcheck"),
-        "the committed image's HEALTHCHECK (Healthcheck)",
+        "the committed image's HEALTHCHECK (Healthcheck, changes)",
         into_image=True,
     )
     onbuild = config.get("OnBuild") or []

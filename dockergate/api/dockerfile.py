@@ -427,6 +427,25 @@ def base_images(
     return froms, copies
 
 
+def healthcheck_covered(
+    instructions: list[Instruction], buildargs: dict[str, str | None]
+) -> set[str]:
+    """Base images every stage built FROM which sets a HEALTHCHECK of its own (which
+    replaces the base's whole check): no stage of the build inherits theirs."""
+    args = meta_args(instructions, buildargs)
+    covered: dict[str, bool] = {}
+    current, own = "", False
+    for ins in [*instructions, None]:
+        if ins is None or ins.keyword == "from":
+            if current:
+                covered[current] = covered.get(current, True) and own
+            if ins is not None:
+                current, own = _from(ins, args)[0], False
+        elif ins.keyword == "healthcheck":
+            own = True
+    return {image for image, every in covered.items() if every}
+
+
 def _from(ins: Instruction, args: dict[str, str | None]) -> tuple[str, str]:
     """A FROM's image reference, resolved, and the stage name it defines ('' if none)."""
     if ins.flag("platform") is not None:

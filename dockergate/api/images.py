@@ -590,6 +590,31 @@ def refuse_fast_healthchecks(
             )
 
 
+def changes_healthcheck(ex: Exchange) -> dict[str, Any] | None:
+    """The health check the last ``HEALTHCHECK`` line of ``changes`` gives the image
+    (dockerd applies ``changes`` over a commit's body and fills the intervals the
+    line leaves at zero from the container's), or None without one."""
+    found: dockerfile.Instruction | None = None
+    for change in q.every(ex.query, "changes"):
+        try:
+            parsed = dockerfile.parse(change)
+        except dockerfile.DockerfileError:
+            continue  # check_changes refused it already
+        found = next((i for i in reversed(parsed) if i.keyword == "healthcheck"), found)
+    if found is None:
+        return None
+    words = found.words()
+    health: dict[str, Any] = {
+        "Test": ["NONE"] if [w.upper() for w in words] == ["NONE"] else ["CMD-SHELL"]
+    }
+    for flag, field in (("interval", "Interval"), ("start-interval", "StartInterval")):
+        try:
+            health[field] = parse_duration(found.flag(flag) or "0")
+        except ValueError:
+            health[field] = 0
+    return health
+
+
 def check_image_healthcheck(ex: Exchange, image: dict[str, Any] | None, where: str) -> None:
     """An existing image's HEALTHCHECK, where a user names or builds on it."""
     if not ex.admin and image is not None:
@@ -817,12 +842,7 @@ async def check_dockerfile(
     _refuse_url_sources(ex, dockerfile.add_lines(text), f"{path} line", trigger=True)
     refuse_fast_healthchecks(ex, instructions, f"{path} line")
     pin_build_bases(ex, [image for _, image in froms], own_tags)
-    own_healthcheck, stage = set(), 0
-    for ins in instructions:
-        if ins.keyword == "from":
-            stage = ins.line
-        elif ins.keyword == "healthcheck":
-            own_healthcheck.add(stage)
+    covered = dockerfile.healthcheck_covered(instructions, buildargs)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
         found = await ex.daemon.get(f"/images/{ref(image)}/json")
@@ -834,7 +854,7 @@ async def check_dockerfile(
                 "triggers before a build runs them)",
             )
         base = found.json() or {}
-        if line not in own_healthcheck:  # a stage's own HEALTHCHECK replaces its base's
+        if image not in covered:  # a stage's own HEALTHCHECK replaces its base's
             where = f"FROM {image} ({path} line {line}): its HEALTHCHECK (or give the stage one)"
             check_image_healthcheck(ex, base, where)
         for trigger in (base.get("Config") or {}).get("OnBuild") or []:

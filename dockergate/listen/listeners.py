@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import socket
 import ssl
 import struct
@@ -144,6 +145,9 @@ def _clear_stale_socket(path: Path) -> None:
     raise RuntimeError(f"another process is listening on {path}")
 
 
+SUN_PATH_MAX = 108  # sockaddr_un's sun_path, with its terminating NUL
+
+
 async def start_unix(path: str, mode: int, handler: Handler) -> asyncio.Server:
     sock_path = Path(path)
     sock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,17 +165,22 @@ async def start_unix(path: str, mode: int, handler: Handler) -> asyncio.Server:
     # Bound under a temporary name, given its mode, then renamed into place: the
     # socket never shows at its path with the umask's mode (0755 refused every
     # non-root user for a moment at each start).
-    temporary = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
-    temporary.unlink(missing_ok=True)
+    # A short random name (gates in containers all have pid 1); where even that would
+    # pass the kernel's limit on socket paths, bound in place and chmod-ed, as before.
+    temporary = sock_path.with_name(f".dg-{secrets.token_hex(4)}")
+    if len(os.fsencode(temporary)) >= SUN_PATH_MAX:
+        temporary = sock_path
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(temporary))
         os.chmod(temporary, mode)
         sock.listen(BACKLOG)
-        os.rename(temporary, sock_path)
+        if temporary != sock_path:
+            os.rename(temporary, sock_path)
     except BaseException:
         sock.close()
-        temporary.unlink(missing_ok=True)
+        if temporary != sock_path:
+            temporary.unlink(missing_ok=True)
         raise
     return await asyncio.start_unix_server(on_connect, sock=sock, limit=MAX_HEAD, backlog=BACKLOG)
 
