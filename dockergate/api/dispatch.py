@@ -296,8 +296,11 @@ def record_created(ex: Exchange) -> None:
         name = q.first(ex.query, "name") if ex.route_name == "container.create" else None
         if name is None and isinstance(asked, dict) and isinstance(asked.get("Name"), str):
             name = asked["Name"]
+        # The table of `dockergate audit` shows the detail: the ID (short) and name.
+        parts = [f"id={ex.object_id[:12]}"] if ex.object_id and ex.object_id != name else []
         if name:
-            ex.detail = f"name={name}"
+            parts.append(f"name={name}")
+        ex.detail = " ".join(parts) or None
         return body
 
     ex.response_filter = capture

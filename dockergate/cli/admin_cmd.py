@@ -696,8 +696,9 @@ def usage_cmd(
     tlscert: str | None,
     tlskey: str | None,
 ) -> None:
-    """Per user: containers, services and replicas, memory and CPUs against quota,
-    last activity. Owner labels of unregistered users are listed too."""
+    """Per user: containers, and WITH TASKS the containers and service tasks counted
+    against quota.containers; services and replicas; memory against quota; CPUs
+    reserved; last activity. Owner labels of unregistered users are listed too."""
     if host:
         client = gate_client(host, tlsverify, tlscacert, tlscert, tlskey)
         try:

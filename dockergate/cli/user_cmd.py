@@ -37,10 +37,16 @@ from dockergate.store.db import (
 from dockergate.store.errors import StoreError
 from dockergate.store.models import CERT, TOKEN
 from dockergate.store.profiles import check_profile
-from dockergate.store.repository import MAX_UID, CredentialInfo, Store, UserInfo, serial_hex
+from dockergate.store.repository import MAX_UID, CredentialInfo, Store, serial_hex
 
 TLS_PORT = 2376
 APPLIES = "running gates apply it within a second"
+
+
+def applies(store: Store) -> str:
+    """The change's store revision (a gate's /_dockergate/health shows the one it
+    applies) and when it is in force."""
+    return f"store revision {store.revision()}; {APPLIES}"
 
 
 @contextmanager
@@ -111,7 +117,12 @@ def root_uid_ok(settings: Settings, uid: int | None) -> None:
 @user.command("add")
 @audited("user add", options=("profile", "login", "uid"))
 @click.argument("name")
-@click.option("--profile", required=True, help="A profile: a file policies/PROFILE.yaml.")
+@click.option(
+    "--profile",
+    required=True,
+    help="PROFILE.yaml in the running gate's policies directory (refused while the "
+    "profiles do not load).",
+)
 @click.option("--unix-user", "login", help="Unix login whose uid identifies NAME on the socket.")
 @click.option("--uid", type=click.IntRange(0, MAX_UID), help="Unix uid (instead of --unix-user).")
 @pass_ctx
@@ -131,8 +142,9 @@ def add(ctx: Context, name: str, profile: str, login: str | None, uid: int | Non
         profile_ok(settings, profile)
         root_uid_ok(settings, uid)
         info = store.add_user(name, profile, uid)
+        done = applies(store)
     where = f", unix uid {info.unix_uid}" if info.unix_uid is not None else ""
-    click.echo(f"added user {info.name!r} (profile {info.profile}{where})")
+    click.echo(f"added user {info.name!r} (profile {info.profile}{where}; {done})")
     note = not_loaded_note(settings, profile)
     if note:
         click.echo(note, err=True)
@@ -214,15 +226,17 @@ def set_profile(ctx: Context, name: str, profile: str) -> None:
         profile_ok(settings, profile)
         before = store.get_user(name)
         store.set_profile(name, profile)
-    click.echo(f"user {name!r}: profile {before.profile} -> {profile} ({APPLIES})")
+        done = applies(store)
+    click.echo(f"user {name!r}: profile {before.profile} -> {profile} ({done})")
     note = not_loaded_note(settings, profile)
     if note:
         click.echo(note, err=True)
 
 
-def _set_enabled(ctx: Context, name: str, enabled: bool) -> UserInfo:
+def _set_enabled(ctx: Context, name: str, enabled: bool) -> str:
     with opened(ctx) as (_settings, store):
-        return store.set_enabled(name, enabled)
+        store.set_enabled(name, enabled)
+        return applies(store)
 
 
 @user.command("disable")
@@ -231,8 +245,7 @@ def _set_enabled(ctx: Context, name: str, enabled: bool) -> UserInfo:
 @pass_ctx
 def disable(ctx: Context, name: str) -> None:
     """Refuse NAME everywhere (keeps their credentials; `enable` undoes it)."""
-    _set_enabled(ctx, name, False)
-    click.echo(f"disabled user {name!r} ({APPLIES})")
+    click.echo(f"disabled user {name!r} ({_set_enabled(ctx, name, False)})")
 
 
 @user.command("enable")
@@ -241,8 +254,7 @@ def disable(ctx: Context, name: str) -> None:
 @pass_ctx
 def enable(ctx: Context, name: str) -> None:
     """Let NAME in again."""
-    _set_enabled(ctx, name, True)
-    click.echo(f"enabled user {name!r}")
+    click.echo(f"enabled user {name!r} ({_set_enabled(ctx, name, True)})")
 
 
 @user.command("remove")
@@ -253,8 +265,9 @@ def remove(ctx: Context, name: str) -> None:
     """Delete NAME and all their certificates and tokens (their objects keep their label)."""
     with opened(ctx) as (_settings, store):
         info = store.remove_user(name)
+        done = applies(store)
     click.echo(
-        f"removed user {name!r} and {len(info.credentials)} credential(s) ({APPLIES}); "
+        f"removed user {name!r} and {len(info.credentials)} credential(s) ({done}); "
         f"their objects remain, labelled dockergate.owner={name}"
     )
 
@@ -343,9 +356,9 @@ def revoke(ctx: Context, name: str) -> None:
     """Revoke all of NAME's certificates and tokens."""
     with opened(ctx) as (_settings, store):
         counts = store.revoke_all(name)
+        done = applies(store)
     click.echo(
-        f"revoked {counts[CERT]} certificate(s) and {counts[TOKEN]} token(s) of {name!r} "
-        f"({APPLIES})"
+        f"revoked {counts[CERT]} certificate(s) and {counts[TOKEN]} token(s) of {name!r} ({done})"
     )
 
 

@@ -21,7 +21,7 @@ import yaml
 from dockergate.policy.container import check_host_config, check_image
 from dockergate.policy.durations import parse_duration
 from dockergate.policy.hostpaths import OFFLINE, check_volume_driver
-from dockergate.policy.model import Profile, parse_size
+from dockergate.policy.model import Profile, human, parse_size
 from dockergate.policy.network import check_network
 from dockergate.policy.resources import (
     apply_cpus,
@@ -222,6 +222,42 @@ def healthcheck(block: Any) -> dict[str, Any] | None:
     return out
 
 
+def quota_violations(profile: Profile, path: Path, data: dict[str, Any]) -> list[Violation]:
+    """What the file alone would take past the user's quotas (what they already run
+    counts too, at deploy time: the gate knows it, the file does not): services,
+    tasks in ``quota.containers`` (replicas; a global service as one) and memory."""
+    services = [s for s in (data.get("services") or {}).values() if isinstance(s, dict)]
+    tasks = memory = 0
+    for service in services:
+        deploy = service.get("deploy") or {}
+        count = 1 if deploy.get("mode") == "global" else deploy.get("replicas", 1)
+        count = count if isinstance(count, int) and not isinstance(count, bool) else 1
+        try:
+            each = host_config(service)["Memory"] or profile.memory.default or 0
+        except ValueError:
+            each = 0  # reported with the service
+        tasks += count
+        memory += count * int(each)
+    out = []
+    for used, limit, rule, what in (
+        (len(services), profile.quota_services, "quota.services", f"{len(services)} services"),
+        (tasks, profile.quota_containers, "quota.containers", f"{tasks} tasks"),
+        (memory, profile.quota_memory, "quota.memory", f"{human(memory)} of memory limits"),
+    ):
+        if limit is not None and used > limit:
+            shown = human(limit) if rule == "quota.memory" else str(limit)
+            out.append(
+                Violation(
+                    str(path),
+                    "(the file)",
+                    f"profile {profile.name!r}: the file's services need {what}, more than "
+                    f"{rule} ({shown}) allows, before anything the user runs already",
+                    rule,
+                )
+            )
+    return out
+
+
 def check_host_network(profile: Profile) -> None:
     if not profile.host_namespaces:
         raise Denied(profile, "the host network", "networks", "host", "use a network of the stack")
@@ -285,6 +321,7 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:
             run(name, check_service, profile, {"TaskTemplate": template}, facts)
+    found += quota_violations(profile, path, data)
     for name, volume in (data.get("volumes") or {}).items():
         if isinstance(volume, dict) and not volume.get("external"):
             driver = str(volume.get("driver") or "")
