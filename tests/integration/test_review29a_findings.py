@@ -51,13 +51,9 @@ Only ``busybox`` and commits of it; loopback only; one module gate.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import socket
-import subprocess
-import tarfile
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -69,6 +65,7 @@ import pytest
 
 from tests.helpers import Gate, new_gate, ping, policies_gate, remove_owned
 from tests.helpers import api_as as api
+from tests.integration.test_review28a_findings import build, image_health
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -113,34 +110,6 @@ def fast_image(direct_client, member) -> Iterator[str]:
     finally:
         c.remove()
     yield tag
-
-
-def build(gate: Gate, user: Any, dockerfile: str, tag: str) -> tuple[int, str]:
-    """A classic build of a context holding only ``dockerfile``, as ``user``."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    with tempfile.NamedTemporaryFile(suffix=".tar") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        Path(f.name).chmod(0o644)
-        argv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
-        argv += ["curl", "-sS", "--unix-socket", str(gate.socket), "-X", "POST"]
-        argv += ["-w", "\n%{http_code}", "-H", "Content-Type: application/x-tar"]
-        argv += ["--data-binary", f"@{f.name}", f"http://gate/v1.41/build?t={quote(tag)}"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
-    text, _, code = out.rpartition("\n")
-    return int(code or 0), text
-
-
-def image_health(direct_client, reference: str) -> dict[str, Any] | None:
-    try:
-        return direct_client.api.inspect_image(reference)["Config"].get("Healthcheck")
-    except Exception:
-        return None
 
 
 # ======================================================================== findings
