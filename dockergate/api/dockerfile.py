@@ -427,23 +427,30 @@ def base_images(
     return froms, copies
 
 
-def healthcheck_covered(
+def stage_healthchecks(
     instructions: list[Instruction], buildargs: dict[str, str | None]
-) -> set[str]:
-    """Base images every stage built FROM which sets a HEALTHCHECK of its own (which
-    replaces the base's whole check): no stage of the build inherits theirs."""
+) -> dict[str, list[Instruction | None]]:
+    """For each base image (resolved as ``base_images`` does), the last HEALTHCHECK
+    of every stage built FROM it (None for a stage without one). dockerd fills what
+    a stage's check leaves at zero (its intervals) from the base's, even for NONE."""
     args = meta_args(instructions, buildargs)
-    covered: dict[str, bool] = {}
-    current, own = "", False
+    stages: dict[str, list[Instruction | None]] = {}
+    names: set[str] = set()
+    current: str | None = None
+    last: Instruction | None = None
     for ins in [*instructions, None]:
         if ins is None or ins.keyword == "from":
-            if current:
-                covered[current] = covered.get(current, True) and own
+            if current is not None:
+                stages.setdefault(current, []).append(last)
             if ins is not None:
-                current, own = _from(ins, args)[0], False
+                image, stage = _from(ins, args)
+                known = image.lower() in names or image.lower() == "scratch"
+                current, last = (None if known else image), None
+                if stage:
+                    names.add(stage)
         elif ins.keyword == "healthcheck":
-            own = True
-    return {image for image, every in covered.items() if every}
+            last = ins
+    return stages
 
 
 def _from(ins: Instruction, args: dict[str, str | None]) -> tuple[str, str]:

@@ -46,6 +46,7 @@ from dockergate.policy.resources import (
     apply_cpus,
     apply_memory,
     check_healthcheck,
+    check_inherited_healthcheck,
     check_ulimits,
 )
 from dockergate.policy.rules import NANO, Denied, NodeFacts
@@ -603,13 +604,17 @@ def changes_healthcheck(ex: Exchange) -> dict[str, Any] | None:
         found = next((i for i in reversed(parsed) if i.keyword == "healthcheck"), found)
     if found is None:
         return None
-    words = found.words()
-    health: dict[str, Any] = {
-        "Test": ["NONE"] if [w.upper() for w in words] == ["NONE"] else ["CMD-SHELL"]
-    }
+    return instruction_healthcheck(found)
+
+
+def instruction_healthcheck(ins: dockerfile.Instruction) -> dict[str, Any]:
+    """What a HEALTHCHECK instruction sets, in the engine's terms (the fields the
+    floor reads; an interval it leaves out is 0, which dockerd fills from the base)."""
+    disabled = [w.upper() for w in ins.words()] == ["NONE"]
+    health: dict[str, Any] = {"Test": ["NONE"] if disabled else ["CMD-SHELL"]}
     for flag, field in (("interval", "Interval"), ("start-interval", "StartInterval")):
         try:
-            health[field] = parse_duration(found.flag(flag) or "0")
+            health[field] = parse_duration(ins.flag(flag) or "0")
         except ValueError:
             health[field] = 0
     return health
@@ -842,7 +847,7 @@ async def check_dockerfile(
     _refuse_url_sources(ex, dockerfile.add_lines(text), f"{path} line", trigger=True)
     refuse_fast_healthchecks(ex, instructions, f"{path} line")
     pin_build_bases(ex, [image for _, image in froms], own_tags)
-    covered = dockerfile.healthcheck_covered(instructions, buildargs)
+    stages = dockerfile.stage_healthchecks(instructions, buildargs)
     for line, image in froms:
         check_image(ex.profile, image, f"FROM ({path} line {line})")
         found = await ex.daemon.get(f"/images/{ref(image)}/json")
@@ -854,9 +859,15 @@ async def check_dockerfile(
                 "triggers before a build runs them)",
             )
         base = found.json() or {}
-        if image not in covered:  # a stage's own HEALTHCHECK replaces its base's
-            where = f"FROM {image} ({path} line {line}): its HEALTHCHECK (or give the stage one)"
-            check_image_healthcheck(ex, base, where)
+        where = f"FROM {image} ({path} line {line}): its HEALTHCHECK, merged with the stage's"
+        for own in stages.get(image) or [None]:
+            check_inherited_healthcheck(
+                ex.profile,
+                instruction_healthcheck(own) if own is not None else None,
+                (base.get("Config") or {}).get("Healthcheck"),
+                where,
+                into_image=True,
+            )
         for trigger in (base.get("Config") or {}).get("OnBuild") or []:
             try:
                 parsed = dockerfile.trigger_instructions(str(trigger))

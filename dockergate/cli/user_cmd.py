@@ -299,6 +299,7 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
         issued = ca.issue_client(name, days=days)
         # Recorded before the files are written: a bundle on disk is always usable.
         store.add_certificate(name, issued.serial, issued.fingerprint, issued.not_after)
+        done = applies(store)
     try:
         ca.write_bundle(out, issued)
     except OSError as exc:
@@ -306,7 +307,7 @@ def cert(ctx: Context, name: str, out_dir: Path, days: int) -> None:
     host, placeholder = docker_host(settings)
     click.echo(
         f"wrote {out}/{{ca,cert,key}}.pem for {name!r}: serial {serial_hex(issued.serial)}, "
-        f"valid until {when(issued.not_after)} UTC",
+        f"valid until {when(issued.not_after)} UTC ({done})",
         err=True,
     )
     if not info.enabled:
@@ -333,13 +334,14 @@ def token(ctx: Context, name: str, days: int | None) -> None:
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
     with opened(ctx) as (settings, store):
         issued = store.add_token(name, expires)
+        done = applies(store)
     host, _ = docker_host(settings)
     snippet = json.dumps({"HttpHeaders": {"X-Dockergate-Token": issued.token}})
     click.echo(issued.token)
     click.echo(
         f"token {issued.token_id} for {name!r}"
         + (f", valid until {when(expires)} UTC" if expires else "")
-        + "; it is not stored in clear and cannot be shown again.\n"
+        + f" ({done}); it is not stored in clear and cannot be shown again.\n"
         "Use it over TLS without a client certificate: put this in ~/.docker/config.json\n"
         f"(or in $DOCKER_CONFIG/config.json):\n\n  {snippet}\n\n"
         f"then: export DOCKER_HOST={host} DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH=<a directory "

@@ -93,10 +93,34 @@ def _ulimits(spec: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _mapping(node: dict[str, Any], key: str) -> dict[str, Any]:
+    """``node[key]`` of a compose file, a mapping or absent (ValueError otherwise:
+    reported as the service's violation, as ``docker stack deploy`` refuses it)."""
+    value = node.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a mapping, not {value!r}")
+    return value
+
+
+def replicas(deploy: dict[str, Any]) -> int:
+    """``deploy.replicas`` as docker's loader reads it (after ``${VAR}``): a whole
+    number, written as one or as digits in a string (ValueError otherwise)."""
+    value = deploy.get("replicas", 1)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"deploy.replicas must be a whole number, not {value!r}")
+    return value
+
+
 def host_config(service: dict[str, Any]) -> dict[str, Any]:
     """The ``HostConfig`` ``docker compose up`` would send for a service."""
     binds, mounts = _volumes(service)
-    deploy_limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+    deploy_limits = _mapping(_mapping(_mapping(service, "deploy"), "resources"), "limits")
     memory = service.get("mem_limit") or deploy_limits.get("memory")
     cpus = service.get("cpus") or deploy_limits.get("cpus")
     pids = service.get("pids_limit") or deploy_limits.get("pids")
@@ -229,13 +253,12 @@ def quota_violations(profile: Profile, path: Path, data: dict[str, Any]) -> list
     services = [s for s in (data.get("services") or {}).values() if isinstance(s, dict)]
     tasks = memory = 0
     for service in services:
-        deploy = service.get("deploy") or {}
-        count = 1 if deploy.get("mode") == "global" else deploy.get("replicas", 1)
-        count = count if isinstance(count, int) and not isinstance(count, bool) else 1
         try:
+            deploy = _mapping(service, "deploy")
+            count = 1 if deploy.get("mode") == "global" else replicas(deploy)
             each = host_config(service)["Memory"] or profile.memory.default or 0
         except ValueError:
-            each = 0  # reported with the service
+            continue  # reported with the service
         tasks += count
         memory += count * int(each)
     out = []
@@ -292,6 +315,8 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
             continue
         try:
             host = host_config(service)
+            replicas(_mapping(service, "deploy"))
+            placement = _mapping(_mapping(service, "deploy"), "placement").get("constraints")
         except ValueError as exc:
             found.append(Violation(str(path), name, str(exc), "value"))
             continue
@@ -317,7 +342,6 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         else:
             run(name, check_healthcheck, profile, health, "healthcheck")
             run(name, check_stop_wait, profile, grace_ns, NANO, "stop_grace_period")
-        placement = ((service.get("deploy") or {}).get("placement") or {}).get("constraints")
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:
             run(name, check_service, profile, {"TaskTemplate": template}, facts)
