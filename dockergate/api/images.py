@@ -610,7 +610,10 @@ def changes_healthcheck(ex: Exchange) -> dict[str, Any] | None:
 def instruction_healthcheck(ins: dockerfile.Instruction) -> dict[str, Any]:
     """What a HEALTHCHECK instruction sets, in the engine's terms (the fields the
     floor reads; an interval it leaves out is 0, which dockerd fills from the base)."""
-    disabled = [w.upper() for w in ins.words()] == ["NONE"]
+    try:
+        disabled = [w.upper() for w in ins.words()] == ["NONE"]
+    except dockerfile.DockerfileError:
+        disabled = False  # JSON arguments that are not strings: the builder refuses them
     health: dict[str, Any] = {"Test": ["NONE"] if disabled else ["CMD-SHELL"]}
     for flag, field in (("interval", "Interval"), ("start-interval", "StartInterval")):
         try:

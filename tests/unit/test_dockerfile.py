@@ -221,3 +221,16 @@ def test_review6a_arg_names_and_triggers_read_one_by_one() -> None:
     assert [
         s for i in trigger_instructions("RUN true \\\nADD http://x/ /y") for s in url_sources(i)
     ] == ["http://x/"]
+
+
+def test_healthcheck_instruction_read_for_the_floor() -> None:
+    """What the gate checks of a HEALTHCHECK line: its intervals (0 when left out, for
+    dockerd to fill), NONE; JSON arguments that are not strings (which the builder
+    refuses) are read as a command, not an error that would end the request."""
+    from dockergate.api.images import instruction_healthcheck
+
+    fast = instruction_healthcheck(parse("HEALTHCHECK --interval=100ms CMD true")[0])
+    assert fast == {"Test": ["CMD-SHELL"], "Interval": 100_000_000, "StartInterval": 0}
+    assert instruction_healthcheck(parse("HEALTHCHECK NONE")[0])["Test"] == ["NONE"]
+    odd = instruction_healthcheck(parse('HEALTHCHECK ["CMD", 1]')[0])
+    assert odd == {"Test": ["CMD-SHELL"], "Interval": 0, "StartInterval": 0}
