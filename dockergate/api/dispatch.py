@@ -285,7 +285,6 @@ def record_created(ex: Exchange) -> None:
             body = await previous(body)
         try:
             answer = json.loads(body)
-            asked = json.loads(ex.body) if ex.body else {}
         except ValueError:
             return body
         if isinstance(answer, dict):
@@ -294,8 +293,10 @@ def record_created(ex: Exchange) -> None:
             if isinstance(new, str):
                 ex.object_id = new
         name = q.first(ex.query, "name") if ex.route_name == "container.create" else None
-        if name is None and isinstance(asked, dict) and isinstance(asked.get("Name"), str):
-            name = asked["Name"]
+        if name is None and ex.body:  # the checked body the gate wrote: valid JSON
+            asked = json.loads(ex.body)
+            if isinstance(asked, dict) and isinstance(asked.get("Name"), str):
+                name = asked["Name"]
         # The table of `dockergate audit` shows the detail: the ID (short) and name.
         parts = [f"id={ex.object_id[:12]}"] if ex.object_id and ex.object_id != name else []
         if name:

@@ -576,19 +576,9 @@ def refuse_fast_healthchecks(
     if ex.admin:
         return
     for ins in instructions:
-        if ins.keyword != "healthcheck":
-            continue
-        for flag, field in (("interval", "Interval"), ("start-interval", "StartInterval")):
-            value = ins.flag(flag)
-            if not value:
-                continue
-            try:
-                ns = parse_duration(value)
-            except ValueError:
-                continue  # the builder refuses it
-            check_healthcheck(
-                ex.profile, {field: ns}, f"{where} {ins.line}: HEALTHCHECK", image=True
-            )
+        if ins.keyword == "healthcheck":
+            where_line = f"{where} {ins.line}: HEALTHCHECK"
+            check_healthcheck(ex.profile, instruction_healthcheck(ins), where_line, image=True)
 
 
 def changes_healthcheck(ex: Exchange) -> dict[str, Any] | None:
@@ -619,7 +609,7 @@ def instruction_healthcheck(ins: dockerfile.Instruction) -> dict[str, Any]:
         try:
             health[field] = parse_duration(ins.flag(flag) or "0")
         except ValueError:
-            health[field] = 0
+            health[field] = 0  # the builder refuses it
     return health
 
 

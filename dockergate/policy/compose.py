@@ -110,7 +110,7 @@ def replicas(deploy: dict[str, Any]) -> int:
     value = deploy.get("replicas", 1)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"deploy.replicas must be a whole number, not {value!r}")
@@ -246,24 +246,16 @@ def healthcheck(block: Any) -> dict[str, Any] | None:
     return out
 
 
-def quota_violations(profile: Profile, path: Path, data: dict[str, Any]) -> list[Violation]:
+def quota_violations(
+    profile: Profile, path: Path, services: int, tasks: int, memory: int
+) -> list[Violation]:
     """What the file alone would take past the user's quotas (what they already run
-    counts too, at deploy time: the gate knows it, the file does not): services,
-    tasks in ``quota.containers`` (replicas; a global service as one) and memory."""
-    services = [s for s in (data.get("services") or {}).values() if isinstance(s, dict)]
-    tasks = memory = 0
-    for service in services:
-        try:
-            deploy = _mapping(service, "deploy")
-            count = 1 if deploy.get("mode") == "global" else replicas(deploy)
-            each = host_config(service)["Memory"] or profile.memory.default or 0
-        except ValueError:
-            continue  # reported with the service
-        tasks += count
-        memory += count * int(each)
+    counts too, at deploy time: the gate knows it, the file does not): its services,
+    their tasks in ``quota.containers`` (replicas; a global service as one) and their
+    memory."""
     out = []
     for used, limit, rule, what in (
-        (len(services), profile.quota_services, "quota.services", f"{len(services)} services"),
+        (services, profile.quota_services, "quota.services", f"{services} services"),
         (tasks, profile.quota_containers, "quota.containers", f"{tasks} tasks"),
         (memory, profile.quota_memory, "quota.memory", f"{human(memory)} of memory limits"),
     ):
@@ -310,16 +302,21 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         finally:
             OFFLINE.reset(offline)
 
+    services = tasks = memory = 0
     for name, service in (data.get("services") or {}).items():
         if not isinstance(service, dict):
             continue
+        services += 1
         try:
             host = host_config(service)
-            replicas(_mapping(service, "deploy"))
-            placement = _mapping(_mapping(service, "deploy"), "placement").get("constraints")
+            deploy = _mapping(service, "deploy")
+            count = 1 if deploy.get("mode") == "global" else replicas(deploy)
+            placement = _mapping(deploy, "placement").get("constraints")
         except ValueError as exc:
             found.append(Violation(str(path), name, str(exc), "value"))
             continue
+        tasks += count
+        memory += count * int(host["Memory"] or profile.memory.default or 0)
         run(name, check_image, profile, str(service.get("image") or ""), "image")
         for key in service.get("networks") or []:
             if networks.get(key) == "host":
@@ -345,7 +342,7 @@ def check_file(profile: Profile, path: Path, facts: NodeFacts | None = None) -> 
         template = {"ContainerSpec": {}, "Placement": {"Constraints": placement or []}}
         if profile.avoid_managers:
             run(name, check_service, profile, {"TaskTemplate": template}, facts)
-    found += quota_violations(profile, path, data)
+    found += quota_violations(profile, path, services, tasks, memory)
     for name, volume in (data.get("volumes") or {}).items():
         if isinstance(volume, dict) and not volume.get("external"):
             driver = str(volume.get("driver") or "")

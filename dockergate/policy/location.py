@@ -27,32 +27,35 @@ def policy_status(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def running_gate_status(settings: Settings) -> dict[str, Any]:
+    """``policies.json`` of the gate running from this state dir ({} when none runs:
+    a stopped gate's file says nothing about what will be applied)."""
+    status = policy_status(settings.state_dir / POLICY_STATUS)
+    if not status:
+        return {}
+    try:
+        running_gate(settings.state_dir / PIDFILE)
+    except ValueError:
+        return {}
+    return status
+
+
 def policies_directory(settings: Settings) -> Path:
     """The directory this command was given (flag, environment, config file), else
     the running gate's, else the shipped one."""
     if settings.policies_dir:
         return Path(settings.policies_dir)
-    directory = policy_status(settings.state_dir / POLICY_STATUS).get("directory")
+    directory = running_gate_status(settings).get("directory")
     if isinstance(directory, str) and directory:
-        try:
-            running_gate(settings.state_dir / PIDFILE)
-        except ValueError:
-            pass
-        else:
-            return Path(directory)
+        return Path(directory)
     return shipped_policies_dir()
 
 
 def not_loaded_note(settings: Settings, name: str) -> str | None:
     """A note when a gate runs from this state dir without profile ``name`` loaded (a
     file added or fixed since its last reload): its user would be refused until then."""
-    status = policy_status(settings.state_dir / POLICY_STATUS)
-    loaded = status.get("profiles")
+    loaded = running_gate_status(settings).get("profiles")
     if not isinstance(loaded, list) or name in loaded:
-        return None
-    try:
-        running_gate(settings.state_dir / PIDFILE)
-    except ValueError:
         return None
     return (
         f"note: the running gate has not loaded profile {name!r} yet; its users are "

@@ -6,14 +6,15 @@ profile allows is :mod:`dockergate.policy`'s business.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dockergate.config import Settings
 from dockergate.policy.location import policies_directory
 from dockergate.policy.model import PolicyError, ProfileSet
 from dockergate.store.errors import NotFound, StoreError
 
 
-def known_profiles(settings: Settings) -> list[str]:
-    directory = policies_directory(settings)
+def known_profiles(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml") if p.is_file())
 
 
@@ -21,8 +22,8 @@ def check_profile(settings: Settings, name: str) -> None:
     """Raise :class:`NotFound` unless ``policies/<name>.yaml`` exists, and
     :class:`StoreError` when the profiles do not load (a gate would refuse the user,
     and would not start)."""
-    known = known_profiles(settings)
     directory = policies_directory(settings)
+    known = known_profiles(directory)
     if name in known:
         try:
             ProfileSet(directory)
