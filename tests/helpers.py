@@ -898,3 +898,15 @@ def policies_gate(
     finally:
         if g.alive():
             g.stop()
+
+
+def admin_image(client: Any, tag: str, config: Mapping[str, Any]) -> str:
+    """An image made on the daemon directly (an admin's, as a registry's could be):
+    busybox committed as ``tag`` (``repo:tag``) with ``config`` over its own."""
+    repo, _, version = tag.rpartition(":")
+    container = client.containers.create("busybox", ["true"])
+    try:
+        container.commit(repo, version, conf=dict(config))
+    finally:
+        container.remove()
+    return tag

@@ -63,7 +63,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import Gate, new_gate, ping, policies_gate, remove_owned
+from tests.helpers import Gate, admin_image, new_gate, ping, policies_gate, remove_owned
 from tests.helpers import api_as as api
 from tests.integration.test_review28a_findings import build, image_health
 
@@ -99,16 +99,8 @@ def member(g29, unix_user, direct_client) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def fast_image(direct_client, member) -> Iterator[str]:
     """An admin's image (as a registry's could be) probing every 100 ms."""
-    tag = f"r29a-{_rand()}/fast:1"
-    c = direct_client.containers.create("busybox", ["true"])
-    try:
-        c.commit(
-            tag.split(":")[0],
-            "1",
-            conf={"Healthcheck": {"Test": ["CMD", "true"], "Interval": FAST}},
-        )
-    finally:
-        c.remove()
+    health = {"Healthcheck": {"Test": ["CMD", "true"], "Interval": FAST}}
+    tag = admin_image(direct_client, f"r29a-{_rand()}/fast:1", health)
     yield tag
 
 

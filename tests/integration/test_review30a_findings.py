@@ -45,7 +45,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import Gate, dockergate_argv, policies_gate, remove_owned
+from tests.helpers import Gate, admin_image, dockergate_argv, policies_gate, remove_owned
 from tests.helpers import api_as as api
 from tests.integration.test_review28a_findings import build, image_health
 
@@ -110,16 +110,8 @@ def write_stack(g: Gate, name: str, text: str) -> Path:
 @pytest.fixture(scope="module")
 def fast_image(direct_client, people) -> str:
     """An admin's image (as a registry's could be) probing every 100 ms."""
-    tag = f"r30a-{_rand()}/fast:1"
-    c = direct_client.containers.create("busybox", ["true"])
-    try:
-        c.commit(
-            tag.split(":")[0],
-            "1",
-            conf={"Healthcheck": {"Test": ["CMD", "true"], "Interval": FAST}},
-        )
-    finally:
-        c.remove()
+    health = {"Healthcheck": {"Test": ["CMD", "true"], "Interval": FAST}}
+    tag = admin_image(direct_client, f"r30a-{_rand()}/fast:1", health)
     return tag
 
 
