@@ -43,6 +43,8 @@ ADMIN_PROFILE = "admin"
 POLL_INTERVAL = 0.25
 STALE_AFTER = 5.0
 _CACHE_SIZE = 4096
+# Root on the unix socket: the same answer for every request (Identity is frozen).
+_ROOT_ON_UNIX = Identity("root", ADMIN_PROFILE, True, "unix uid 0", uid=0)
 
 
 class DirectoryAuthenticator:
@@ -187,7 +189,7 @@ class DirectoryAuthenticator:
         if peer.container is not None and peer.container_owner is not None:
             return self._in_container(snap, peer, peer.container, peer.container_owner)
         if uid == 0 and self.root_is_admin:
-            return Identity("root", ADMIN_PROFILE, True, "unix uid 0", uid=0)
+            return _ROOT_ON_UNIX
         member = snap.by_uid.get(uid)
         if member is None:
             login = self._login(uid)

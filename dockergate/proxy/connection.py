@@ -121,11 +121,15 @@ class ClientConnection:
             while not self.gate.closing:
                 self.phase, self.since = "idle", self.loop.time()
                 try:
-                    # On probation: its request (with a token) must come at once.
-                    async with asyncio.timeout(TURN_AWAY_WAIT if self.probation else None):
-                        await self._wait_readable()
-                        self.phase, self.since = "head", self.loop.time()
-                        raw = await read_head(self.reader)
+                    if self.probation:
+                        # On probation: its request (with a token) must come at once.
+                        async with asyncio.timeout(TURN_AWAY_WAIT):
+                            raw = await self._next_head()
+                    else:
+                        # No timer here: the sweeper (expire) watches idle connections
+                        # and stalled heads; a timeout context per request cost about a
+                        # tenth of the gate's CPU on short requests (py-spy, _ping).
+                        raw = await self._next_head()
                     self.phase = "busy"
                     request = parse_request(raw)
                 except (ClientGone, TimeoutError):
@@ -193,6 +197,12 @@ class ClientConnection:
             with contextlib.suppress(Exception):
                 self.writer.write(error_response(408, "request head timed out", close=True))
             self.writer.close()
+
+    async def _next_head(self) -> bytes:
+        """The next request's head, once its first byte has arrived."""
+        await self._wait_readable()
+        self.phase, self.since = "head", self.loop.time()
+        return await read_head(self.reader)
 
     async def _wait_readable(self) -> None:
         """Wait for the first byte of the next request (or EOF) without consuming it."""

@@ -45,10 +45,20 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The common, well-formed request head, checked in two regex passes: a request line,
+# then field lines that are all ``token:value`` without control characters. Anything
+# else goes through the line-by-line parser, which says what is wrong.
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/[\x21-\x7e]*) (HTTP/1\.[01])\r\n")
+_FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{1,18})(?: ([^\r\n]*))?\r\n")
 _HEXDIGITS = re.compile(rb"[0-9a-fA-F]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
 H2_PREFACE = b"PRI * HTTP/2.0"
+
+# The daemon's response fields the gate reads (Response.field): framing and Connection.
+FRAMING_FIELDS = ("transfer-encoding", "content-length", "connection", "keep-alive")
+_FRAMING_FIELD = re.compile(rb"\r\n(%b):([^\r]*)" % "|".join(FRAMING_FIELDS).encode(), re.I)
 
 
 class Writer(Protocol):
@@ -96,6 +106,10 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self.items!r})"
+
+    def __contains__(self, name: str) -> bool:
+        """Whether a ``name`` field (lower-case) is present."""
+        return name in self._index
 
     def get(self, name: str, default: str | None = None) -> str | None:
         values = self._index.get(name.lower())
@@ -159,18 +173,22 @@ class Request:
 
 
 class Response:
-    """The daemon's response head. It is forwarded as is, so only the few fields the
-    gate acts on (framing, Connection) are looked up, straight in the raw bytes; the
-    full :class:`Headers` are parsed only when a head has to be rewritten."""
+    """The daemon's response head. It is forwarded as is, so only the fields the gate
+    acts on (framing, Connection: ``FRAMING_FIELDS``) are read from it, in one regex
+    pass over the raw bytes; the full :class:`Headers` are parsed only when a head has
+    to be rewritten."""
 
-    __slots__ = ("_headers", "_lower", "raw_head", "reason", "status", "version")
+    __slots__ = ("_framing", "_headers", "raw_head", "reason", "status", "version")
 
     def __init__(self, version: str, status: int, reason: str, raw_head: bytes) -> None:
         self.version = version
         self.status = status
         self.reason = reason
         self.raw_head = raw_head
-        self._lower = raw_head.lower()
+        framing: dict[str, bytes] = {}
+        for name, value in _FRAMING_FIELD.findall(raw_head):
+            framing.setdefault(name.lower().decode("ascii"), value)  # the first one counts
+        self._framing = framing
         self._headers: Headers | None = None
 
     @property
@@ -180,14 +198,10 @@ class Response:
         return self._headers
 
     def field(self, name: str) -> str | None:
-        """The first ``name`` field's value (``name`` lower-case), or None."""
-        key = b"\r\n" + name.encode("ascii") + b":"
-        at = self._lower.find(key)
-        if at < 0:
-            return None
-        start = at + len(key)
-        end = self._lower.find(b"\r\n", start)
-        return self.raw_head[start:end].strip(b" \t").decode("latin-1")
+        """The first ``name`` field's value (``name`` lower-case, one of
+        ``FRAMING_FIELDS``), or None."""
+        value = self._framing.get(name)
+        return None if value is None else value.strip(b" \t").decode("latin-1")
 
     @property
     def keep_alive(self) -> bool:
@@ -200,6 +214,8 @@ class Response:
 
 def _keep_alive(version: str, headers: Headers) -> bool:
     """HTTP/1.1 persists unless told to close; HTTP/1.0 only when asked to keep alive."""
+    if "connection" not in headers:  # most requests: decided by the version
+        return version != "HTTP/1.0"
     conn = headers.tokens("connection")
     if version == "HTTP/1.0":
         return "keep-alive" in conn
@@ -243,7 +259,9 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
         raise HTTPError(431, f"message head larger than {MAX_HEAD >> 10} KiB") from None
 
 
-def parse_request(raw: bytes) -> Request:
+def _parse_request_head(raw: bytes) -> tuple[bytes, bytes, bytes, Headers]:
+    """Method, target, version and fields, each line checked on its own so that a
+    refusal names what is wrong."""
     start, lines = _split_head(raw)
     if start.startswith(H2_PREFACE):
         raise HTTPError(505, "HTTP/2 is not supported; use HTTP/1.1")
@@ -255,7 +273,22 @@ def parse_request(raw: bytes) -> Request:
         raise HTTPError(505, f"unsupported protocol {version[:20]!r}")
     if not _TARGET.fullmatch(target):
         raise HTTPError(400, "request target must be an absolute path without spaces")
-    headers = _parse_fields(lines)
+    return method, target, version, _parse_fields(lines)
+
+
+def parse_request(raw: bytes) -> Request:
+    first = _REQUEST_LINE.match(raw)
+    if first is not None and _FIELD_LINES.fullmatch(raw, first.end(), len(raw) - 2):
+        # Every line well-formed (the same rules as _parse_request_head's): split only.
+        method, target, version = first.groups()
+        items = []
+        if len(raw) - first.end() > 2:
+            for line in raw[first.end() : -4].split(CRLF):
+                name, _, value = line.partition(b":")
+                items.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+        headers = Headers(items)
+    else:
+        method, target, version, headers = _parse_request_head(raw)
     lengths = headers.get_all("content-length")
     codings = headers.get_all("transfer-encoding")
     if lengths and codings:
@@ -288,19 +321,15 @@ def parse_response(raw: bytes) -> Response:
     syntax and the head is forwarded as is; only framing is read from it. A bare CR
     or LF inside the head is still refused: it would let a confused daemon answer
     frame the client's next response."""
-    end = raw.find(CRLF)
-    parts = raw[:end].split(b" ", 2)
-    if len(parts) < 2 or not _VERSION.fullmatch(parts[0]) or not _DIGITS.fullmatch(parts[1]):
+    first = _STATUS_LINE.match(raw)
+    if first is None:
         raise HTTPError(502, f"malformed response line from the daemon {raw[:80]!r}")
     body = raw[:-4]
-    if body.count(b"\n") != body.count(CRLF) or body.count(b"\r") != body.count(CRLF):
+    lines = body.count(CRLF)
+    if body.count(b"\n") != lines or body.count(b"\r") != lines:
         raise HTTPError(502, "bare CR or LF in the daemon's response head")
-    return Response(
-        parts[0].decode("ascii"),
-        int(parts[1]),
-        parts[2].decode("latin-1") if len(parts) > 2 else "",
-        raw,
-    )
+    version, status, reason = first.groups(b"")
+    return Response(version.decode("ascii"), int(status), reason.decode("latin-1"), raw)
 
 
 def _response_fields(raw: bytes) -> Headers:

@@ -92,3 +92,52 @@ async def test_body_cap_and_truncation() -> None:
 async def test_iter_body_streams_pieces() -> None:
     pieces = [p async for p in iter_body(_reader(b"hello"), 5, False)]
     assert b"".join(pieces) == b"hello"
+
+
+def _heads() -> list[bytes]:
+    """Request heads around every rule of the strict parser: each byte of a small
+    alphabet in a name, a value and the request line."""
+    base = [
+        b"GET /_ping HTTP/1.1\r\n\r\n",
+        b"GET /_ping HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"POST /v1.41/containers/create?name=a HTTP/1.1\r\nHost: d\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 12\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nA:\r\nB: \t v:w \t\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\n",
+    ]
+    out = list(base)
+    for byte in [*range(0, 0x21), 0x3A, 0x7F, 0x80, 0xFF, 0x22, 0x28]:
+        c = bytes([byte])
+        out.append(b"GET /x HTTP/1.1\r\nNa" + c + b"me: v\r\n\r\n")
+        out.append(b"GET /x HTTP/1.1\r\nName: v" + c + b"v\r\n\r\n")
+        out.append(b"GET /x HTTP/1.1\r\n" + c + b"Name: v\r\n\r\n")
+        out.append(b"G" + c + b"T /x HTTP/1.1\r\n\r\n")
+        out.append(b"GET /x" + c + b" HTTP/1.1\r\n\r\n")
+        out.append(b"GET /x HTTP/1." + c + b"\r\nA: b\r\n\r\n")
+    return out
+
+
+@pytest.mark.parametrize("raw", _heads())
+def test_fast_and_line_by_line_parsers_agree(raw: bytes) -> None:
+    """parse_request reads a well-formed head with two regex passes and anything else
+    line by line: both must take and refuse the same heads, with the same fields."""
+    from dockergate.proxy.http import _parse_request_head
+
+    try:
+        method, target, version, headers = _parse_request_head(raw)
+    except HTTPError as exc:
+        with pytest.raises(HTTPError) as seen:
+            parse_request(raw)
+        assert (seen.value.status, seen.value.message) == (exc.status, exc.message)
+        return
+    try:
+        req = parse_request(raw)
+    except HTTPError as exc:  # the framing rules after the head (Content-Length ...)
+        assert exc.status in (400, 501)
+        return
+    assert (req.method, req.target, req.version) == (
+        method.decode(),
+        target.decode(),
+        version.decode(),
+    )
+    assert req.headers.items == headers.items
