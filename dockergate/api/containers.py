@@ -52,6 +52,7 @@ from dockergate.api.ownership import (
     resolve,
     resolve_owned,
 )
+from dockergate.api.versions import CONTAINER_FIELDS, refuse_dropped_fields
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.container import check_container, check_exec, check_update
@@ -128,6 +129,7 @@ async def container_create(ex: Exchange) -> None:
     await ex.hold(user_lock(ex.identity.name))
     await check_references(ex, body)
     check_container(ex.profile, body, await ex.daemon.facts())
+    refuse_dropped_fields(ex, body, CONTAINER_FIELDS)
     image: dict[str, Any] = {}
     if not ex.admin:
         image = await image_config_of(ex, str(body.get("Image") or "")) or {}

@@ -24,6 +24,7 @@ from dockergate.api.dispatch import (
 from dockergate.api.exchange import Exchange, ResponseFilter
 from dockergate.api.images import image_config_of
 from dockergate.api.labels import stamp, stamp_volume_mounts
+from dockergate.api.versions import SERVICE_FIELDS, refuse_dropped_fields
 from dockergate.api.volumes import claim_names
 from dockergate.listen.identity import Refusal
 from dockergate.policy.quota import check_service_quota, user_lock
@@ -148,6 +149,7 @@ async def _service_spec(
     stamp_volume_mounts(container.get("Mounts"), owner)
     await _check_references(ex, spec, template, container)
     check_service(ex.profile, spec, await ex.daemon.facts())
+    refuse_dropped_fields(ex, spec, SERVICE_FIELDS)
     await check_task_image_healthcheck(ex, container)
     await ex.hold(user_lock(ex.identity.name))
     await check_service_quota(ex.daemon, ex.profile, ex.identity.name, spec, service_id)

@@ -227,6 +227,28 @@ def test_finding_non_recursive_read_only_bind_is_refused_though_nothing_below_is
     assert r.status == 201, (r.status, r.body)
 
 
+def test_non_recursive_bind_through_an_api_without_it_is_refused(member, roots, made):
+    """Round 31a: dockerd clears ``BindOptions.NonRecursive`` below API 1.40 and binds
+    recursively, read-write mount below included: the bind above passes only because
+    it is not recursive, so through ``/v1.39`` it is refused, naming the version; the
+    neighbour through ``/v1.40`` (and the CLI, which negotiates 1.41) still passes."""
+    mount = {
+        "Type": "bind",
+        "Source": str(roots / "ro1"),
+        "Target": "/r",
+        "ReadOnly": True,
+        "BindOptions": {"NonRecursive": True},
+    }
+    body = {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Mounts": [mount]}}
+    for version, status in (("/v1.39", 403), ("/v1.24", 403), ("/v1.40", 201)):
+        r = member.request("POST", f"{version}/containers/create?name=dgt-r24c-{_rand()}", body)
+        if r.status == 201:
+            made.append(json.loads(r.body)["Id"])
+        assert r.status == status, (version, r.status, r.body)
+        if status == 403:
+            assert b"NonRecursive through API v" in r.body and b"API 1.40" in r.body, r.body
+
+
 def test_finding_mount_made_read_only_by_the_admin_as_advised_is_still_refused(member, roots, made):
     """The refusal says "have an admin mount it read-only". The admin does it the way
     the project's README mounts a root ``nosymfollow``: ``mount --bind E E && mount -o
