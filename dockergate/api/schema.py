@@ -397,11 +397,15 @@ def _walk(
     if isinstance(node, ListOf):
         for i, item in enumerate(value):
             path.append(i)
-            if item is None and isinstance(node.item, Obj):
+            if item is None:
                 # A list of structs is often of pointers in Go ([]*ThrottleDevice):
                 # a null item is a nil pointer that dockerd dereferences (it panics).
+                # In a list of strings or numbers Go reads it as "" or 0, where the
+                # gate's checks would read Python's None ("None" once made a string).
                 where = format_path(path)
-                out.append(Problem(where, "", "type", f"{where} must be an object, not null"))
+                out.append(
+                    Problem(where, "", "type", f"{where} must be {node.item.describe()}, not null")
+                )
             else:
                 _walk(item, node.item, path, "", allow_unknown, out)
             path.pop()

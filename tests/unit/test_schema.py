@@ -519,3 +519,22 @@ def test_null_items_of_struct_lists_are_refused() -> None:
     assert [(p.path, p.kind) for p in found] == [("HostConfig.BlkioDeviceReadBps[0]", "type")]
     ok = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"net": None}}}
     assert validate(ok, "container.create", allow_unknown=False) == []
+
+
+def test_null_items_of_lists_of_strings_are_refused() -> None:
+    """Round 31b: Go reads a null in a []string as "", the gate's checks would read
+    None (``str(None)`` is "None", a container name): refused like a null struct."""
+    body = {
+        "Cmd": ["true", None],
+        "HostConfig": {"VolumesFrom": [None], "Links": [None], "Binds": ["/a:/b", None]},
+    }
+    found = validate(body, "container.create", allow_unknown=False)
+    assert {(p.kind, p.path) for p in found} == {
+        ("type", "Cmd"),  # a StrSlice: strings only
+        ("type", "HostConfig.VolumesFrom[0]"),
+        ("type", "HostConfig.Links[0]"),
+        ("type", "HostConfig.Binds[1]"),
+    }
+    assert {p.message for p in found} >= {"HostConfig.Links[0] must be a string, not null"}
+    nulls = {"Cmd": None, "HostConfig": {"Binds": None}}  # the whole field: its zero value
+    assert not validate(nulls, "container.create", allow_unknown=False)
