@@ -26,8 +26,12 @@ from dockergate.listen.identity import Refusal
 # adjustments for old clients only take away what the caller asked for (capabilities
 # to add or drop, ulimits, sysctls, AutoRemove below 1.25, which such a client does
 # itself): the object is no more than the one that passed.
+# The job modes too: next to Replicated (which dockerd refuses from 1.41 on) the quota
+# counts the job, and below 1.41 dockerd would drop it and run the replicas.
 SERVICE_FIELDS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("TaskTemplate.Resources.Limits.Pids", (1, 41)),
+    ("Mode.ReplicatedJob", (1, 41)),
+    ("Mode.GlobalJob", (1, 41)),
 )
 CONTAINER_FIELDS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("HostConfig.Mounts[].BindOptions.NonRecursive", (1, 40)),
@@ -43,9 +47,10 @@ def api_version(text: str | None) -> tuple[int, ...] | None:
 
 
 def _set(value: Any, path: list[str]) -> bool:
-    """Whether ``path`` leads to a value dockerd would have to clear (not empty)."""
+    """Whether ``path`` leads to a value dockerd would have to clear: an object (a
+    job mode is ``{}``), or a value other than null, false, 0 or empty."""
     if not path:
-        return bool(value)
+        return isinstance(value, dict) or bool(value)
     key, rest = path[0], path[1:]
     if key.endswith("[]"):
         items = value.get(key[:-2]) if isinstance(value, dict) else None

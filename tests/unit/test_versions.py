@@ -23,3 +23,12 @@ def test_set_walks_lists_and_ignores_empty_values() -> None:
     pids = SERVICE_FIELDS[0][0].split(".")
     assert _set({"TaskTemplate": {"Resources": {"Limits": {"Pids": 4096}}}}, pids)
     assert not _set({"TaskTemplate": {"Resources": {"Limits": {"Pids": 0}}}}, pids)
+
+
+def test_job_modes_count_even_empty() -> None:
+    """A global job is ``"GlobalJob": {}``: present is set (round 31d)."""
+    fields = {name: since for name, since in SERVICE_FIELDS}
+    assert fields["Mode.GlobalJob"] == fields["Mode.ReplicatedJob"] == (1, 41)
+    assert _set({"Mode": {"GlobalJob": {}}}, ["Mode", "GlobalJob"])
+    assert not _set({"Mode": {"GlobalJob": None}}, ["Mode", "GlobalJob"])
+    assert not _set({"Mode": {"Replicated": {}}}, ["Mode", "GlobalJob"])
