@@ -18,7 +18,7 @@ from typing import Any
 
 from dockergate.api.dispatch import load_handlers
 from dockergate.api.exchange import ADMIN_PROFILE
-from dockergate.api.ownership import OWNER_LABEL, image_claim, imprinted
+from dockergate.api.ownership import OWNER_LABEL, image_claim, imprinted, keep_removals
 from dockergate.api.volumes import seed_volume_claims
 from dockergate.audit.record import RequestRecord
 from dockergate.audit.writer import AuditWriter, writer_of
@@ -529,6 +529,9 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
         if store is not None
         else None
     )
+    flush_removals = (
+        await keep_removals(store, settings.audit_retention_days) if store is not None else None
+    )
     # Start-up leaves ~90,000 long-lived objects (SQLAlchemy, click, the schema tables);
     # a full collection walks them all, a 20-50 ms stall of every request in flight.
     # Frozen, the collector only walks what requests allocate.
@@ -548,4 +551,6 @@ async def run(settings: Settings, authenticator: Authenticator) -> None:
             seeding.cancel()
         log.info("shutting down (grace %.0fs)", settings.shutdown_grace)
         await gate.shutdown()
+        if flush_removals is not None:
+            await flush_removals()
         await audit.stop()  # after the last request: every record is written

@@ -10,9 +10,12 @@ users do not leak.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +23,10 @@ from typing import Any
 from dockergate.api import dockerfile
 from dockergate.listen.identity import Identity, Refusal
 from dockergate.proxy.daemon import API_PREFIX, Daemon, DaemonReply, ref
+from dockergate.store.errors import StoreError
+from dockergate.store.repository import Store
+
+log = logging.getLogger(__name__)
 
 OWNER_LABEL = "dockergate.owner"
 BUILT_BY_LABEL = "dockergate.built-by"  # on images: who built or committed it (no ownership)
@@ -181,13 +188,68 @@ def created_at(obj: dict[str, Any]) -> int:
 REMOVAL_KINDS = frozenset({"service", "network", "volume", "secret", "config"})  # events by ID
 
 
+# Where removals are also kept (the gate's store, set at start): a restarted gate, or
+# another gate of the store, must still tell whose a removed object's events were.
+RemovalSink = Callable[[tuple[str, str, str, int, int]], None]
+removal_sink: RemovalSink | None = None
+
+
 def remember_removal(found: Resolved) -> None:
     if found.owner and found.kind in REMOVAL_KINDS:
-        key = (found.kind, found.id)
-        _removed[key] = (found.owner, created_at(found.obj), int(time.time()))
-        _removed.move_to_end(key)
-        while len(_removed) > REMOVED_MAX:
-            _removed.popitem(last=False)
+        entry = (found.owner, created_at(found.obj), int(time.time()))
+        _remember(found.kind, found.id, entry)
+        if removal_sink is not None:
+            removal_sink((found.kind, found.id, *entry))
+
+
+def _remember(kind: str, object_id: str, entry: tuple[str, int, int]) -> None:
+    key = (kind, object_id)
+    _removed[key] = entry
+    _removed.move_to_end(key)
+    while len(_removed) > REMOVED_MAX:
+        _removed.popitem(last=False)
+
+
+async def keep_removals(store: Store, retention_days: int) -> Callable[[], Awaitable[None]]:
+    """At start-up: the removals kept in the store (by any gate of it) are read back,
+    and from now on each one is written there too, in the background. Returns what
+    shutdown awaits so that none is lost. Best effort: a failure is logged."""
+    try:
+        load_removals(await asyncio.to_thread(store.removed_objects, REMOVED_MAX))
+    except StoreError as exc:
+        log.warning("removed objects not read from the store: %s", exc)
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def write(row: tuple[str, str, str, int, int]) -> None:
+        forget = int(time.time()) - retention_days * 86400 if retention_days > 0 else 0
+        try:
+            await asyncio.to_thread(store.remember_removed, [row], forget)
+        except StoreError as exc:
+            log.warning("the removal of %s %s not kept in the store: %s", row[0], row[1], exc)
+
+    def sink(row: tuple[str, str, str, int, int]) -> None:
+        task = loop.create_task(write(row))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def flush() -> None:
+        if pending:
+            await asyncio.wait(list(pending), timeout=5)
+
+    global removal_sink
+    removal_sink = sink
+    return flush
+
+
+def load_removals(rows: Iterable[tuple[str, str, str, int, int]]) -> None:
+    """Removals kept in the store (oldest first), under those made since start."""
+    newer = list(_removed.items())
+    for kind, object_id, owner, created, removed in rows:
+        if kind in REMOVAL_KINDS:
+            _remember(kind, object_id, (owner, created, removed))
+    for key, entry in newer:
+        _remember(*key, entry)
 
 
 def removed_owner(kind: str, object_id: str, at: int) -> str | None:

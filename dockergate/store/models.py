@@ -227,3 +227,20 @@ class ImageTag(Base):
     owner: Mapped[str] = mapped_column(String(64))
     image_id: Mapped[str] = mapped_column(String(80))
     tagged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RemovedObject(Base):
+    """A service, network, volume, secret or config a user removed through a gate,
+    with its owner and lifetime (Unix seconds; ``created`` 0 when unknown).
+
+    Its events, replayed later (``docker events --since``), carry only its ID and
+    the object is gone: without the row, a restarted gate (or another gate of the
+    store) could no longer tell whose they were, and would show them to no one."""
+
+    __tablename__ = "removed_objects"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    created: Mapped[int] = mapped_column(BigInteger)
+    removed: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -31,6 +31,7 @@ from dockergate.store.models import (
     AuditEntry,
     Credential,
     ImageTag,
+    RemovedObject,
     Revision,
     User,
     VolumeName,
@@ -606,6 +607,43 @@ class Store:
         with self._read() as session:
             row = session.get(ImageTag, name)
             return (row.owner, row.image_id) if row is not None else None
+
+    def remember_removed(
+        self, rows: Sequence[tuple[str, str, str, int, int]], forget_before: int = 0
+    ) -> None:
+        """Objects users removed: (kind, ID, owner, created, removed) each (see
+        ``models.RemovedObject``; a later removal of the same ID replaces the row).
+        Rows removed before ``forget_before`` (Unix seconds) are dropped on the way.
+        Like audit rows, they do not bump the revision."""
+        try:
+            with Session(self._writer) as session, session.begin():
+                for kind, object_id, owner, created, removed in rows:
+                    session.merge(
+                        RemovedObject(
+                            kind=kind,
+                            object_id=object_id,
+                            owner=owner,
+                            created=created,
+                            removed=removed,
+                        )
+                    )
+                if forget_before:
+                    session.execute(
+                        delete(RemovedObject).where(RemovedObject.removed < forget_before)
+                    )
+        except IntegrityError:
+            pass  # another gate recorded the same removal at the same moment
+        except SQLAlchemyError as exc:
+            raise unavailable(exc, self.url) from exc
+
+    def removed_objects(self, limit: int) -> list[tuple[str, str, str, int, int]]:
+        """The ``limit`` newest removals, oldest first (as they were remembered)."""
+        with self._read() as session:
+            query = select(RemovedObject).order_by(RemovedObject.removed.desc()).limit(limit)
+            rows = [
+                (r.kind, r.object_id, r.owner, r.created, r.removed) for r in session.scalars(query)
+            ]
+        return rows[::-1]
 
     def volume_name_holders(self, names: Sequence[str]) -> dict[str, str]:
         """Who holds each of ``names`` (the names nobody holds are left out)."""

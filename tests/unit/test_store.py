@@ -443,3 +443,33 @@ def test_volume_names_listed_and_released(store: Store) -> None:
     assert store.release_volume_names() == 0  # nothing asked, nothing freed
     assert store.volume_names() == []
     assert store.claim_volume_name("a1", "bob") == "bob"
+
+
+def test_removed_objects_kept_newest_and_forgotten_after_retention(store: Store) -> None:
+    """Removals through a gate, for events replayed after a restart (round 31e)."""
+    store.remember_removed([("volume", "v1", "alice", 100, 200), ("secret", "s1", "bob", 0, 300)])
+    store.remember_removed([("volume", "v1", "carol", 250, 400)])  # the name taken again
+    assert store.removed_objects(10) == [
+        ("secret", "s1", "bob", 0, 300),
+        ("volume", "v1", "carol", 250, 400),
+    ]
+    assert store.removed_objects(1) == [("volume", "v1", "carol", 250, 400)]
+    store.remember_removed([("network", "n1", "alice", 0, 500)], forget_before=350)
+    assert [row[1] for row in store.removed_objects(10)] == ["v1", "n1"]
+
+
+def test_removals_from_the_store_go_under_those_made_since_start() -> None:
+    from dockergate.api import ownership
+
+    saved = ownership._removed.copy()
+    try:
+        ownership._removed.clear()
+        ownership._remember("volume", "v", ("carol", 250, 400))  # removed since start
+        ownership.load_removals([("volume", "v", "alice", 100, 200), ("config", "c", "bob", 0, 9)])
+        assert ownership.removed_owner("volume", "v", 300) == "carol"
+        assert ownership.removed_owner("volume", "v", 150) is None  # carol's lifetime only
+        assert ownership.removed_owner("config", "c", 5) == "bob"
+        assert list(ownership._removed)[-1] == ("volume", "v")  # the newest stays newest
+    finally:
+        ownership._removed.clear()
+        ownership._removed.update(saved)
