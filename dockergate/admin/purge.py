@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dockergate.api import query as q
-from dockergate.api.ownership import OWNER_LABEL
+from dockergate.api.ownership import OWNER_LABEL, Resolved, remember_removal
 from dockergate.proxy.daemon import Daemon, DaemonReply, ref
 from dockergate.store.repository import NAME_RE
 
@@ -340,12 +340,19 @@ async def _remove(daemon: Daemon, f: _Found) -> PurgeRow:
     busy = False  # the daemon said someone else is at it: a later 404 means removed
     while True:
         reply = await daemon.call("DELETE", path)
-        if reply.ok:
+        if (
+            reply.ok
+            or (reply.status == 404 and busy)
+            or (
+                reply.status != 404 and await _gone(daemon, f.kind, f.id)  # by Swarm, by someone
+            )
+        ):
+            # Kept like a user's removal through the gate: its events, replayed later,
+            # are still its owner's.
+            remember_removal(Resolved(f.kind, f.id, _owner(f.kind, f.obj), f.obj))
             return PurgeRow(f.kind, f.name, f.id, REMOVED)
         if reply.status == 404:
-            return PurgeRow(f.kind, f.name, f.id, REMOVED if busy else ALREADY_GONE)
-        if await _gone(daemon, f.kind, f.id):  # removed meanwhile (by Swarm, by someone)
-            return PurgeRow(f.kind, f.name, f.id, REMOVED)
+            return PurgeRow(f.kind, f.name, f.id, ALREADY_GONE)
         if f.kind == "container":
             busy = reply.status == 409
         else:

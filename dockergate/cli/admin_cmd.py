@@ -27,6 +27,7 @@ from dockergate.admin import cluster
 from dockergate.admin.client import GateClient, GateClientError, TLSOptions
 from dockergate.admin.purge import PurgeError, PurgeOptions, PurgeReport, purge
 from dockergate.admin.usage import collect_usage
+from dockergate.api import ownership
 from dockergate.api.routes import ROUTES
 from dockergate.audit import actions
 from dockergate.cli import Context, pass_ctx
@@ -125,6 +126,17 @@ def on_daemon(settings: Settings, work: Callable[[Daemon], Coroutine[Any, Any, T
 # -- purge --------------------------------------------------------------------------------
 
 
+def _keep_removals(settings: Settings, rows: list[tuple[str, str, str, int, int]]) -> None:
+    """What a local purge removed, kept in the store as the gate keeps its users'
+    removals (``api.ownership.keep_removals``): a gate started after it replays the
+    objects' events to their owner. A store that cannot be reached is only warned of."""
+    try:
+        with Store.open(settings) as store:
+            store.remember_removed(rows)
+    except StoreError as exc:
+        click.echo(f"warning: removals not kept for events replayed later: {exc}", err=True)
+
+
 def purge_table(report: PurgeReport) -> str:
     rows = [(r.kind, r.name or "-", r.id[:12], r.result) for r in report.rows]
     return table(("KIND", "NAME", "ID", "RESULT"), rows)
@@ -143,10 +155,16 @@ class PurgeTarget:
     def run(self, settings: Settings, opts: PurgeOptions) -> PurgeReport:
         opts = dataclasses.replace(opts, node_only=opts.node_only or self.node_only)
         if self.client is None:
+            removed: list[tuple[str, str, str, int, int]] = []
+            ownership.removal_sink = removed.append
             try:
                 return on_daemon(settings, lambda daemon: purge(daemon, opts))
             except PurgeError as exc:
                 raise click.ClickException(str(exc)) from exc
+            finally:
+                ownership.removal_sink = None
+                if removed:
+                    _keep_removals(settings, removed)
         try:
             answer = self.client.call(
                 "POST", "/_dockergate/purge", opts.as_json(), timeout=PURGE_TIMEOUT

@@ -210,6 +210,27 @@ def test_finding_events_of_removed_objects_lost_on_gate_restart(cli, g31e, peopl
     assert wanted <= after, f"after a gate restart the member's events are gone: {after}"
 
 
+def test_events_of_what_a_local_purge_removed_are_replayed_after_a_restart(cli, g31e, people):
+    """The same for ``dockergate purge`` run on the gate's host (it talks to the
+    engine itself): what it removed is kept in the store, so a gate started after
+    it still shows the member the removal of their secret and volume."""
+    a = _as(cli, g31e, people, "alice")
+    t = _rand()
+    sec, vol = f"r31e-ps-{t}", f"r31e-pv-{t}"
+    since = str(int(time.time()) - 1)
+    ok(a(["secret", "create", sec, "-"], input="x"))
+    ok(a(["volume", "create", vol]))
+    r = _admin(g31e, "purge", "--user", ALICE, "--all", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)
+    g31e.stop()
+    g31e.start()
+    events = ["events", "--since", since, "--until", until, "--format", "{{.Type}} {{.Action}}"]
+    after = set(ok(a(events)).splitlines())
+    assert {"secret remove", "volume destroy"} <= after, after
+
+
 # ============================================================================ works
 
 
