@@ -43,3 +43,9 @@ def printable(text: str) -> str:
     return "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
     )
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` at most ``limit`` characters, an ellipsis marking a cut (a log line
+    holds what a client sent, which may be a whole message head long)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

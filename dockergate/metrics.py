@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from dockergate.server import Gate
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
+# Distinct refusal labels kept; past it, new ones count under "other" (profile rules
+# and routes are a few hundred at most: this only bounds what was not foreseen).
+REFUSAL_SERIES_MAX = 500
 
 
 class Metrics:
@@ -60,13 +63,25 @@ class Metrics:
         slots[-2] += record.seconds
         slots[-1] += 1
         if record.decision == "deny" and record.rule:
-            rule = record.rule[:120]
+            rule = refusal_label(record)
+            if rule not in self.refusals and len(self.refusals) >= REFUSAL_SERIES_MAX:
+                rule = "other"
             self.refusals[rule] = self.refusals.get(rule, 0) + 1
         elif record.status == 502:
             self.upstream_errors += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def refusal_label(record: RequestRecord) -> str:
+    """A refusal's ``rule`` label: a profile rule by its name (few, each worth a
+    series); any other refusal by its route and status, never its message, which
+    quotes the client (a path, a name): one series per distinct request would grow
+    the scrape without end."""
+    if record.rule and record.rule.startswith("profile "):
+        return record.rule[:120]
+    return f"{record.route or 'unknown route'} ({record.status})"
 
 
 class _RequestCollector(Collector):
@@ -99,7 +114,9 @@ class _RequestCollector(Collector):
             latency.add_metric([route], buckets, slots[-2])
         yield latency
         refusals = CounterMetricFamily(
-            "dockergate_refusals", "Requests refused by the gate, by rule.", labels=["rule"]
+            "dockergate_refusals",
+            "Requests refused by the gate: by profile rule, others by route and status.",
+            labels=["rule"],
         )
         for rule, n in sorted(m.refusals.items()):
             refusals.add_metric([rule], n)

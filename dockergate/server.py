@@ -26,7 +26,7 @@ from dockergate.config import POLICY_STATUS, Settings
 from dockergate.listen.identity import Authenticator, Identity, Peer, Refusal
 from dockergate.listen.listeners import remote_host, start_tls, start_unix
 from dockergate.listen.tlsconfig import server_context, upstream_context
-from dockergate.logs import printable
+from dockergate.logs import cut, printable
 from dockergate.metrics import Metrics
 from dockergate.pidfile import PIDFILE, claim_pidfile, release_pidfile
 from dockergate.policy.model import PolicyError, Profile, ProfileSet, shipped_policies_dir
@@ -45,6 +45,9 @@ UNIDENTIFIED_PER_ADDRESS = 64  # TLS connections without a certificate, before a
 log = logging.getLogger("dockergate")
 SWEEP_INTERVAL = 5.0
 access = logging.getLogger("dockergate.access")
+
+
+LOGGED_PATH_MAX = 1024  # characters of a request path in the access log (the audit row's)
 
 
 class Gate:
@@ -378,11 +381,13 @@ class Gate:
                 record.user or "-",
                 record.identified_by,
                 printable(record.method),
-                printable(record.path),  # decoded: a %0a would forge a line
+                # Decoded (a %0a would forge a line), and cut as in the audit row: a
+                # path may be a whole head long.
+                printable(cut(record.path, LOGGED_PATH_MAX)),
                 record.route or "-",
                 record.status,
                 record.decision,
-                f" rule={record.rule!r}" if record.rule else "",
+                f" rule={cut(record.rule, LOGGED_PATH_MAX)!r}" if record.rule else "",
                 record.seconds * 1000,
             )
         for sink in self.sinks:

@@ -15,7 +15,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from dockergate.api.ownership import (
     resolve,
     resolve_owned,
 )
+from dockergate.caching import short_calls_cached
 from dockergate.listen.identity import Refusal
 from dockergate.policy.rules import Denied
 
@@ -210,7 +210,7 @@ async def own_filter_references(ex: Exchange, kind: str, keys: tuple[str, ...]) 
 NO_OWNER_MATCH = f"{OWNER_LABEL}.filter-named-another-owner"
 
 
-@lru_cache(maxsize=1024)
+@short_calls_cached(maxsize=1024)
 def owner_filtered(raw_query: str, owner: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """The query with the owner's label filter merged in, and its encoding.
 

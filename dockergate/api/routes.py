@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
+
+from dockergate.caching import short_calls_cached
 
 Access = Literal["public", "read", "write", "admin"]
 
@@ -234,7 +235,7 @@ class Match:
     params: dict[str, str]
 
 
-@lru_cache(maxsize=4096)
+@short_calls_cached(maxsize=4096)
 def match(method: str, path: str) -> Match | None:
     """The route for a normalised path, or None: the default deny."""
     route = _EXACT.get((method, path))

@@ -9,17 +9,17 @@ authorised again.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 import re
 
+from dockergate.caching import short_calls_cached
 from dockergate.proxy.http import HTTPError, decode_path
 
 _VERSION_PREFIX = re.compile(r"^/v[0-9]+(?:\.[0-9]+)*(?=/|$)")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-@functools.lru_cache(maxsize=4096)
+@short_calls_cached(maxsize=4096)
 def normalise(path: str) -> tuple[str, str | None]:
     """Return (normalised path, API version or None) for a request path (cached: a
     client repeats the same few paths; errors are not cached)."""

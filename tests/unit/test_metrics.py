@@ -61,3 +61,36 @@ def test_counters_and_histogram_export() -> None:
     assert got[("dockergate_refusals_total", (("rule", "profile member: privileged"),))] == 1
     assert got[("dockergate_upstream_errors_total", ())] == 1
     assert got[("dockergate_open_connections", ())] == 0
+
+
+def test_refusal_labels_are_rules_or_routes_never_messages() -> None:
+    """Round 31f: a label per distinct message grew the scrape without end."""
+    from dockergate.audit.record import RequestRecord
+    from dockergate.metrics import refusal_label
+
+    def record(rule: str, route: str | None, status: int = 403) -> RequestRecord:
+        return RequestRecord(
+            started=0.0,
+            user="u",
+            identified_by="x",
+            listener="unix",
+            method="GET",
+            path="/x",
+            route=route,
+            kind=None,
+            object_id=None,
+            decision="deny",
+            rule=rule,
+            status=status,
+            seconds=0.0,
+            detail=None,
+        )
+
+    assert refusal_label(record("profile member: privileged", "container.create")) == (
+        "profile member: privileged"
+    )
+    labels = {refusal_label(record(f"may not call GET /nosuch-{i}", None)) for i in range(50)}
+    assert labels == {"unknown route (403)"}
+    assert refusal_label(record("No such container: x", "container.inspect", 404)) == (
+        "container.inspect (404)"
+    )
