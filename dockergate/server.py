@@ -419,7 +419,8 @@ class Gate:
 
     async def _sweep(self) -> None:
         """Close idle keep-alive connections and stalled request heads, every few seconds;
-        and cut streams whose credentials have expired since (``recheck_streams``)."""
+        cut streams whose credentials have expired since (``recheck_streams``); close
+        the daemon connections idle in the pool too long."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
@@ -427,6 +428,7 @@ class Gate:
             for conn in list(self.connections.values()):
                 conn.expire(now)
             self.recheck_streams()
+            self.upstream.trim()
 
     def recheck_streams(self) -> None:
         """Requests in progress whose user was disabled, removed, given another profile,

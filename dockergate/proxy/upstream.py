@@ -115,6 +115,15 @@ class Upstream:
         conn.reused = False
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+        self.trim()
+
+    def trim(self) -> None:
+        """Close connections idle past ``IDLE_TTL``, oldest first: acquire() takes the
+        newest, so after a burst the oldest would stay open to the daemon for good
+        (round 31f). Also run by the gate's sweeper, for a gate gone quiet."""
+        now = time.monotonic()
+        while self._idle and now - self._idle[0].idle_since >= IDLE_TTL:
+            self._idle.pop(0).close()
 
     def close(self) -> None:
         while self._idle:
