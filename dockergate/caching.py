@@ -18,15 +18,19 @@ LONGEST_KEY = 1024  # characters of text arguments, in all, for a call to be mem
 
 
 def short_calls_cached(maxsize: int, longest: int = LONGEST_KEY) -> Callable[[F], F]:
-    """``functools.lru_cache(maxsize)`` for calls whose ``str`` arguments add up to
-    at most ``longest`` characters; longer ones are computed and not kept."""
+    """``functools.lru_cache(maxsize)`` for functions of ``str`` arguments only, for
+    calls whose arguments add up to at most ``longest`` characters; longer ones are
+    computed and not kept. (A plain loop: it runs twice per request.)"""
 
     def wrap(fn: F) -> F:
         cached = functools.lru_cache(maxsize=maxsize)(fn)
 
         @functools.wraps(fn)
-        def call(*args: Any) -> Any:
-            if sum(len(a) for a in args if isinstance(a, str)) > longest:
+        def call(*args: str) -> Any:
+            size = 0
+            for arg in args:
+                size += len(arg)
+            if size > longest:
                 return fn(*args)
             return cached(*args)
 
