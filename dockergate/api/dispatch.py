@@ -111,19 +111,38 @@ def remember_anonymous_volumes(container: Resolved) -> None:
 
 
 async def remember_pruned(ex: Exchange, kind: str) -> None:
-    """A prune removes the caller's unused volumes or networks: each of theirs is
-    remembered like a removal (for its events, replayed once it is gone); those the
-    prune leaves are found as they are."""
+    """A prune removes some of the caller's unused volumes or networks: those its
+    answer lists (``VolumesDeleted``, ``NetworksDeleted``: names) are remembered like
+    a removal each, for their events replayed once they are gone. The caller's own
+    are listed first, while they still exist (their IDs, when they were made)."""
     from dockergate.policy.quota import owner_filter
 
     reply = await ex.daemon.get(f"/{kind}s?filters={owner_filter(ex.identity.name)}")
     found = reply.json() if reply.ok else None
     items = found.get("Volumes") if kind == "volume" and isinstance(found, dict) else found
-    for obj in items if isinstance(items, list) else []:
-        if isinstance(obj, dict):
-            key = str(obj.get("Name") if kind == "volume" else obj.get("Id") or "")
-            if key:
-                remember_removal(Resolved(kind, key, ex.identity.name, obj))
+    owned = {
+        str(obj.get("Name") or ""): obj
+        for obj in (items if isinstance(items, list) else [])
+        if isinstance(obj, dict)
+    }
+    deleted_key = "VolumesDeleted" if kind == "volume" else "NetworksDeleted"
+    user = ex.identity.name
+
+    async def remember(body: bytes) -> bytes:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return body
+        names = answer.get(deleted_key) if isinstance(answer, dict) else None
+        for name in names if isinstance(names, list) else []:
+            obj = owned.get(str(name))
+            if obj is not None:
+                key = str(obj.get("Name") if kind == "volume" else obj.get("Id") or "")
+                if key:
+                    remember_removal(Resolved(kind, key, user, obj))
+        return body
+
+    ex.response_filter = remember
 
 
 Readable = Callable[[Exchange, Resolved], Awaitable[dict[str, Any] | None]]

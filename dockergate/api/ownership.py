@@ -11,10 +11,11 @@ users do not leak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -190,7 +191,7 @@ REMOVAL_KINDS = frozenset({"service", "network", "volume", "secret", "config"}) 
 
 # Where removals are also kept (the gate's store, set at start): a restarted gate, or
 # another gate of the store, must still tell whose a removed object's events were.
-RemovalSink = Callable[[tuple[str, str, str, int, int]], None]
+RemovalSink = Callable[[tuple[str, str, str, int, int]], None]  # see Removal
 removal_sink: RemovalSink | None = None
 
 
@@ -210,6 +211,9 @@ def _remember(kind: str, object_id: str, entry: tuple[str, int, int]) -> None:
         _removed.popitem(last=False)
 
 
+Removal = tuple[str, str, str, int, int]  # kind, ID, owner, created, removed
+
+
 async def keep_removals(store: Store, retention_days: int) -> Callable[[], Awaitable[None]]:
     """At start-up: the removals kept in the store (by any gate of it) are read back,
     and from now on each one is written there too, in the background. Returns what
@@ -218,28 +222,52 @@ async def keep_removals(store: Store, retention_days: int) -> Callable[[], Await
         load_removals(await asyncio.to_thread(store.removed_objects, REMOVED_MAX))
     except StoreError as exc:
         log.warning("removed objects not read from the store: %s", exc)
-    loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[None]] = set()
-
-    async def write(row: tuple[str, str, str, int, int]) -> None:
-        forget = int(time.time()) - retention_days * 86400 if retention_days > 0 else 0
-        try:
-            await asyncio.to_thread(store.remember_removed, [row], forget)
-        except StoreError as exc:
-            log.warning("the removal of %s %s not kept in the store: %s", row[0], row[1], exc)
-
-    def sink(row: tuple[str, str, str, int, int]) -> None:
-        task = loop.create_task(write(row))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    async def flush() -> None:
-        if pending:
-            await asyncio.wait(list(pending), timeout=5)
-
+    writer = _RemovalWriter(store, retention_days)
     global removal_sink
-    removal_sink = sink
-    return flush
+    removal_sink = writer.add
+    return writer.flush
+
+
+class _RemovalWriter:
+    """One background writer: removals wait in memory (the newest ``REMOVED_MAX``)
+    and go to the store in batches, one transaction each. One task per removal put
+    thousands of store jobs in the thread pool for a few prunes (round 32a)."""
+
+    def __init__(self, store: Store, retention_days: int) -> None:
+        self.store = store
+        self.retention_days = retention_days
+        self.queue: deque[Removal] = deque(maxlen=REMOVED_MAX)
+        self.wake = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def add(self, row: Removal) -> None:
+        self.queue.append(row)
+        self.wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            await self._write()
+
+    async def _write(self) -> None:
+        while self.queue:
+            rows = list(self.queue)
+            self.queue.clear()
+            days = self.retention_days
+            forget = int(time.time()) - days * 86400 if days > 0 else 0
+            try:
+                await asyncio.to_thread(self.store.remember_removed, rows, forget)
+            except StoreError as exc:
+                log.warning("%d removals not kept in the store: %s", len(rows), exc)
+
+    async def flush(self) -> None:
+        """At shutdown: what is still queued is written (5 s at most)."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._write(), 5)
 
 
 def load_removals(rows: Iterable[tuple[str, str, str, int, int]]) -> None:

@@ -28,6 +28,7 @@ import pwd
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from dockergate.config import Settings
 from dockergate.listen.identity import Identity, Peer, Refusal
@@ -81,12 +82,15 @@ class DirectoryAuthenticator:
         # only; the snapshot still decides whether that credential is valid now).
         self._verified: OrderedDict[bytes, str] = OrderedDict()
         self._logins: dict[int, str | None] = {}
+        self._executor: ThreadPoolExecutor | None = None  # made by start()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Load the snapshot and start polling. Never raises for a database outage:
         the gate then starts closed (503 for everyone) and opens when the store is back.
         """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="dockergate-users")
         await self._poll()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="dockergate-directory")
@@ -97,6 +101,9 @@ class DirectoryAuthenticator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
         if self._own_store:
             self.store.close()
 
@@ -119,7 +126,11 @@ class DirectoryAuthenticator:
     async def _poll(self) -> None:
         current = self._snapshot if self._error is None else None
         try:
-            fresh = await asyncio.to_thread(self._refresh, current)
+            # On a thread of its own: the default executor also runs the audit writer
+            # and other store writes, and a queue of them there must not make the
+            # snapshot look stale and close the gate for everyone (round 32a).
+            loop = asyncio.get_running_loop()
+            fresh = await loop.run_in_executor(self._executor, self._refresh, current)
         except StoreUnavailable as exc:
             self._fail(str(exc), "the user database cannot be read")
             return

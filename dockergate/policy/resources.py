@@ -257,6 +257,15 @@ def check_oom_score_adj(profile: Profile, value: Any, field: str) -> None:
         )
 
 
+# The ulimit names dockerd knows (go-units' ParseUlimit).
+DOCKER_ULIMITS = frozenset(
+    {
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+        "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+    }
+)  # fmt: skip
+
+
 def check_ulimits(profile: Profile, ulimits: Any, field: str) -> None:
     """Each ulimit must be allowed by the profile, soft and hard at most its maximum
     (Docker's -1 is unlimited, so it exceeds every finite maximum)."""
@@ -271,9 +280,11 @@ def check_ulimits(profile: Profile, ulimits: Any, field: str) -> None:
         name = str(entry.get("Name") or "")
         if name not in profile.ulimits:
             allowed = ", ".join(sorted(profile.ulimits)) or "none"
-            raise Denied(
-                profile, f"the {name or 'unnamed'} ulimit", here, name, f"allowed: {allowed}"
-            )
+            # The rule names only ulimits Docker knows: it labels the refusal in the
+            # audit summary and the metrics, where a made-up name per request would be a
+            # new series each time (round 32a); the message still shows the name.
+            what = f"the {name} ulimit" if name in DOCKER_ULIMITS else "this ulimit"
+            raise Denied(profile, what, here, name, f"allowed: {allowed}")
         top = profile.ulimits[name]
         if top == UNLIMITED:
             continue
