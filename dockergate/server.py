@@ -48,6 +48,41 @@ access = logging.getLogger("dockergate.access")
 
 
 LOGGED_PATH_MAX = 1024  # characters of a request path in the access log (the audit row's)
+# Access-log lines a minute for requests of callers nobody identified (all of them
+# together); past it they are counted, and one line says how many were left out.
+UNIDENTIFIED_LINES_PER_MINUTE = 120
+
+
+class AccessLogBudget:
+    """Callers without a credential get the access log's lines only up to a budget:
+    one client looping on refused requests wrote a line each, 1.3 GB an hour into
+    the engine's json-file log (round 32b). Identified users are logged in full (the
+    audit log budgets their refusals)."""
+
+    def __init__(self, per_minute: int = UNIDENTIFIED_LINES_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self.window = 0.0
+        self.count = 0
+        self.left_out = 0
+
+    def allows(self, record: RequestRecord) -> bool:
+        if record.user is not None:
+            return True
+        if record.started - self.window >= 60:
+            if self.left_out:
+                access.info(
+                    "%d more requests of unidentified callers in the minute from %s not "
+                    "logged (at most %d lines a minute)",
+                    self.left_out,
+                    time.strftime("%H:%M:%S", time.gmtime(self.window)),
+                    self.per_minute,
+                )
+            self.window, self.count, self.left_out = record.started, 0, 0
+        self.count += 1
+        if self.count <= self.per_minute:
+            return True
+        self.left_out += 1
+        return False
 
 
 class Gate:
@@ -77,6 +112,7 @@ class Gate:
         self.streams = 0
         self.metrics = Metrics(self)
         self.sinks: list[Callable[[RequestRecord], None]] = [self.metrics.observe]
+        self._log_budget = AccessLogBudget()
 
     @property
     def store(self) -> Store | None:
@@ -375,7 +411,7 @@ class Gate:
         """Every request ends here: one access-log line, then the sinks (audit, metrics).
 
         Sinks must not block: the audit writer queues, metrics count in memory."""
-        if access.isEnabledFor(logging.INFO):
+        if access.isEnabledFor(logging.INFO) and self._log_budget.allows(record):
             access.info(
                 "user=%s via=%r %s %s route=%s status=%s decision=%s%s ms=%.1f",
                 record.user or "-",

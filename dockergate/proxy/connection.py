@@ -25,6 +25,7 @@ from dockergate.listen.identity import IDENTITY_HEADERS, TOKEN_HEADER, Identity,
 from dockergate.proxy.errors import error_response, reason
 from dockergate.proxy.http import (
     HOP_BY_HOP,
+    MAX_HEAD,
     READ_SIZE,
     ClientGone,
     HTTPError,
@@ -58,6 +59,10 @@ HEAD_TIMEOUT = 60.0  # a started message head must be complete within this
 # after each request until one does.
 FIRST_REQUEST_TIMEOUT = 10.0
 TURN_AWAY_WAIT = 1.0  # a client over its connection limit: how long its request may take
+# The head of a connection counted nowhere (on probation, or turned away) is read up to
+# this: a request with a token needs a few KiB, and hundreds of such connections from
+# one address must not each hold a whole MAX_HEAD (round 32b).
+UNCOUNTED_HEAD = 16 << 10
 DISCARD_LIMIT = 1 << 16  # refused bodies up to this are read and dropped to keep the connection
 HIJACK_BODY_CAP = 1 << 20
 HELD_AFTER_END_CAP = 2 << 20  # a checked stream (build context) after its archive's end
@@ -122,9 +127,12 @@ class ClientConnection:
                 self.phase, self.since = "idle", self.loop.time()
                 try:
                     if self.probation:
-                        # On probation: its request (with a token) must come at once.
+                        # On probation: its request (with a token) must come at once,
+                        # and be small.
+                        self._set_head_limit(UNCOUNTED_HEAD)
                         async with asyncio.timeout(TURN_AWAY_WAIT):
                             raw = await self._next_head()
+                        self._set_head_limit(MAX_HEAD)
                     else:
                         # No timer here: the sweeper (expire) watches idle connections
                         # and stalled heads; a timeout context per request cost about a
@@ -158,6 +166,7 @@ class ClientConnection:
         refusal (the CLI prints it); a connection that sends nothing is closed in a
         second, so held-open idle connections cannot pile up."""
         message = self.turned_away or ""
+        self._set_head_limit(UNCOUNTED_HEAD)
         try:
             async with asyncio.timeout(TURN_AWAY_WAIT):
                 request = parse_request(await read_head(self.reader))
@@ -188,15 +197,25 @@ class ClientConnection:
 
     def expire(self, now: float) -> None:
         """Called by the gate's sweeper: close a connection idle or stalled too long."""
-        idle_limit = KEEPALIVE_IDLE if self.unidentified_at is None else FIRST_REQUEST_TIMEOUT
+        # A connection no one has identified yet gets FIRST_REQUEST_TIMEOUT for its
+        # head too: 64 per address could otherwise each hold a partial MAX_HEAD for
+        # HEAD_TIMEOUT (round 32b).
+        unidentified = self.unidentified_at is not None
+        idle_limit = FIRST_REQUEST_TIMEOUT if unidentified else KEEPALIVE_IDLE
+        head_limit = FIRST_REQUEST_TIMEOUT if unidentified else HEAD_TIMEOUT
         if self.phase == "idle" and now - self.since > idle_limit:
             self.timed_out = True
             self.writer.close()
-        elif self.phase == "head" and now - self.since > HEAD_TIMEOUT:
+        elif self.phase == "head" and now - self.since > head_limit:
             self.timed_out = True
             with contextlib.suppress(Exception):
                 self.writer.write(error_response(408, "request head timed out", close=True))
             self.writer.close()
+
+    def _set_head_limit(self, limit: int) -> None:
+        """How much of a head the reader takes (and buffers) before the gate answers
+        431: asyncio has no public setter for a StreamReader's limit."""
+        self.reader._limit = limit  # type: ignore[attr-defined]
 
     async def _next_head(self) -> bytes:
         """The next request's head, once its first byte has arrived."""
