@@ -260,6 +260,8 @@ class _RemovalWriter:
                 await asyncio.to_thread(self.store.remember_removed, rows, forget)
             except StoreError as exc:
                 log.warning("%d removals not kept in the store: %s", len(rows), exc)
+            except Exception:  # the writer must outlive a bug in one batch
+                log.exception("%d removals not kept in the store", len(rows))
 
     async def flush(self) -> None:
         """At shutdown: what is still queued is written (5 s at most)."""

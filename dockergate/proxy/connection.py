@@ -169,10 +169,15 @@ class ClientConnection:
         self._set_head_limit(UNCOUNTED_HEAD)
         try:
             async with asyncio.timeout(TURN_AWAY_WAIT):
-                request = parse_request(await read_head(self.reader))
-            self.linger = request.has_body
+                try:
+                    request = parse_request(await read_head(self.reader))
+                    self.linger = request.has_body
+                except HTTPError:
+                    # A head past UNCOUNTED_HEAD (or malformed): the refusal the client
+                    # needs is still the connection limit (round 33a).
+                    self.linger = True
             await self._send(error_response(403, message, close=True))
-        except (TimeoutError, ClientGone, HTTPError, ConnectionError, OSError):
+        except (TimeoutError, ClientGone, ConnectionError, OSError):
             pass
         finally:
             if self.linger:

@@ -256,7 +256,8 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
             raise HTTPError(505, "HTTP/2 is not supported; use HTTP/1.1") from None
         raise HTTPError(400, "connection closed in the middle of a message head") from None
     except asyncio.LimitOverrunError:
-        raise HTTPError(431, f"message head larger than {MAX_HEAD >> 10} KiB") from None
+        limit = getattr(reader, "_limit", MAX_HEAD)  # a connection counted nowhere: less
+        raise HTTPError(431, f"message head larger than {limit >> 10} KiB") from None
 
 
 def _parse_request_head(raw: bytes) -> tuple[bytes, bytes, bytes, Headers]:

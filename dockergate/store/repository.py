@@ -616,6 +616,20 @@ class Store:
         Rows removed before ``forget_before`` (Unix seconds) are dropped on the way.
         Like audit rows, they do not bump the revision."""
         try:
+            self._merge_removed(rows, forget_before)
+        except IntegrityError:
+            # Another gate inserted one of these rows between merge's read and its
+            # insert (the whole batch is rolled back): once more, the row is there to
+            # update now.
+            try:
+                self._merge_removed(rows, forget_before)
+            except IntegrityError as exc:
+                raise unavailable(exc, self.url) from exc
+
+    def _merge_removed(
+        self, rows: Sequence[tuple[str, str, str, int, int]], forget_before: int
+    ) -> None:
+        try:
             with Session(self._writer) as session, session.begin():
                 for kind, object_id, owner, created, removed in rows:
                     session.merge(
@@ -632,7 +646,7 @@ class Store:
                         delete(RemovedObject).where(RemovedObject.removed < forget_before)
                     )
         except IntegrityError:
-            pass  # another gate recorded the same removal at the same moment
+            raise  # for remember_removed's second try
         except SQLAlchemyError as exc:
             raise unavailable(exc, self.url) from exc
 
