@@ -562,18 +562,25 @@ class Gate:
 
 async def run(settings: Settings, authenticator: Authenticator) -> None:
     gate = Gate(settings, authenticator)
-    await gate.start()
     audit = AuditWriter.for_settings(settings)  # the audit log, written off the request path
     gate.sinks.append(audit)
-    audit.start()
     store = gate.store
+    # Who owned what was removed, read back before the listeners open: an events
+    # request at once would otherwise replay those objects' events to no one.
+    flush_removals = (
+        await keep_removals(store, settings.audit_retention_days) if store is not None else None
+    )
+    try:
+        await gate.start()
+    except BaseException:
+        if flush_removals is not None:
+            await flush_removals()
+        raise
+    audit.start()
     seeding = (
         asyncio.get_running_loop().create_task(seed_volume_claims(gate.daemon, store))
         if store is not None
         else None
-    )
-    flush_removals = (
-        await keep_removals(store, settings.audit_retention_days) if store is not None else None
     )
     # Start-up leaves ~90,000 long-lived objects (SQLAlchemy, click, the schema tables);
     # a full collection walks them all, a 20-50 ms stall of every request in flight.
