@@ -79,7 +79,7 @@ def refusal_label(record: RequestRecord) -> str:
     series); any other refusal by its route and status, never its message, which
     quotes the client (a path, a name): one series per distinct request would grow
     the scrape without end."""
-    if record.rule and record.rule.startswith("profile "):
+    if record.by_profile_rule and record.rule:
         return record.rule[:120]
     return f"{record.route or 'unknown route'} ({record.status})"
 

@@ -26,11 +26,13 @@ from dockergate.api.ownership import (
     RESERVED_PREFIX,
     NotFound,
     Resolved,
+    id_of,
     may_touch,
     remember_removal,
     resolve,
     resolve_owned,
 )
+from dockergate.audit.record import profile_rule
 from dockergate.caching import short_calls_cached
 from dockergate.listen.identity import Refusal
 from dockergate.policy.rules import Denied
@@ -67,6 +69,11 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
 
 def who(ex: Exchange) -> str:
     return f"user {ex.identity.name!r} (profile {ex.identity.profile!r})"
+
+
+def refused(exc: Denied) -> Refusal:
+    """A profile rule's refusal, as the client and the audit log get it."""
+    return Refusal(403, exc.message, rule=profile_rule(exc.profile, exc.rule))
 
 
 def route_path(pattern: str, params: dict[str, str]) -> str:
@@ -136,10 +143,9 @@ async def remember_pruned(ex: Exchange, kind: str) -> None:
         names = answer.get(deleted_key) if isinstance(answer, dict) else None
         for name in names if isinstance(names, list) else []:
             obj = owned.get(str(name))
-            if obj is not None:
-                key = str(obj.get("Name") if kind == "volume" else obj.get("Id") or "")
-                if key:
-                    remember_removal(Resolved(kind, key, user, obj))
+            object_id = id_of(kind, obj) if obj is not None else ""
+            if object_id and obj is not None:
+                remember_removal(Resolved(kind, object_id, user, obj))
         return body
 
     ex.response_filter = remember
@@ -345,7 +351,7 @@ async def dispatch(ex: Exchange) -> None:
         try:
             await handler(ex)
         except Denied as exc:
-            raise Refusal(403, exc.message, rule=f"profile {exc.profile}: {exc.rule}") from None
+            raise refused(exc) from None
         except BUG_ERRORS as exc:
             # A handler bug must still answer (the client would otherwise see the
             # connection drop with no word) and must never forward anything.

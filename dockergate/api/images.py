@@ -32,7 +32,7 @@ from dockergate.api import dockerfile
 from dockergate.api import query as q
 from dockergate.api.body import BodyError, loads_strict
 from dockergate.api.buildcontext import ContextScanner, wanted_paths
-from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, who
+from dockergate.api.dispatch import BUG_ERRORS, handles, referenced_owned, refused, who
 from dockergate.api.exchange import Exchange
 from dockergate.api.gotext import GO_SPACE
 from dockergate.api.labels import image_labels
@@ -803,7 +803,7 @@ class BuildContextCheck:
         try:
             yield
         except Denied as exc:
-            raise Refusal(403, exc.message, rule=f"profile {exc.profile}: {exc.rule}") from None
+            raise refused(exc) from None
         except BUG_ERRORS as exc:
             log.exception("image.build: internal error reading the context for %s", who(self.ex))
             raise Refusal(

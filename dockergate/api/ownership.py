@@ -25,7 +25,7 @@ from dockergate.api import dockerfile
 from dockergate.listen.identity import Identity, Refusal
 from dockergate.proxy.daemon import API_PREFIX, Daemon, DaemonReply, ref
 from dockergate.store.errors import StoreError
-from dockergate.store.repository import Store
+from dockergate.store.repository import RemovedRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ REMOVAL_KINDS = frozenset({"service", "network", "volume", "secret", "config"}) 
 
 # Where removals are also kept (the gate's store, set at start): a restarted gate, or
 # another gate of the store, must still tell whose a removed object's events were.
-RemovalSink = Callable[[tuple[str, str, str, int, int]], None]  # see Removal
+RemovalSink = Callable[[RemovedRow], None]
 removal_sink: RemovalSink | None = None
 
 
@@ -209,9 +209,6 @@ def _remember(kind: str, object_id: str, entry: tuple[str, int, int]) -> None:
     _removed.move_to_end(key)
     while len(_removed) > REMOVED_MAX:
         _removed.popitem(last=False)
-
-
-Removal = tuple[str, str, str, int, int]  # kind, ID, owner, created, removed
 
 
 async def keep_removals(store: Store, retention_days: int) -> Callable[[], Awaitable[None]]:
@@ -236,11 +233,11 @@ class _RemovalWriter:
     def __init__(self, store: Store, retention_days: int) -> None:
         self.store = store
         self.retention_days = retention_days
-        self.queue: deque[Removal] = deque(maxlen=REMOVED_MAX)
+        self.queue: deque[RemovedRow] = deque(maxlen=REMOVED_MAX)
         self.wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def add(self, row: Removal) -> None:
+    def add(self, row: RemovedRow) -> None:
         self.queue.append(row)
         self.wake.set()
 
@@ -272,7 +269,7 @@ class _RemovalWriter:
             await asyncio.wait_for(self._write(), 5)
 
 
-def load_removals(rows: Iterable[tuple[str, str, str, int, int]]) -> None:
+def load_removals(rows: Iterable[RemovedRow]) -> None:
     """Removals kept in the store (oldest first), under those made since start."""
     newer = list(_removed.items())
     for kind, object_id, owner, created, removed in rows:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A refusal by a profile rule is recorded as "profile <name>: <rule>": the audit
+# summary and the metrics name such refusals by rule, others by route and status.
+PROFILE_RULE_PREFIX = "profile "
+
+
+def profile_rule(profile: str, rule: str) -> str:
+    """The ``rule`` a refusal by ``profile``'s ``rule`` is recorded under."""
+    return f"{PROFILE_RULE_PREFIX}{profile}: {rule}"
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -23,6 +32,11 @@ class RequestRecord:
     # Free text for records that are not plain requests (a purge's counts, the options
     # of an admin CLI command). Never credentials, bodies or environment values.
     detail: str | None = None
+
+    @property
+    def by_profile_rule(self) -> bool:
+        """Refused by a rule of the caller's profile (see :func:`profile_rule`)."""
+        return self.rule is not None and self.rule.startswith(PROFILE_RULE_PREFIX)
 
     @property
     def mutating(self) -> bool:

@@ -34,8 +34,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dockergate.audit.record import RequestRecord
+from dockergate.audit.record import PROFILE_RULE_PREFIX, RequestRecord
 from dockergate.config import Settings
+from dockergate.logs import cut
 from dockergate.store.db import engine_for
 from dockergate.store.errors import StoreError, StoreUnavailable
 from dockergate.store.models import AUDIT_DECISIONS
@@ -90,7 +91,7 @@ def _clean(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
     text = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(text, limit)
 
 
 def row_of(record: RequestRecord) -> dict[str, Any]:
@@ -424,10 +425,11 @@ def summary_key(record: RequestRecord, seen: Counter[str]) -> str:
     its name (there are few, and each is worth naming); any other refusal by its route
     and status, not its message (which names objects, so a flood of distinct
     messages would take every place), and past ``SUMMARY_RULES`` such keys together."""
-    if record.rule and record.rule.startswith("profile "):
+    if record.by_profile_rule and record.rule:
         return record.rule
     key = f"{record.route or record.method + ' ' + record.path} ({record.status})"
-    if key in seen or sum(1 for k in seen if not k.startswith("profile ")) < SUMMARY_RULES:
+    by_route = sum(1 for k in seen if not k.startswith(PROFILE_RULE_PREFIX))
+    if key in seen or by_route < SUMMARY_RULES:
         return key
     return ""
 

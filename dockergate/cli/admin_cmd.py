@@ -41,7 +41,7 @@ from dockergate.policy.model import PolicyError, ProfileSet, human
 from dockergate.proxy.daemon import Daemon
 from dockergate.proxy.upstream import Upstream, UpstreamError
 from dockergate.store.errors import StoreError
-from dockergate.store.repository import AuditInfo, Store
+from dockergate.store.repository import AuditInfo, RemovedRow, Store
 
 T = TypeVar("T")
 PURGE_TIMEOUT = 900.0  # a purge through a gate waits this long for the answer
@@ -126,7 +126,7 @@ def on_daemon(settings: Settings, work: Callable[[Daemon], Coroutine[Any, Any, T
 # -- purge --------------------------------------------------------------------------------
 
 
-def _keep_removals(settings: Settings, rows: list[tuple[str, str, str, int, int]]) -> None:
+def _keep_removals(settings: Settings, rows: list[RemovedRow]) -> None:
     """What a local purge removed, kept in the store as the gate keeps its users'
     removals (``api.ownership.keep_removals``): a gate started after it replays the
     objects' events to their owner. A store that cannot be reached is only warned of."""
@@ -155,7 +155,7 @@ class PurgeTarget:
     def run(self, settings: Settings, opts: PurgeOptions) -> PurgeReport:
         opts = dataclasses.replace(opts, node_only=opts.node_only or self.node_only)
         if self.client is None:
-            removed: list[tuple[str, str, str, int, int]] = []
+            removed: list[RemovedRow] = []
             ownership.removal_sink = removed.append
             try:
                 return on_daemon(settings, lambda daemon: purge(daemon, opts))

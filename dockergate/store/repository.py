@@ -219,6 +219,10 @@ class IssuedToken:
     expires_at: dt.datetime | None
 
 
+# A removal kept in the store: (kind, ID, owner, created, removed), times in Unix seconds.
+RemovedRow = tuple[str, str, str, int, int]
+
+
 class Store:
     """The users and credentials in one database."""
 
@@ -608,9 +612,7 @@ class Store:
             row = session.get(ImageTag, name)
             return (row.owner, row.image_id) if row is not None else None
 
-    def remember_removed(
-        self, rows: Sequence[tuple[str, str, str, int, int]], forget_before: int = 0
-    ) -> None:
+    def remember_removed(self, rows: Sequence[RemovedRow], forget_before: int = 0) -> None:
         """Objects users removed: (kind, ID, owner, created, removed) each (see
         ``models.RemovedObject``; a later removal of the same ID replaces the row).
         Rows removed before ``forget_before`` (Unix seconds) are dropped on the way.
@@ -626,9 +628,7 @@ class Store:
             except IntegrityError as exc:
                 raise unavailable(exc, self.url) from exc
 
-    def _merge_removed(
-        self, rows: Sequence[tuple[str, str, str, int, int]], forget_before: int
-    ) -> None:
+    def _merge_removed(self, rows: Sequence[RemovedRow], forget_before: int) -> None:
         try:
             with Session(self._writer) as session, session.begin():
                 for kind, object_id, owner, created, removed in rows:
@@ -650,7 +650,7 @@ class Store:
         except SQLAlchemyError as exc:
             raise unavailable(exc, self.url) from exc
 
-    def removed_objects(self, limit: int) -> list[tuple[str, str, str, int, int]]:
+    def removed_objects(self, limit: int) -> list[RemovedRow]:
         """The ``limit`` newest removals, oldest first (as they were remembered)."""
         with self._read() as session:
             query = select(RemovedObject).order_by(RemovedObject.removed.desc()).limit(limit)
