@@ -891,6 +891,14 @@ def policies_gate(
         (policies / name).write_text(text)
     g.extra_args.extend(["--policies-dir", str(policies)])
     g.policies = policies  # type: ignore[attr-defined]
+    with running(g):
+        yield g
+
+
+@contextlib.contextmanager
+def running(g: Gate) -> Iterator[Gate]:
+    """``g`` initialised and started; stopped at the end if it still runs (a test
+    may have stopped or restarted it)."""
     g.init()
     g.start()
     try:
@@ -898,6 +906,13 @@ def policies_gate(
     finally:
         if g.alive():
             g.stop()
+
+
+@contextlib.contextmanager
+def started_gate(base: Path, upstream: str, **options: Any) -> Iterator[Gate]:
+    """A module's gate: ``new_gate(base, upstream, **options)``, running."""
+    with running(new_gate(base, upstream, **options)) as g:
+        yield g
 
 
 def admin_image(client: Any, tag: str, config: Mapping[str, Any]) -> str:

@@ -52,7 +52,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, new_gate, read_response, unix_connect
+from tests.helpers import Gate, read_response, started_gate, unix_connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,13 +63,8 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g31(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host)
-    g.init()
-    g.start()
-    try:
+    with started_gate(session_dir, docker_host) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, UnixUser, dockergate_argv, new_gate, remove_owned, wait_until
+from tests.helpers import (
+    Gate,
+    UnixUser,
+    dockergate_argv,
+    remove_owned,
+    started_gate,
+    wait_until,
+)
 from tests.integration.test_hostile import Raw
 
 pytestmark = pytest.mark.timeout(90)
@@ -102,13 +109,8 @@ def ok(r: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def g31e(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host)  # the shipped profiles, unix + TLS
-    g.init()
-    g.start()
-    try:
+    with started_gate(session_dir, docker_host) as g:  # the shipped profiles, unix + TLS
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

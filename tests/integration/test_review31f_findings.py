@@ -71,9 +71,9 @@ import pytest
 from tests.helpers import (
     Gate,
     connect_as_uid,
-    new_gate,
     raw_request,
     read_response,
+    started_gate,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,13 +81,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def g31f(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host)
-    g.init()
-    g.start()
-    try:
+    with started_gate(session_dir, docker_host) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

@@ -80,9 +80,9 @@ from tests.helpers import (
     Gate,
     UnixUser,
     dockergate_argv,
-    new_gate,
     raw_request,
     remove_owned,
+    started_gate,
     wait_until,
 )
 from tests.integration.test_hostile import Raw
@@ -98,13 +98,8 @@ def _rand() -> str:
 
 @pytest.fixture(scope="module")
 def g32(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host, tls=False)
-    g.init()
-    g.start()
-    try:
+    with started_gate(session_dir, docker_host, tls=False) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Gate, connect_as_uid, new_gate, raw_request, read_response
+from tests.helpers import Gate, connect_as_uid, raw_request, read_response, started_gate
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,13 +78,8 @@ HEAD = b"GET /v1.41/" + b"a" * 250_000  # a head of 250 KB, never finished
 
 @pytest.fixture(scope="module")
 def g32b(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(session_dir, docker_host)
-    g.init()
-    g.start()
-    try:
+    with started_gate(session_dir, docker_host) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

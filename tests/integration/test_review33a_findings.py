@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Gate, RawReply, connect_as_uid, new_gate, read_response
+from tests.helpers import Gate, RawReply, connect_as_uid, read_response, started_gate
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,15 +52,9 @@ LIMIT = 4  # max_connections_per_client of this gate
 
 @pytest.fixture(scope="module")
 def g33a(session_dir: Path, docker_host: str) -> Iterator[Gate]:
-    g = new_gate(
-        session_dir, docker_host, env={"DOCKERGATE_MAX_CONNECTIONS_PER_CLIENT": str(LIMIT)}
-    )
-    g.init()
-    g.start()
-    try:
+    env = {"DOCKERGATE_MAX_CONNECTIONS_PER_CLIENT": str(LIMIT)}
+    with started_gate(session_dir, docker_host, env=env) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")
